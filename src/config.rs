@@ -1,0 +1,943 @@
+//! The TOML configuration: model (`deny_unknown_fields` everywhere), loading, and `validate()`
+//! with `file:line: reason` diagnostics.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::types::{TargetName, TaskName, Ttl, UserName};
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub gateway: GatewayConfig,
+    #[serde(default)]
+    pub store: StoreConfig,
+    #[serde(default)]
+    pub tickets: TicketsConfig,
+    #[serde(default)]
+    pub requests: RequestsConfig,
+    pub policy: Option<PolicyConfig>,
+    pub break_glass: Option<BreakGlassConfig>,
+    #[serde(default)]
+    pub users: Vec<UserConfig>,
+    #[serde(default)]
+    pub targets: Vec<TargetConfig>,
+    #[serde(default)]
+    pub tasks: Vec<TaskConfig>,
+    /// Where the file was read from (set by [`Config::load`]).
+    #[serde(skip)]
+    pub source: PathBuf,
+}
+
+/// `[gateway]`: listeners and directories.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayConfig {
+    /// Name clients use to reach the gateway; goes into the server certificate's SANs.
+    pub public_name: String,
+    #[serde(default = "default_api_listen")]
+    pub api_listen: SocketAddr,
+    #[serde(default = "default_ssh_listen")]
+    pub ssh_listen: SocketAddr,
+    #[serde(default = "default_https_listen")]
+    pub https_listen: SocketAddr,
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    #[serde(default = "default_certs_dir")]
+    pub certs_dir: PathBuf,
+    #[serde(default = "default_recordings_dir")]
+    pub recordings_dir: PathBuf,
+    #[serde(default = "default_expiry_warning")]
+    pub expiry_warning: Ttl,
+    /// Failed admissions allowed per source address per minute before further attempts are
+    /// refused without being evaluated.
+    #[serde(default = "default_admission_failures")]
+    pub admission_failures_per_minute: u32,
+}
+
+fn default_api_listen() -> SocketAddr {
+    "127.0.0.1:8440".parse().expect("valid literal")
+}
+fn default_ssh_listen() -> SocketAddr {
+    "0.0.0.0:2222".parse().expect("valid literal")
+}
+fn default_https_listen() -> SocketAddr {
+    "0.0.0.0:8443".parse().expect("valid literal")
+}
+fn default_data_dir() -> PathBuf {
+    "data".into()
+}
+fn default_certs_dir() -> PathBuf {
+    "certs".into()
+}
+fn default_recordings_dir() -> PathBuf {
+    "recordings".into()
+}
+fn default_expiry_warning() -> Ttl {
+    Ttl::from_secs(60)
+}
+fn default_admission_failures() -> u32 {
+    10
+}
+
+/// `[store]`: where state lives.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    #[serde(default = "default_store_url")]
+    pub url: String,
+}
+
+fn default_store_url() -> String {
+    "sqlite://data/jitgate.db".into()
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            url: default_store_url(),
+        }
+    }
+}
+
+/// `[tickets]`: ticket rules and webhook ingestion.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TicketsConfig {
+    /// Requests need a ticket assigned to the requester.
+    #[serde(default = "yes")]
+    pub require_assignee: bool,
+    /// Shared secret for webhook HMACs: `env:VAR`, `file:PATH` or the literal secret.
+    pub webhook_secret: Option<String>,
+    /// How far a webhook's timestamp may be from now.
+    #[serde(default = "default_webhook_window")]
+    pub webhook_window: Ttl,
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_webhook_window() -> Ttl {
+    Ttl::from_secs(300)
+}
+
+impl Default for TicketsConfig {
+    fn default() -> Self {
+        Self {
+            require_assignee: true,
+            webhook_secret: None,
+            webhook_window: default_webhook_window(),
+        }
+    }
+}
+
+/// `[requests]`: request lifecycle.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RequestsConfig {
+    /// A pending request not decided within this time expires.
+    #[serde(default = "default_pending_ttl")]
+    pub pending_ttl: Ttl,
+}
+
+fn default_pending_ttl() -> Ttl {
+    Ttl::from_secs(3600)
+}
+
+impl Default for RequestsConfig {
+    fn default() -> Self {
+        Self {
+            pending_ttl: default_pending_ttl(),
+        }
+    }
+}
+
+/// `[policy]`: Cedar policy files that must also permit each action.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyConfig {
+    pub files: Vec<PathBuf>,
+}
+
+/// `[break_glass]`: the emergency path.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BreakGlassConfig {
+    pub tasks: Vec<TaskName>,
+    #[serde(default = "default_break_glass_ttl")]
+    pub max_ttl: Ttl,
+    pub alert_webhook: Option<String>,
+    /// Also refuse normal requests while the user has an unreviewed break-glass use.
+    #[serde(default)]
+    pub block_requests_until_reviewed: bool,
+}
+
+fn default_break_glass_ttl() -> Ttl {
+    Ttl::from_secs(900)
+}
+
+/// What a user may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    Technician,
+    Approver,
+    Reviewer,
+    Admin,
+    BreakGlass,
+}
+
+impl Role {
+    /// The role's name as written in the configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Technician => "technician",
+            Role::Approver => "approver",
+            Role::Reviewer => "reviewer",
+            Role::Admin => "admin",
+            Role::BreakGlass => "break-glass",
+        }
+    }
+}
+
+/// `[[users]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserConfig {
+    pub name: UserName,
+    #[serde(default)]
+    pub roles: Vec<Role>,
+    #[serde(default)]
+    pub groups: Vec<String>,
+    pub vendor: Option<String>,
+    /// Hex SHA-256 of the user's `jgk_` API key.
+    pub api_key_sha256: Option<String>,
+    #[serde(default)]
+    pub ssh_keys: Vec<String>,
+    /// Identities in ticket systems, `system:id` (e.g. `jira:557058:c9eb`, `servicenow:alice`).
+    #[serde(default)]
+    pub external_ids: Vec<String>,
+}
+
+impl UserConfig {
+    /// Whether the user holds `role`.
+    pub fn has_role(&self, role: Role) -> bool {
+        self.roles.contains(&role)
+    }
+}
+
+/// The protocol a target speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TargetKind {
+    Ssh,
+    Https,
+}
+
+impl TargetKind {
+    /// Lowercase name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TargetKind::Ssh => "ssh",
+            TargetKind::Https => "https",
+        }
+    }
+}
+
+impl fmt::Display for TargetKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `[[targets]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetConfig {
+    pub name: TargetName,
+    pub kind: TargetKind,
+    /// `host:port` of an SSH target.
+    pub address: Option<String>,
+    /// Pinned host key of an SSH target (OpenSSH public key line).
+    pub host_key: Option<String>,
+    /// CA that signs the SSH target's host certificate.
+    pub host_ca: Option<String>,
+    /// Base URL of an HTTPS target.
+    pub url: Option<String>,
+    /// PEM file with the CA that signs the HTTPS target's server certificate.
+    pub server_ca: Option<PathBuf>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+}
+
+/// What a session under a task may open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Allow {
+    Pty,
+    Shell,
+    Exec,
+    Sftp,
+    PortForward,
+    Websocket,
+}
+
+/// How much damage a task can do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Impact {
+    #[default]
+    Normal,
+    High,
+}
+
+/// `[[tasks]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskConfig {
+    pub name: TaskName,
+    #[serde(default)]
+    pub description: String,
+    /// Target names or `tag:NAME` selectors.
+    pub targets: Vec<String>,
+    /// Login name on SSH targets.
+    pub principal: Option<String>,
+    pub force_command: Option<String>,
+    /// `source-address` critical option for the per-session certificate.
+    pub source_address: Option<String>,
+    #[serde(default)]
+    pub allow: Vec<Allow>,
+    /// `METHOD /path` patterns (`*` matches one segment, a trailing `/*` any rest).
+    #[serde(default)]
+    pub http_allow: Vec<String>,
+    pub max_ttl: Ttl,
+    #[serde(default = "one")]
+    pub approvals: u32,
+    #[serde(default)]
+    pub impact: Impact,
+    #[serde(default = "yes")]
+    pub record_input: bool,
+    /// Whether users with a `vendor` attribute may request this task (policy may narrow further).
+    #[serde(default)]
+    pub vendor_allowed: bool,
+}
+
+fn one() -> u32 {
+    1
+}
+
+impl TaskConfig {
+    /// Approvals this task needs, with the built-in floor for high impact.
+    pub fn required_approvals(&self) -> u32 {
+        match self.impact {
+            Impact::High => self.approvals.max(2),
+            Impact::Normal => self.approvals.max(1),
+        }
+    }
+
+    /// Whether the task covers `target`.
+    pub fn covers(&self, target: &TargetConfig) -> bool {
+        self.targets.iter().any(|sel| match sel.strip_prefix("tag:") {
+            Some(tag) => target.tags.iter().any(|t| t == tag),
+            None => sel == target.name.as_str(),
+        })
+    }
+}
+
+/// One problem found in a configuration file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub file: PathBuf,
+    pub line: usize,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}: {}", self.file.display(), self.line, self.message)
+    }
+}
+
+/// Why a configuration could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}; pass --config PATH or create it (see config/jitgate.toml)")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}", .0.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("\n"))]
+    Invalid(Vec<Problem>),
+}
+
+/// A place in the TOML document: keys and array indexes from the root.
+#[derive(Debug, Clone)]
+pub enum Seg {
+    Key(&'static str),
+    Index(usize),
+}
+
+/// Maps locations in the document to line numbers.
+struct Locator<'a> {
+    text: &'a str,
+    root: Option<toml::Spanned<toml::de::DeTable<'a>>>,
+}
+
+impl<'a> Locator<'a> {
+    fn new(text: &'a str) -> Self {
+        Self {
+            text,
+            root: toml::de::DeTable::parse(text).ok(),
+        }
+    }
+
+    fn line_of_offset(&self, offset: usize) -> usize {
+        self.text[..offset.min(self.text.len())]
+            .bytes()
+            .filter(|&b| b == b'\n')
+            .count()
+            + 1
+    }
+
+    /// Line of the deepest part of `path` that exists in the document.
+    fn line(&self, path: &[Seg]) -> usize {
+        let Some(root) = &self.root else { return 1 };
+        let mut span: Range<usize> = 0..0;
+        let mut table = Some(root.get_ref());
+        let mut value: Option<&toml::Spanned<toml::de::DeValue<'a>>> = None;
+        for seg in path {
+            let next = match (seg, table, value) {
+                (Seg::Key(k), Some(t), _) => t
+                    .iter()
+                    .find(|(key, _)| key.get_ref().as_ref() == *k)
+                    .map(|(_, v)| v),
+                (Seg::Key(k), None, Some(v)) => v.get_ref().get(*k),
+                (Seg::Index(i), _, Some(v)) => v.get_ref().get(*i),
+                _ => None,
+            };
+            let Some(next) = next else { break };
+            span = next.span();
+            table = None;
+            value = Some(next);
+        }
+        if span.start == 0 && span.end == 0 {
+            return 1;
+        }
+        self.line_of_offset(span.start)
+    }
+}
+
+impl Config {
+    /// Read, parse and validate the configuration at `path`; paths inside it become absolute.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_text(&text, path)
+    }
+
+    /// Parse and validate configuration text that was read from `path`.
+    pub fn from_text(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let mut cfg: Config = toml::from_str(text).map_err(|e| {
+            let line = e
+                .span()
+                .map(|s| Locator::new(text).line_of_offset(s.start))
+                .unwrap_or(1);
+            ConfigError::Invalid(vec![Problem {
+                file: path.to_path_buf(),
+                line,
+                message: e.message().trim().to_string(),
+            }])
+        })?;
+        cfg.source = path.to_path_buf();
+        let base = path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        cfg.resolve_paths(&base);
+        let problems = cfg.validate(text);
+        if problems.is_empty() {
+            Ok(cfg)
+        } else {
+            Err(ConfigError::Invalid(problems))
+        }
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        let abs = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        abs(&mut self.gateway.data_dir);
+        abs(&mut self.gateway.certs_dir);
+        abs(&mut self.gateway.recordings_dir);
+        if let Some(rest) = self.store.url.strip_prefix("sqlite://")
+            && !rest.starts_with('/')
+            && !rest.starts_with(":memory:")
+        {
+            self.store.url = format!("sqlite://{}", base.join(rest).display());
+        }
+        if let Some(p) = &mut self.policy {
+            p.files.iter_mut().for_each(abs);
+        }
+        for t in &mut self.targets {
+            if let Some(ca) = &mut t.server_ca {
+                abs(ca);
+            }
+        }
+        if let Some(s) = &self.tickets.webhook_secret
+            && let Some(rest) = s.strip_prefix("file:")
+            && !rest.starts_with('/')
+        {
+            self.tickets.webhook_secret = Some(format!("file:{}", base.join(rest).display()));
+        }
+    }
+
+    /// Check everything that parsing alone cannot; returns every problem found.
+    pub fn validate(&self, text: &str) -> Vec<Problem> {
+        let loc = Locator::new(text);
+        let mut problems = Vec::new();
+        let mut err = |path: &[Seg], message: String| {
+            problems.push(Problem {
+                file: self.source.clone(),
+                line: loc.line(path),
+                message,
+            })
+        };
+        use Seg::{Index as I, Key as K};
+
+        if self.gateway.public_name.trim().is_empty() {
+            err(
+                &[K("gateway"), K("public_name")],
+                "gateway.public_name must name the host clients connect to".into(),
+            );
+        }
+        if !(self.store.url.starts_with("sqlite://")) {
+            err(
+                &[K("store"), K("url")],
+                format!(
+                    "store.url {:?} is not supported; use sqlite://PATH",
+                    self.store.url
+                ),
+            );
+        }
+        if let Some(s) = &self.tickets.webhook_secret
+            && s.trim().is_empty()
+        {
+            err(
+                &[K("tickets"), K("webhook_secret")],
+                "tickets.webhook_secret is empty; use env:VAR, file:PATH or remove the key".into(),
+            );
+        }
+
+        let mut users = HashSet::new();
+        for (i, u) in self.users.iter().enumerate() {
+            if !users.insert(u.name.clone()) {
+                err(
+                    &[K("users"), I(i), K("name")],
+                    format!("user {} is defined twice", u.name),
+                );
+            }
+            if u.roles.is_empty() {
+                err(
+                    &[K("users"), I(i), K("roles")],
+                    format!("user {} has no roles; give it at least one", u.name),
+                );
+            }
+            if let Some(h) = &u.api_key_sha256
+                && (h.len() != 64 || !h.bytes().all(|b| b.is_ascii_hexdigit()))
+            {
+                err(
+                    &[K("users"), I(i), K("api_key_sha256")],
+                    format!(
+                        "user {}: api_key_sha256 must be 64 hex characters (sha256sum of the jgk_ key)",
+                        u.name
+                    ),
+                );
+            }
+            for (j, k) in u.ssh_keys.iter().enumerate() {
+                if russh::keys::ssh_key::PublicKey::from_openssh(k).is_err() {
+                    err(
+                        &[K("users"), I(i), K("ssh_keys"), I(j)],
+                        format!("user {}: ssh_keys[{j}] is not an OpenSSH public key line", u.name),
+                    );
+                }
+            }
+            for (j, x) in u.external_ids.iter().enumerate() {
+                if !x.contains(':') {
+                    err(
+                        &[K("users"), I(i), K("external_ids"), I(j)],
+                        format!(
+                            "user {}: external id {x:?} must be written system:id, e.g. jira:557058:c9eb",
+                            u.name
+                        ),
+                    );
+                }
+            }
+        }
+
+        let mut targets: HashMap<&TargetName, &TargetConfig> = HashMap::new();
+        for (i, t) in self.targets.iter().enumerate() {
+            if targets.insert(&t.name, t).is_some() {
+                err(
+                    &[K("targets"), I(i), K("name")],
+                    format!("target {} is defined twice", t.name),
+                );
+            }
+            match t.kind {
+                TargetKind::Ssh => {
+                    match &t.address {
+                        None => err(
+                            &[K("targets"), I(i)],
+                            format!("ssh target {} needs address = \"host:port\"", t.name),
+                        ),
+                        Some(a) if !valid_host_port(a) => err(
+                            &[K("targets"), I(i), K("address")],
+                            format!("target {}: address {a:?} is not host:port", t.name),
+                        ),
+                        _ => {}
+                    }
+                    match (&t.host_key, &t.host_ca) {
+                        (None, None) => err(
+                            &[K("targets"), I(i)],
+                            format!(
+                                "ssh target {} needs host_key or host_ca: jitgate never trusts a host key on first use",
+                                t.name
+                            ),
+                        ),
+                        (Some(_), Some(_)) => err(
+                            &[K("targets"), I(i), K("host_ca")],
+                            format!("target {}: set host_key or host_ca, not both", t.name),
+                        ),
+                        (Some(k), None) | (None, Some(k)) => {
+                            if russh::keys::ssh_key::PublicKey::from_openssh(k).is_err() {
+                                let key = if t.host_key.is_some() { "host_key" } else { "host_ca" };
+                                err(
+                                    &[K("targets"), I(i), K(key)],
+                                    format!(
+                                        "target {}: {key} is not an OpenSSH public key line (ssh-ed25519 AAAA...)",
+                                        t.name
+                                    ),
+                                );
+                            }
+                        }
+                    }
+                    if t.url.is_some() || t.server_ca.is_some() {
+                        err(
+                            &[K("targets"), I(i), K("url")],
+                            format!("ssh target {} cannot have url or server_ca", t.name),
+                        );
+                    }
+                }
+                TargetKind::Https => {
+                    match &t.url {
+                        None => err(
+                            &[K("targets"), I(i)],
+                            format!("https target {} needs url = \"https://host:port\"", t.name),
+                        ),
+                        Some(u) if !u.starts_with("https://") || u.len() <= 8 => err(
+                            &[K("targets"), I(i), K("url")],
+                            format!("target {}: url {u:?} must start with https://", t.name),
+                        ),
+                        _ => {}
+                    }
+                    match &t.server_ca {
+                        None => err(
+                            &[K("targets"), I(i)],
+                            format!(
+                                "https target {} needs server_ca = PEM file of the CA that signs its certificate",
+                                t.name
+                            ),
+                        ),
+                        Some(p) if !p.exists() => err(
+                            &[K("targets"), I(i), K("server_ca")],
+                            format!("target {}: server_ca {} does not exist", t.name, p.display()),
+                        ),
+                        _ => {}
+                    }
+                    if t.address.is_some() || t.host_key.is_some() || t.host_ca.is_some() {
+                        err(
+                            &[K("targets"), I(i), K("address")],
+                            format!(
+                                "https target {} cannot have address, host_key or host_ca",
+                                t.name
+                            ),
+                        );
+                    }
+                }
+            }
+        }
+
+        let mut tasks = HashSet::new();
+        for (i, task) in self.tasks.iter().enumerate() {
+            if !tasks.insert(&task.name) {
+                err(
+                    &[K("tasks"), I(i), K("name")],
+                    format!("task {} is defined twice", task.name),
+                );
+            }
+            if task.targets.is_empty() {
+                err(
+                    &[K("tasks"), I(i), K("targets")],
+                    format!("task {} names no targets", task.name),
+                );
+            }
+            for (j, sel) in task.targets.iter().enumerate() {
+                let matched = match sel.strip_prefix("tag:") {
+                    Some(tag) => self.targets.iter().any(|t| t.tags.iter().any(|x| x == tag)),
+                    None => self.targets.iter().any(|t| t.name.as_str() == sel),
+                };
+                if !matched {
+                    let what = if sel.starts_with("tag:") {
+                        format!("no target has tag {:?}", &sel[4..])
+                    } else {
+                        format!("no target is named {sel:?}")
+                    };
+                    err(
+                        &[K("tasks"), I(i), K("targets"), I(j)],
+                        format!("task {}: {what}", task.name),
+                    );
+                }
+            }
+            let covered: Vec<&TargetConfig> =
+                self.targets.iter().filter(|t| task.covers(t)).collect();
+            let has_ssh = covered.iter().any(|t| t.kind == TargetKind::Ssh);
+            let has_https = covered.iter().any(|t| t.kind == TargetKind::Https);
+            if has_ssh && task.principal.as_deref().is_none_or(str::is_empty) {
+                err(
+                    &[K("tasks"), I(i)],
+                    format!(
+                        "task {} covers SSH targets and needs principal = the login name on them",
+                        task.name
+                    ),
+                );
+            }
+            if has_https && task.http_allow.is_empty() {
+                err(
+                    &[K("tasks"), I(i)],
+                    format!(
+                        "task {} covers HTTPS targets and needs http_allow, e.g. [\"GET /*\"]",
+                        task.name
+                    ),
+                );
+            }
+            for (j, rule) in task.http_allow.iter().enumerate() {
+                if let Err(why) = check_http_rule(rule) {
+                    err(
+                        &[K("tasks"), I(i), K("http_allow"), I(j)],
+                        format!("task {}: http_allow {rule:?}: {why}", task.name),
+                    );
+                }
+            }
+            if task.approvals == 0 {
+                err(
+                    &[K("tasks"), I(i), K("approvals")],
+                    format!(
+                        "task {}: approvals must be at least 1 (break-glass is the only path without approval)",
+                        task.name
+                    ),
+                );
+            }
+            if task.impact == Impact::High && task.approvals < 2 {
+                err(
+                    &[K("tasks"), I(i), K("approvals")],
+                    format!(
+                        "task {}: impact = \"high\" needs approvals = 2 or more",
+                        task.name
+                    ),
+                );
+            }
+            if has_ssh
+                && !task.allow.iter().any(|a| {
+                    matches!(a, Allow::Shell | Allow::Exec | Allow::Sftp | Allow::PortForward)
+                })
+            {
+                err(
+                    &[K("tasks"), I(i), K("allow")],
+                    format!(
+                        "task {} allows no SSH channel; add shell, exec, sftp or port-forward to allow",
+                        task.name
+                    ),
+                );
+            }
+        }
+
+        if let Some(bg) = &self.break_glass {
+            for (j, t) in bg.tasks.iter().enumerate() {
+                if !self.tasks.iter().any(|x| &x.name == t) {
+                    err(
+                        &[K("break_glass"), K("tasks"), I(j)],
+                        format!("break_glass: no task is named {t}"),
+                    );
+                }
+            }
+        }
+        if let Some(p) = &self.policy {
+            for (j, f) in p.files.iter().enumerate() {
+                if !f.exists() {
+                    err(
+                        &[K("policy"), K("files"), I(j)],
+                        format!("policy file {} does not exist", f.display()),
+                    );
+                }
+            }
+        }
+        problems
+    }
+
+    /// The user called `name`.
+    pub fn user(&self, name: &UserName) -> Option<&UserConfig> {
+        self.users.iter().find(|u| &u.name == name)
+    }
+
+    /// The target called `name`.
+    pub fn target(&self, name: &TargetName) -> Option<&TargetConfig> {
+        self.targets.iter().find(|t| &t.name == name)
+    }
+
+    /// The task called `name`.
+    pub fn task(&self, name: &TaskName) -> Option<&TaskConfig> {
+        self.tasks.iter().find(|t| &t.name == name)
+    }
+
+    /// Path of the SQLite database named by `store.url`.
+    pub fn sqlite_path(&self) -> Option<PathBuf> {
+        self.store.url.strip_prefix("sqlite://").map(PathBuf::from)
+    }
+
+    /// The webhook secret, resolved from `env:` or `file:` when configured.
+    pub fn webhook_secret(&self) -> Result<Option<crate::types::Secret>, String> {
+        let Some(spec) = &self.tickets.webhook_secret else {
+            return Ok(None);
+        };
+        let value = if let Some(var) = spec.strip_prefix("env:") {
+            match std::env::var(var) {
+                Ok(v) if !v.is_empty() => v,
+                _ => return Ok(None),
+            }
+        } else if let Some(file) = spec.strip_prefix("file:") {
+            std::fs::read_to_string(file)
+                .map_err(|e| format!("cannot read webhook secret file {file}: {e}"))?
+                .trim()
+                .to_string()
+        } else {
+            spec.clone()
+        };
+        if value.len() < 16 {
+            return Err("the webhook secret is shorter than 16 characters; use a long random secret".into());
+        }
+        Ok(Some(crate::types::Secret::new(value)))
+    }
+}
+
+fn valid_host_port(s: &str) -> bool {
+    match s.rsplit_once(':') {
+        Some((host, port)) => !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p != 0),
+        None => false,
+    }
+}
+
+/// Check one `METHOD /path` allow-list rule.
+pub fn check_http_rule(rule: &str) -> Result<(), &'static str> {
+    let mut parts = rule.split_whitespace();
+    let (Some(method), Some(path), None) = (parts.next(), parts.next(), parts.next()) else {
+        return Err("write it as METHOD /path, e.g. GET /users/*");
+    };
+    if method != "*" && !method.bytes().all(|b| b.is_ascii_uppercase()) {
+        return Err("the method must be upper case (GET, POST, ...) or *");
+    }
+    if !path.starts_with('/') {
+        return Err("the path must start with /");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = r#"
+[gateway]
+public_name = "gw.test"
+
+[[users]]
+name = "alice"
+roles = ["technician"]
+
+[[targets]]
+name = "dc-01"
+kind = "ssh"
+address = "127.0.0.1:22"
+host_key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
+tags = ["dc"]
+
+[[tasks]]
+name = "reset"
+targets = ["tag:dc"]
+principal = "reset"
+allow = ["shell"]
+max_ttl = "30m"
+"#;
+
+    fn load(text: &str) -> Result<Config, Vec<String>> {
+        Config::from_text(text, Path::new("/etc/jitgate.toml")).map_err(|e| match e {
+            ConfigError::Invalid(p) => p.iter().map(|p| p.to_string()).collect(),
+            other => vec![other.to_string()],
+        })
+    }
+
+    #[test]
+    fn example_shape_loads() {
+        let cfg = load(BASE).unwrap();
+        assert_eq!(cfg.gateway.data_dir, PathBuf::from("/etc/data"));
+        assert_eq!(cfg.store.url, "sqlite:///etc/data/jitgate.db");
+        assert!(cfg.tasks[0].covers(&cfg.targets[0]));
+    }
+
+    #[test]
+    fn unknown_field_is_reported_with_its_line() {
+        let text = BASE.replace("max_ttl = \"30m\"", "max_ttl = \"30m\"\nmax_tll = \"1h\"");
+        let errs = load(&text).unwrap_err();
+        assert_eq!(errs.len(), 1);
+        assert!(errs[0].starts_with("/etc/jitgate.toml:22: "), "{errs:?}");
+        assert!(errs[0].contains("max_tll"), "{errs:?}");
+    }
+
+    #[test]
+    fn missing_target_names_the_task_line() {
+        let text = BASE.replace("targets = [\"tag:dc\"]", "targets = [\"dc-99\"]");
+        let errs = load(&text).unwrap_err();
+        assert_eq!(
+            errs,
+            vec!["/etc/jitgate.toml:18: task reset: no target is named \"dc-99\"".to_string()]
+        );
+    }
+
+    #[test]
+    fn bad_ttl_and_high_impact_floor_are_errors() {
+        let errs = load(&BASE.replace("\"30m\"", "\"30 minutes\"")).unwrap_err();
+        assert!(errs[0].contains("is not a duration"), "{errs:?}");
+        let errs = load(&BASE.replace("max_ttl = \"30m\"", "max_ttl = \"30m\"\nimpact = \"high\""))
+            .unwrap_err();
+        assert!(errs[0].contains("needs approvals = 2"), "{errs:?}");
+    }
+
+    #[test]
+    fn ssh_target_without_pinned_key_is_refused() {
+        let text = BASE.replace(
+            "host_key = \"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl\"\n",
+            "",
+        );
+        let errs = load(&text).unwrap_err();
+        assert!(errs[0].contains("never trusts a host key on first use"), "{errs:?}");
+        assert!(errs[0].starts_with("/etc/jitgate.toml:9:"), "{errs:?}");
+    }
+}

@@ -1,0 +1,273 @@
+//! Admission: the check both gateways call with a presented token. An [`Admission`] is the only
+//! value a gateway can dial a target with; failures are audited and rate-limited per source.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use super::{GrantError, Service};
+use crate::audit::AuditEvent;
+use crate::config::{TargetConfig, TargetKind, TaskConfig, UserConfig};
+use crate::store::{GrantState, RequestKind, TicketState};
+use crate::types::{GrantId, GrantToken, RequestId, TicketRef, UnixTime, UserName, now};
+
+/// Proof that a connection may proceed: who, which grant, which task on which target, until when.
+#[derive(Debug, Clone)]
+pub struct Admission {
+    grant: GrantId,
+    request: RequestId,
+    kind: RequestKind,
+    user: UserConfig,
+    task: TaskConfig,
+    target: TargetConfig,
+    ticket: TicketRef,
+    approvers: Vec<UserName>,
+    expires_at: UnixTime,
+}
+
+impl Admission {
+    pub fn grant(&self) -> &GrantId {
+        &self.grant
+    }
+    pub fn request(&self) -> &RequestId {
+        &self.request
+    }
+    pub fn kind(&self) -> RequestKind {
+        self.kind
+    }
+    pub fn user(&self) -> &UserConfig {
+        &self.user
+    }
+    pub fn task(&self) -> &TaskConfig {
+        &self.task
+    }
+    pub fn target(&self) -> &TargetConfig {
+        &self.target
+    }
+    /// Login name on an SSH target.
+    pub fn principal(&self) -> Option<&str> {
+        self.task.principal.as_deref()
+    }
+    pub fn ticket(&self) -> &TicketRef {
+        &self.ticket
+    }
+    pub fn approvers(&self) -> &[UserName] {
+        &self.approvers
+    }
+    pub fn expires_at(&self) -> UnixTime {
+        self.expires_at
+    }
+}
+
+/// Why a connection was refused; `message` is safe to show the client.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct AdmissionDenied {
+    pub message: String,
+    pub grant: Option<GrantId>,
+}
+
+/// Counts failed admissions per source address in one-minute windows.
+pub(super) struct FailureLimiter {
+    per_minute: u32,
+    map: Mutex<HashMap<IpAddr, (Instant, u32)>>,
+}
+
+const WINDOW: Duration = Duration::from_secs(60);
+const MAX_SOURCES: usize = 100_000;
+
+impl FailureLimiter {
+    pub(super) fn new(per_minute: u32) -> Self {
+        Self {
+            per_minute: per_minute.max(1),
+            map: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Whether `ip` has used up its failures for this window.
+    fn blocked(&self, ip: IpAddr) -> bool {
+        let map = self.map.lock().expect("limiter lock");
+        map.get(&ip)
+            .is_some_and(|(start, n)| start.elapsed() < WINDOW && *n >= self.per_minute)
+    }
+
+    /// Count a failure; returns the count in the current window.
+    fn fail(&self, ip: IpAddr) -> u32 {
+        let mut map = self.map.lock().expect("limiter lock");
+        if map.len() >= MAX_SOURCES {
+            map.retain(|_, (start, _)| start.elapsed() < WINDOW);
+        }
+        if map.len() >= MAX_SOURCES {
+            // Flooded from too many sources: forget the oldest half rather than grow.
+            let mut starts: Vec<Instant> = map.values().map(|(s, _)| *s).collect();
+            starts.sort();
+            let cut = starts[starts.len() / 2];
+            map.retain(|_, (s, _)| *s > cut);
+        }
+        let e = map.entry(ip).or_insert((Instant::now(), 0));
+        if e.0.elapsed() >= WINDOW {
+            *e = (Instant::now(), 0);
+        }
+        e.1 += 1;
+        e.1
+    }
+}
+
+/// What a gateway presents.
+#[derive(Debug, Clone, Copy)]
+pub struct AdmitRequest<'a> {
+    pub token: &'a str,
+    pub user: &'a str,
+    pub protocol: TargetKind,
+    pub source: IpAddr,
+}
+
+impl Service {
+    /// Check a presented token for `user` over `protocol`; audits and counts every refusal.
+    pub async fn admit(&self, r: AdmitRequest<'_>) -> Result<Admission, AdmissionDenied> {
+        if self.limiter.blocked(r.source) {
+            return Err(AdmissionDenied {
+                message: format!(
+                    "too many failed attempts from {}; wait a minute and check the token",
+                    r.source
+                ),
+                grant: None,
+            });
+        }
+        match self.evaluate_admission(&r).await {
+            Ok(a) => Ok(a),
+            Err((message, grant)) => {
+                let n = self.limiter.fail(r.source);
+                // Audit every refusal up to the limit; past it only the first blocked attempt
+                // would add noise, and the limiter already refuses those above.
+                if n <= self.limiter.per_minute {
+                    let user: String = r.user.chars().take(64).collect();
+                    if let Err(e) = self
+                        .audit
+                        .record(
+                            "system",
+                            AuditEvent::AdmissionDenied {
+                                user,
+                                protocol: r.protocol.as_str().into(),
+                                source: r.source.to_string(),
+                                grant: grant.clone(),
+                                reason: message.clone(),
+                            },
+                        )
+                        .await
+                    {
+                        tracing::error!(error = %e, "cannot audit an admission denial");
+                    }
+                }
+                tracing::info!(source = %r.source, protocol = r.protocol.as_str(), reason = %message, "admission denied");
+                Err(AdmissionDenied { message, grant })
+            }
+        }
+    }
+
+    async fn evaluate_admission(
+        &self,
+        r: &AdmitRequest<'_>,
+    ) -> Result<Admission, (String, Option<GrantId>)> {
+        let internal = |e: GrantError| {
+            tracing::error!(error = %e, "admission check failed");
+            ("the gateway cannot check grants right now; try again".to_string(), None)
+        };
+        let token = GrantToken::parse(r.token).map_err(|e| (e.to_string(), None))?;
+        let grant = self
+            .store
+            .grant_by_token_hash(&token.hash())
+            .await
+            .map_err(|e| internal(e.into()))?
+            .ok_or_else(|| {
+                (
+                    "unknown grant token; fetch it with `jitgate token REQUEST`".to_string(),
+                    None,
+                )
+            })?;
+        let gid = Some(grant.id.clone());
+        let deny = |m: String| (m, gid.clone());
+        // Compare names without revealing whose grant it is.
+        if grant.requester.as_str() != r.user {
+            return Err(deny(format!(
+                "grant {} was not issued to {}; connect as the user who requested it",
+                grant.id,
+                r.user.chars().take(64).collect::<String>()
+            )));
+        }
+        if grant.state != GrantState::Active {
+            return Err(deny(format!(
+                "grant {} is {}{}",
+                grant.id,
+                grant.state.as_str(),
+                grant
+                    .end_reason
+                    .as_ref()
+                    .map(|r| format!(": {r}"))
+                    .unwrap_or_default()
+            )));
+        }
+        if now() >= grant.expires_at {
+            return Err(deny(format!(
+                "grant {} expired at {}",
+                grant.id,
+                crate::types::rfc3339(grant.expires_at)
+            )));
+        }
+        let (Some(task), Some(target), Some(user)) = (
+            self.cfg.task(&grant.task),
+            self.cfg.target(&grant.target),
+            self.cfg.user(&grant.requester),
+        ) else {
+            return Err(deny(format!(
+                "grant {}'s user, task or target is no longer configured",
+                grant.id
+            )));
+        };
+        if target.kind != r.protocol {
+            return Err(deny(format!(
+                "grant {} is for {} target {}; use the {} gateway",
+                grant.id,
+                target.kind,
+                target.name,
+                target.kind.as_str().to_uppercase()
+            )));
+        }
+        if !task.covers(target) {
+            return Err(deny(format!(
+                "task {} no longer covers target {}",
+                task.name, target.name
+            )));
+        }
+        let ticket = self
+            .store
+            .ticket(&grant.ticket)
+            .await
+            .map_err(|e| internal(e.into()))?;
+        match ticket {
+            Some(t) if t.state == TicketState::Open => {
+                if self.cfg.tickets.require_assignee && t.assignee.as_ref() != Some(&user.name) {
+                    return Err(deny(format!(
+                        "ticket {} is no longer assigned to {}",
+                        t.id, user.name
+                    )));
+                }
+            }
+            _ => {
+                return Err(deny(format!("ticket {} is closed", grant.ticket)));
+            }
+        }
+        Ok(Admission {
+            grant: grant.id.clone(),
+            request: grant.request.clone(),
+            kind: grant.kind,
+            user: user.clone(),
+            task: task.clone(),
+            target: target.clone(),
+            ticket: grant.ticket.clone(),
+            approvers: grant.approvers.clone(),
+            expires_at: grant.expires_at,
+        })
+    }
+}

@@ -1,0 +1,28 @@
+//! jitgate: a privileged session gateway for ticket-bound just-in-time access.
+//!
+//! A technician requests one named task on one target, tied to an open ticket; policy and a
+//! human approve it; jitgate issues a short-lived grant token that its gateways admit, and records
+//! every step in a hash-chained, signed audit log.
+//!
+//! Map of the modules, in dependency order:
+//! - [`types`]: ids, names, durations, secrets; [`crypto`]: hashing, HMAC, Ed25519.
+//! - [`config`]: the TOML model and its validation.
+//! - [`store`]: the `Store` trait and its SQLite implementation.
+//! - [`audit`]: typed audit events and the tamper-evident log.
+//! - [`policy`]: built-in invariants and Cedar policies.
+//! - [`ticket`]: the local ticket provider and webhook ingestion.
+//! - [`grant`]: requests, approvals, grants, tokens, the grant event bus and admission.
+//! - [`pki`]: the CAs jitgate owns and the keys `jitgate init` creates.
+//! - [`api`]: the control-plane REST API; [`server`]: listeners and shutdown.
+//! - [`client`]: the HTTPS client the CLI uses.
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod crypto;
+pub mod pki;
+pub mod types;
+pub mod audit;
+pub mod grant;
+pub mod policy;
+pub mod store;
+pub mod ticket;

@@ -1,0 +1,225 @@
+//! Persistent state behind the [`Store`] trait: tickets, requests, grants, webhook deliveries and
+//! the audit index. [`sqlite::SqliteStore`] is the embedded default; the trait is shaped so that a
+//! PostgreSQL implementation can follow (records as whole values, no SQLite types in signatures).
+
+pub mod sqlite;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::types::{GrantId, RequestId, TargetName, TaskName, TicketRef, Ttl, UnixTime, UserName};
+
+/// Failures of the storage layer.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Db(String),
+    #[error("stored record is unreadable: {0}")]
+    Corrupt(String),
+    #[error("cannot open the database at {path}: {reason}")]
+    Open { path: String, reason: String },
+}
+
+/// Open or closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TicketState {
+    Open,
+    Closed,
+}
+
+/// A ticket as jitgate knows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ticket {
+    pub id: TicketRef,
+    pub title: String,
+    pub assignee: Option<UserName>,
+    pub state: TicketState,
+    /// `local`, `generic`, `jira` or `servicenow`.
+    pub source: String,
+    pub opened_at: UnixTime,
+    pub updated_at: UnixTime,
+}
+
+/// Where a request is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RequestState {
+    /// Waiting for approvals.
+    Pending,
+    /// Fully approved; a grant was issued.
+    Approved,
+    /// Refused by the rules or policy at request time.
+    Denied,
+    /// Refused by an approver, or by the rules at approval time.
+    Rejected,
+    /// Not decided in time, or its ticket closed while pending.
+    Expired,
+}
+
+impl RequestState {
+    /// Lowercase name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RequestState::Pending => "pending",
+            RequestState::Approved => "approved",
+            RequestState::Denied => "denied",
+            RequestState::Rejected => "rejected",
+            RequestState::Expired => "expired",
+        }
+    }
+}
+
+/// Normal or emergency path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum RequestKind {
+    #[default]
+    Normal,
+    BreakGlass,
+}
+
+/// One approval.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Approval {
+    pub approver: UserName,
+    pub comment: Option<String>,
+    pub at: UnixTime,
+}
+
+/// An access request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Request {
+    pub id: RequestId,
+    #[serde(default)]
+    pub kind: RequestKind,
+    pub requester: UserName,
+    pub task: TaskName,
+    pub target: TargetName,
+    pub ticket: TicketRef,
+    pub ttl: Ttl,
+    pub reason: String,
+    pub state: RequestState,
+    pub created_at: UnixTime,
+    /// A pending request expires at this time.
+    pub expires_at: UnixTime,
+    pub approvals: Vec<Approval>,
+    pub required_approvals: u32,
+    pub decided_at: Option<UnixTime>,
+    pub decided_by: Option<UserName>,
+    /// Why it was denied, rejected or expired.
+    pub decision_reason: Option<String>,
+    pub grant: Option<GrantId>,
+}
+
+/// Where a grant is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GrantState {
+    Active,
+    Revoked,
+    Expired,
+    Completed,
+}
+
+impl GrantState {
+    /// Lowercase name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GrantState::Active => "active",
+            GrantState::Revoked => "revoked",
+            GrantState::Expired => "expired",
+            GrantState::Completed => "completed",
+        }
+    }
+}
+
+/// A grant: the right to open sessions for one task on one target until `expires_at`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Grant {
+    pub id: GrantId,
+    pub request: RequestId,
+    #[serde(default)]
+    pub kind: RequestKind,
+    pub requester: UserName,
+    pub task: TaskName,
+    pub target: TargetName,
+    pub ticket: TicketRef,
+    pub approvers: Vec<UserName>,
+    /// Hex SHA-256 of the token; the token itself is never stored.
+    pub token_hash: String,
+    pub token_fetched: bool,
+    pub issued_at: UnixTime,
+    pub expires_at: UnixTime,
+    pub state: GrantState,
+    pub ended_at: Option<UnixTime>,
+    pub ended_by: Option<String>,
+    pub end_reason: Option<String>,
+}
+
+/// Which requests to list.
+#[derive(Debug, Clone, Default)]
+pub struct RequestFilter {
+    pub requester: Option<UserName>,
+    pub state: Option<RequestState>,
+    pub ticket: Option<TicketRef>,
+    pub limit: Option<u32>,
+}
+
+/// Which grants to list.
+#[derive(Debug, Clone, Default)]
+pub struct GrantFilter {
+    pub requester: Option<UserName>,
+    pub state: Option<GrantState>,
+    pub ticket: Option<TicketRef>,
+    pub limit: Option<u32>,
+}
+
+/// One audit record as indexed in the store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    pub seq: u64,
+    pub ts: String,
+    pub event: String,
+    pub hash: String,
+    pub request: Option<String>,
+    pub grant: Option<String>,
+    pub session: Option<String>,
+    /// The whole JSON record as written to the log.
+    pub record: String,
+}
+
+/// Which audit records to list.
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    pub after_seq: Option<u64>,
+    pub event: Option<String>,
+    pub request: Option<String>,
+    pub grant: Option<String>,
+    pub limit: Option<u32>,
+}
+
+/// Persistent state. Every method is a single atomic step.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    async fn put_ticket(&self, t: &Ticket) -> Result<(), StoreError>;
+    async fn ticket(&self, id: &TicketRef) -> Result<Option<Ticket>, StoreError>;
+
+    async fn put_request(&self, r: &Request) -> Result<(), StoreError>;
+    async fn request(&self, id: &RequestId) -> Result<Option<Request>, StoreError>;
+    async fn requests(&self, f: &RequestFilter) -> Result<Vec<Request>, StoreError>;
+
+    async fn put_grant(&self, g: &Grant) -> Result<(), StoreError>;
+    async fn grant(&self, id: &GrantId) -> Result<Option<Grant>, StoreError>;
+    async fn grant_by_token_hash(&self, hash: &str) -> Result<Option<Grant>, StoreError>;
+    async fn grants(&self, f: &GrantFilter) -> Result<Vec<Grant>, StoreError>;
+
+    /// Record a webhook delivery key; `false` when it was seen before (a replay).
+    async fn record_delivery(&self, key: &str, at: UnixTime) -> Result<bool, StoreError>;
+
+    /// Index one audit record and move the head to it, atomically.
+    async fn append_audit(&self, e: &AuditEntry) -> Result<(), StoreError>;
+    /// The last indexed audit record's `(seq, hash)`.
+    async fn audit_head(&self) -> Result<Option<(u64, String)>, StoreError>;
+    async fn audit(&self, f: &AuditFilter) -> Result<Vec<AuditEntry>, StoreError>;
+}

@@ -1,0 +1,537 @@
+//! The embedded SQLite store (WAL mode). Records are kept as JSON next to the columns queries
+//! filter on; schema changes are numbered migrations applied at open.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::{
+    AuditEntry, AuditFilter, Grant, GrantFilter, Request, RequestFilter, Store, StoreError, Ticket,
+};
+use crate::types::{GrantId, RequestId, TicketRef, UnixTime};
+
+/// Numbered schema migrations; each runs once, in order, inside a transaction.
+const MIGRATIONS: &[&str] = &[
+    // 1: initial schema
+    "CREATE TABLE tickets (
+        id TEXT PRIMARY KEY,
+        state TEXT NOT NULL,
+        assignee TEXT,
+        data TEXT NOT NULL
+    );
+    CREATE TABLE requests (
+        id TEXT PRIMARY KEY,
+        requester TEXT NOT NULL,
+        state TEXT NOT NULL,
+        ticket TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        data TEXT NOT NULL
+    );
+    CREATE INDEX requests_state ON requests(state);
+    CREATE INDEX requests_ticket ON requests(ticket);
+    CREATE TABLE grants (
+        id TEXT PRIMARY KEY,
+        request TEXT NOT NULL,
+        requester TEXT NOT NULL,
+        token_hash TEXT NOT NULL UNIQUE,
+        ticket TEXT NOT NULL,
+        state TEXT NOT NULL,
+        expires_at INTEGER NOT NULL,
+        data TEXT NOT NULL
+    );
+    CREATE INDEX grants_state ON grants(state);
+    CREATE INDEX grants_ticket ON grants(ticket);
+    CREATE TABLE webhook_deliveries (
+        key TEXT PRIMARY KEY,
+        received_at INTEGER NOT NULL
+    );
+    CREATE TABLE audit (
+        seq INTEGER PRIMARY KEY,
+        ts TEXT NOT NULL,
+        event TEXT NOT NULL,
+        hash TEXT NOT NULL,
+        request TEXT,
+        grant_id TEXT,
+        session TEXT,
+        record TEXT NOT NULL
+    );
+    CREATE INDEX audit_request ON audit(request);
+    CREATE INDEX audit_grant ON audit(grant_id);
+    CREATE TABLE audit_head (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        seq INTEGER NOT NULL,
+        hash TEXT NOT NULL
+    );",
+];
+
+/// SQLite behind a mutex; calls run on the blocking thread pool.
+#[derive(Clone)]
+pub struct SqliteStore {
+    conn: Arc<Mutex<Connection>>,
+}
+
+fn db(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Db(e.to_string())
+}
+
+fn to_json<T: Serialize>(v: &T) -> Result<String, StoreError> {
+    serde_json::to_string(v).map_err(db)
+}
+
+fn from_json<T: DeserializeOwned>(s: &str) -> Result<T, StoreError> {
+    serde_json::from_str(s).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+impl SqliteStore {
+    /// Open (creating if needed) the database at `path` and apply pending migrations.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let open_err = |reason: String| StoreError::Open {
+            path: path.display().to_string(),
+            reason,
+        };
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| open_err(e.to_string()))?;
+        }
+        let conn = Connection::open(path).map_err(|e| open_err(e.to_string()))?;
+        Self::setup(conn).map_err(|e| open_err(e.to_string()))
+    }
+
+    /// Open an existing database read-only (for offline verification); `None` when it is absent.
+    pub fn open_read_only(path: &Path) -> Result<Option<Self>, StoreError> {
+        if !path.exists() {
+            return Ok(None);
+        }
+        let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .map_err(|e| StoreError::Open {
+                path: path.display().to_string(),
+                reason: e.to_string(),
+            })?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(db)?;
+        Ok(Some(Self {
+            conn: Arc::new(Mutex::new(conn)),
+        }))
+    }
+
+    /// An in-memory database (tests).
+    pub fn in_memory() -> Result<Self, StoreError> {
+        Self::setup(Connection::open_in_memory().map_err(db)?)
+    }
+
+    fn setup(mut conn: Connection) -> Result<Self, StoreError> {
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(db)?;
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(db)?;
+        conn.pragma_update(None, "synchronous", "FULL").map_err(db)?;
+        conn.pragma_update(None, "foreign_keys", "ON").map_err(db)?;
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(db)?;
+        if version as usize > MIGRATIONS.len() {
+            return Err(StoreError::Db(format!(
+                "the database has schema version {version}, newer than this jitgate ({}); upgrade jitgate",
+                MIGRATIONS.len()
+            )));
+        }
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            let tx = conn.transaction().map_err(db)?;
+            tx.execute_batch(sql).map_err(db)?;
+            tx.pragma_update(None, "user_version", (i + 1) as i64)
+                .map_err(db)?;
+            tx.commit().map_err(db)?;
+        }
+        Ok(Self {
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    async fn with<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut guard = conn
+                .lock()
+                .map_err(|_| StoreError::Db("database lock poisoned".into()))?;
+            f(&mut guard)
+        })
+        .await
+        .map_err(|e| StoreError::Db(format!("database task failed: {e}")))?
+    }
+}
+
+fn rows<T: DeserializeOwned>(
+    conn: &Connection,
+    sql: &str,
+    args: &[&dyn rusqlite::ToSql],
+) -> Result<Vec<T>, StoreError> {
+    let mut stmt = conn.prepare(sql).map_err(db)?;
+    let datas = stmt
+        .query_map(args, |r| r.get::<_, String>(0))
+        .map_err(db)?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(db)?;
+    datas.iter().map(|d| from_json(d)).collect()
+}
+
+/// Builds `WHERE a = ? AND b = ?` clauses with their arguments.
+#[derive(Default)]
+struct Where {
+    clauses: Vec<&'static str>,
+    args: Vec<Box<dyn rusqlite::ToSql + Send>>,
+}
+
+impl Where {
+    fn add(&mut self, clause: &'static str, v: Option<impl rusqlite::ToSql + Send + 'static>) {
+        if let Some(v) = v {
+            self.clauses.push(clause);
+            self.args.push(Box::new(v));
+        }
+    }
+
+    fn sql(&self) -> String {
+        if self.clauses.is_empty() {
+            String::new()
+        } else {
+            format!(" WHERE {}", self.clauses.join(" AND "))
+        }
+    }
+
+    fn refs(&self) -> Vec<&dyn rusqlite::ToSql> {
+        self.args
+            .iter()
+            .map(|b| b.as_ref() as &dyn rusqlite::ToSql)
+            .collect()
+    }
+}
+
+fn limit(l: Option<u32>) -> u32 {
+    l.unwrap_or(1000).min(10_000)
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn put_ticket(&self, t: &Ticket) -> Result<(), StoreError> {
+        let data = to_json(t)?;
+        let (id, state, assignee) = (
+            t.id.to_string(),
+            format!("{:?}", t.state).to_lowercase(),
+            t.assignee.as_ref().map(|a| a.to_string()),
+        );
+        self.with(move |c| {
+            c.execute(
+                "INSERT INTO tickets (id, state, assignee, data) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT(id) DO UPDATE SET state = ?2, assignee = ?3, data = ?4",
+                params![id, state, assignee, data],
+            )
+            .map_err(db)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn ticket(&self, id: &TicketRef) -> Result<Option<Ticket>, StoreError> {
+        let id = id.to_string();
+        self.with(move |c| {
+            Ok(rows::<Ticket>(c, "SELECT data FROM tickets WHERE id = ?1", &[&id])?
+                .into_iter()
+                .next())
+        })
+        .await
+    }
+
+    async fn put_request(&self, r: &Request) -> Result<(), StoreError> {
+        let data = to_json(r)?;
+        let (id, requester, state, ticket, created) = (
+            r.id.to_string(),
+            r.requester.to_string(),
+            r.state.as_str(),
+            r.ticket.to_string(),
+            r.created_at,
+        );
+        self.with(move |c| {
+            c.execute(
+                "INSERT INTO requests (id, requester, state, ticket, created_at, data)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT(id) DO UPDATE SET state = ?3, data = ?6",
+                params![id, requester, state, ticket, created, data],
+            )
+            .map_err(db)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn request(&self, id: &RequestId) -> Result<Option<Request>, StoreError> {
+        let id = id.to_string();
+        self.with(move |c| {
+            Ok(
+                rows::<Request>(c, "SELECT data FROM requests WHERE id = ?1", &[&id])?
+                    .into_iter()
+                    .next(),
+            )
+        })
+        .await
+    }
+
+    async fn requests(&self, f: &RequestFilter) -> Result<Vec<Request>, StoreError> {
+        let mut w = Where::default();
+        w.add("requester = ?", f.requester.as_ref().map(|u| u.to_string()));
+        w.add("state = ?", f.state.map(|s| s.as_str()));
+        w.add("ticket = ?", f.ticket.as_ref().map(|t| t.to_string()));
+        let lim = limit(f.limit);
+        self.with(move |c| {
+            let sql = format!(
+                "SELECT data FROM requests{} ORDER BY created_at DESC, id LIMIT {lim}",
+                w.sql()
+            );
+            rows(c, &sql, &w.refs())
+        })
+        .await
+    }
+
+    async fn put_grant(&self, g: &Grant) -> Result<(), StoreError> {
+        let data = to_json(g)?;
+        let (id, req, requester, hash, ticket, state, exp) = (
+            g.id.to_string(),
+            g.request.to_string(),
+            g.requester.to_string(),
+            g.token_hash.clone(),
+            g.ticket.to_string(),
+            g.state.as_str(),
+            g.expires_at,
+        );
+        self.with(move |c| {
+            c.execute(
+                "INSERT INTO grants (id, request, requester, token_hash, ticket, state, expires_at, data)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                 ON CONFLICT(id) DO UPDATE SET state = ?6, expires_at = ?7, data = ?8",
+                params![id, req, requester, hash, ticket, state, exp, data],
+            )
+            .map_err(db)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn grant(&self, id: &GrantId) -> Result<Option<Grant>, StoreError> {
+        let id = id.to_string();
+        self.with(move |c| {
+            Ok(rows::<Grant>(c, "SELECT data FROM grants WHERE id = ?1", &[&id])?
+                .into_iter()
+                .next())
+        })
+        .await
+    }
+
+    async fn grant_by_token_hash(&self, hash: &str) -> Result<Option<Grant>, StoreError> {
+        let hash = hash.to_string();
+        self.with(move |c| {
+            Ok(
+                rows::<Grant>(c, "SELECT data FROM grants WHERE token_hash = ?1", &[&hash])?
+                    .into_iter()
+                    .next(),
+            )
+        })
+        .await
+    }
+
+    async fn grants(&self, f: &GrantFilter) -> Result<Vec<Grant>, StoreError> {
+        let mut w = Where::default();
+        w.add("requester = ?", f.requester.as_ref().map(|u| u.to_string()));
+        w.add("state = ?", f.state.map(|s| s.as_str()));
+        w.add("ticket = ?", f.ticket.as_ref().map(|t| t.to_string()));
+        let lim = limit(f.limit);
+        self.with(move |c| {
+            let sql = format!(
+                "SELECT data FROM grants{} ORDER BY expires_at DESC, id LIMIT {lim}",
+                w.sql()
+            );
+            rows(c, &sql, &w.refs())
+        })
+        .await
+    }
+
+    async fn record_delivery(&self, key: &str, at: UnixTime) -> Result<bool, StoreError> {
+        let key = key.to_string();
+        self.with(move |c| {
+            let n = c
+                .execute(
+                    "INSERT OR IGNORE INTO webhook_deliveries (key, received_at) VALUES (?1, ?2)",
+                    params![key, at],
+                )
+                .map_err(db)?;
+            // Keep the table bounded: deliveries older than a day cannot pass the freshness check.
+            c.execute(
+                "DELETE FROM webhook_deliveries WHERE received_at < ?1",
+                params![at - 86_400],
+            )
+            .map_err(db)?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn append_audit(&self, e: &AuditEntry) -> Result<(), StoreError> {
+        let e = e.clone();
+        self.with(move |c| {
+            let tx = c.transaction().map_err(db)?;
+            tx.execute(
+                "INSERT INTO audit (seq, ts, event, hash, request, grant_id, session, record)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![
+                    e.seq as i64,
+                    e.ts,
+                    e.event,
+                    e.hash,
+                    e.request,
+                    e.grant,
+                    e.session,
+                    e.record
+                ],
+            )
+            .map_err(db)?;
+            tx.execute(
+                "INSERT INTO audit_head (id, seq, hash) VALUES (1, ?1, ?2)
+                 ON CONFLICT(id) DO UPDATE SET seq = ?1, hash = ?2",
+                params![e.seq as i64, e.hash],
+            )
+            .map_err(db)?;
+            tx.commit().map_err(db)
+        })
+        .await
+    }
+
+    async fn audit_head(&self) -> Result<Option<(u64, String)>, StoreError> {
+        self.with(|c| {
+            c.query_row("SELECT seq, hash FROM audit_head WHERE id = 1", [], |r| {
+                Ok((r.get::<_, i64>(0)? as u64, r.get::<_, String>(1)?))
+            })
+            .optional()
+            .map_err(db)
+        })
+        .await
+    }
+
+    async fn audit(&self, f: &AuditFilter) -> Result<Vec<AuditEntry>, StoreError> {
+        let mut w = Where::default();
+        w.add("seq > ?", f.after_seq.map(|s| s as i64));
+        w.add("event = ?", f.event.clone());
+        w.add("request = ?", f.request.clone());
+        w.add("grant_id = ?", f.grant.clone());
+        let lim = limit(f.limit);
+        self.with(move |c| {
+            let sql = format!(
+                "SELECT seq, ts, event, hash, request, grant_id, session, record FROM audit{} ORDER BY seq LIMIT {lim}",
+                w.sql()
+            );
+            let mut stmt = c.prepare(&sql).map_err(db)?;
+            let out = stmt
+                .query_map(w.refs().as_slice(), |r| {
+                    Ok(AuditEntry {
+                        seq: r.get::<_, i64>(0)? as u64,
+                        ts: r.get(1)?,
+                        event: r.get(2)?,
+                        hash: r.get(3)?,
+                        request: r.get(4)?,
+                        grant: r.get(5)?,
+                        session: r.get(6)?,
+                        record: r.get(7)?,
+                    })
+                })
+                .map_err(db)?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(db)?;
+            Ok(out)
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{TicketState};
+
+    fn ticket(id: &str) -> Ticket {
+        Ticket {
+            id: id.parse().unwrap(),
+            title: "t".into(),
+            assignee: Some("alice".parse().unwrap()),
+            state: TicketState::Open,
+            source: "local".into(),
+            opened_at: 1,
+            updated_at: 1,
+        }
+    }
+
+    #[tokio::test]
+    async fn state_survives_reopening_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.db");
+        {
+            let s = SqliteStore::open(&path).unwrap();
+            s.put_ticket(&ticket("INC-1")).await.unwrap();
+            assert!(s.record_delivery("d1", 100).await.unwrap());
+            assert!(!s.record_delivery("d1", 101).await.unwrap());
+        }
+        let s = SqliteStore::open(&path).unwrap();
+        let t = s.ticket(&"INC-1".parse().unwrap()).await.unwrap().unwrap();
+        assert_eq!(t, ticket("INC-1"));
+        assert!(!s.record_delivery("d1", 102).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn concurrent_writers_do_not_lose_updates() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(&dir.path().join("j.db")).unwrap();
+        let mut tasks = Vec::new();
+        for i in 0..50 {
+            let s = s.clone();
+            tasks.push(tokio::spawn(async move {
+                s.put_ticket(&ticket(&format!("INC-{i}"))).await.unwrap();
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        for i in 0..50 {
+            assert!(s.ticket(&format!("INC-{i}").parse().unwrap()).await.unwrap().is_some());
+        }
+    }
+
+    #[tokio::test]
+    async fn audit_head_follows_appends() {
+        let s = SqliteStore::in_memory().unwrap();
+        assert_eq!(s.audit_head().await.unwrap(), None);
+        for seq in 1..=3 {
+            s.append_audit(&AuditEntry {
+                seq,
+                ts: "t".into(),
+                event: "config.loaded".into(),
+                hash: format!("h{seq}"),
+                request: None,
+                grant: Some("gr_x".into()),
+                session: None,
+                record: "{}".into(),
+            })
+            .await
+            .unwrap();
+        }
+        assert_eq!(s.audit_head().await.unwrap(), Some((3, "h3".into())));
+        let after = s
+            .audit(&AuditFilter {
+                after_seq: Some(1),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(after.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![2, 3]);
+    }
+}
