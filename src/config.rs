@@ -218,6 +218,8 @@ pub struct UserConfig {
     pub vendor: Option<String>,
     /// Hex SHA-256 of the user's `jgk_` API key.
     pub api_key_sha256: Option<String>,
+    /// When the API key stops working: `YYYY-MM-DD` (start of that day, UTC) or RFC 3339.
+    pub api_key_expires: Option<String>,
     #[serde(default)]
     pub ssh_keys: Vec<String>,
     /// Identities in ticket systems, `system:id` (e.g. `jira:557058:c9eb`, `servicenow:alice`).
@@ -225,7 +227,24 @@ pub struct UserConfig {
     pub external_ids: Vec<String>,
 }
 
+/// Parse `YYYY-MM-DD` (midnight UTC) or an RFC 3339 time to Unix seconds.
+pub fn parse_expiry(s: &str) -> Option<i64> {
+    use time::format_description::well_known::Rfc3339;
+    if let Ok(t) = time::OffsetDateTime::parse(s, &Rfc3339) {
+        return Some(t.unix_timestamp());
+    }
+    let fmt = time::macros::format_description!("[year]-[month]-[day]");
+    time::Date::parse(s, &fmt)
+        .ok()
+        .map(|d| d.midnight().assume_utc().unix_timestamp())
+}
+
 impl UserConfig {
+    /// When the API key expires (Unix seconds), if it does.
+    pub fn api_key_expiry(&self) -> Option<i64> {
+        self.api_key_expires.as_deref().and_then(parse_expiry)
+    }
+
     /// Whether the user holds `role`.
     pub fn has_role(&self, role: Role) -> bool {
         self.roles.contains(&role)
@@ -473,7 +492,7 @@ impl Config {
     fn resolve_paths(&mut self, base: &Path) {
         let abs = |p: &mut PathBuf| {
             if p.is_relative() {
-                *p = base.join(&*p);
+                *p = normalize(&base.join(&*p));
             }
         };
         abs(&mut self.gateway.data_dir);
@@ -483,7 +502,7 @@ impl Config {
             && !rest.starts_with('/')
             && !rest.starts_with(":memory:")
         {
-            self.store.url = format!("sqlite://{}", base.join(rest).display());
+            self.store.url = format!("sqlite://{}", normalize(&base.join(rest)).display());
         }
         if let Some(p) = &mut self.policy {
             p.files.iter_mut().for_each(abs);
@@ -559,6 +578,17 @@ impl Config {
                     &[K("users"), I(i), K("api_key_sha256")],
                     format!(
                         "user {}: api_key_sha256 must be 64 hex characters (sha256sum of the jgk_ key)",
+                        u.name
+                    ),
+                );
+            }
+            if let Some(x) = &u.api_key_expires
+                && parse_expiry(x).is_none()
+            {
+                err(
+                    &[K("users"), I(i), K("api_key_expires")],
+                    format!(
+                        "user {}: api_key_expires {x:?} is not a date; write 2027-01-31 or an RFC 3339 time",
                         u.name
                     ),
                 );
@@ -835,6 +865,26 @@ impl Config {
             return Err("the webhook secret is shorter than 16 characters; use a long random secret".into());
         }
         Ok(Some(crate::types::Secret::new(value)))
+    }
+}
+
+/// Remove `.` and `name/..` pairs without touching the file system (`config/../certs` → `certs`).
+fn normalize(p: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out: Vec<Component> = Vec::new();
+    for c in p.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir if matches!(out.last(), Some(Component::Normal(_))) => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    if out.is_empty() {
+        PathBuf::from(".")
+    } else {
+        out.iter().collect()
     }
 }
 

@@ -55,6 +55,17 @@ const PUB_LABEL: &str = "JITGATE AUDIT PUBLIC KEY";
 /// An Ed25519 signing key (the audit key). Debug never prints key material.
 pub struct SigningKey {
     pair: Ed25519KeyPair,
+    pkcs8: Vec<u8>,
+}
+
+impl Clone for SigningKey {
+    fn clone(&self) -> Self {
+        Self {
+            pair: Ed25519KeyPair::from_pkcs8_maybe_unchecked(&self.pkcs8)
+                .expect("a key that parsed once parses again"),
+            pkcs8: self.pkcs8.clone(),
+        }
+    }
 }
 
 impl fmt::Debug for SigningKey {
@@ -70,7 +81,13 @@ impl SigningKey {
             .expect("the system random generator works");
         let pem = pem_encode(PRIV_LABEL, doc.as_ref());
         let pair = Ed25519KeyPair::from_pkcs8(doc.as_ref()).expect("a fresh key parses");
-        (Self { pair }, pem)
+        (
+            Self {
+                pair,
+                pkcs8: doc.as_ref().to_vec(),
+            },
+            pem,
+        )
     }
 
     /// Load a key from its PKCS#8 PEM encoding.
@@ -79,7 +96,7 @@ impl SigningKey {
         let pair = Ed25519KeyPair::from_pkcs8(&der)
             .or_else(|_| Ed25519KeyPair::from_pkcs8_maybe_unchecked(&der))
             .map_err(|_| KeyError::BadPrivateKey)?;
-        Ok(Self { pair })
+        Ok(Self { pair, pkcs8: der })
     }
 
     /// Sign `msg`.

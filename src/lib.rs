@@ -26,3 +26,7 @@ pub mod grant;
 pub mod policy;
 pub mod store;
 pub mod ticket;
+pub mod api;
+pub mod client;
+pub mod server;
+pub mod cli;

@@ -311,7 +311,7 @@ impl Store for SqliteStore {
             c.execute(
                 "INSERT INTO grants (id, request, requester, token_hash, ticket, state, expires_at, data)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
-                 ON CONFLICT(id) DO UPDATE SET state = ?6, expires_at = ?7, data = ?8",
+                 ON CONFLICT(id) DO UPDATE SET token_hash = ?4, state = ?6, expires_at = ?7, data = ?8",
                 params![id, req, requester, hash, ticket, state, exp, data],
             )
             .map_err(db)?;
@@ -457,7 +457,7 @@ impl Store for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{TicketState};
+    use crate::store::TicketState;
 
     fn ticket(id: &str) -> Ticket {
         Ticket {
@@ -504,6 +504,36 @@ mod tests {
         for i in 0..50 {
             assert!(s.ticket(&format!("INC-{i}").parse().unwrap()).await.unwrap().is_some());
         }
+    }
+
+    #[tokio::test]
+    async fn grant_lookup_by_token_hash_follows_updates() {
+        use crate::store::{Grant, GrantState, RequestKind};
+        let s = SqliteStore::in_memory().unwrap();
+        let mut g = Grant {
+            id: GrantId::generate(),
+            request: RequestId::generate(),
+            kind: RequestKind::Normal,
+            requester: "alice".parse().unwrap(),
+            task: "t".parse().unwrap(),
+            target: "x".parse().unwrap(),
+            ticket: "INC-1".parse().unwrap(),
+            approvers: vec![],
+            token_hash: "unfetched:1".into(),
+            token_fetched: false,
+            issued_at: 0,
+            expires_at: 10,
+            state: GrantState::Active,
+            ended_at: None,
+            ended_by: None,
+            end_reason: None,
+        };
+        s.put_grant(&g).await.unwrap();
+        g.token_hash = "abc".into();
+        g.token_fetched = true;
+        s.put_grant(&g).await.unwrap();
+        assert_eq!(s.grant_by_token_hash("abc").await.unwrap(), Some(g));
+        assert_eq!(s.grant_by_token_hash("unfetched:1").await.unwrap(), None);
     }
 
     #[tokio::test]

@@ -1,0 +1,255 @@
+//! The command line: one file per command group. Client commands talk to the API using
+//! `JITGATE_URL`, `JITGATE_API_KEY` and `JITGATE_CA`.
+
+pub mod admin;
+pub mod audit;
+pub mod requests;
+pub mod serve;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use serde_json::Value;
+
+use crate::client::{Answer, Client};
+use crate::types::Secret;
+
+/// jitgate: ticket-bound just-in-time privileged access.
+#[derive(Debug, Parser)]
+#[command(name = "jitgate", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Configuration file.
+    #[arg(long, global = true, default_value = "config/jitgate.toml", env = "JITGATE_CONFIG")]
+    pub config: PathBuf,
+    /// Machine output: one JSON object (lists: an array) on stdout.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create missing keys and certificates under certs/ (never overwrites); print target set-up lines.
+    Init,
+    /// Validate the configuration and policy; exit 1 with file:line and the reason on error.
+    Check,
+    /// Run the control-plane API (and, as they land, the SSH and HTTPS gateways).
+    Serve,
+    /// Local ticket provider.
+    #[command(subcommand)]
+    Ticket(TicketCmd),
+    /// Request one task on one target for a ticket.
+    Request(requests::RequestArgs),
+    /// List requests visible to you.
+    Requests {
+        /// Only pending requests.
+        #[arg(long)]
+        pending: bool,
+    },
+    /// Approve a pending request.
+    Approve {
+        id: String,
+        #[arg(long)]
+        comment: Option<String>,
+    },
+    /// Reject a pending request.
+    Deny {
+        id: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Fetch your grant token (once).
+    Token { id: String },
+    /// End your own grant early.
+    Done { id: String },
+    /// End a grant now (request or grant id).
+    Revoke {
+        id: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// List grants visible to you.
+    Grants {
+        /// Only active grants.
+        #[arg(long)]
+        active: bool,
+    },
+    /// Audit log tools.
+    #[command(subcommand)]
+    Audit(AuditCmd),
+    /// API key tools.
+    #[command(subcommand, name = "api-key")]
+    ApiKey(ApiKeyCmd),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TicketCmd {
+    /// Open (or reopen) a ticket assigned to a user.
+    Open {
+        id: String,
+        #[arg(long)]
+        assignee: String,
+        #[arg(long, default_value = "")]
+        title: String,
+    },
+    /// Close a ticket: every grant on it is revoked.
+    Close { id: String },
+    /// Reassign a ticket: grants of the previous assignee are revoked.
+    Assign {
+        id: String,
+        /// New assignee; omit to unassign.
+        #[arg(long)]
+        assignee: Option<String>,
+    },
+    /// Show a ticket.
+    Show { id: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCmd {
+    /// Check the chain and signatures; exit 1 and name the first bad record.
+    Verify(audit::VerifyArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ApiKeyCmd {
+    /// Generate a new API key and print it with the api_key_sha256 line for the config.
+    New,
+}
+
+/// Build the API client from the environment (and the config for defaults).
+pub fn client(cli: &Cli) -> Result<Client> {
+    let url = match std::env::var("JITGATE_URL") {
+        Ok(u) if !u.is_empty() => u,
+        _ => default_url(&cli.config),
+    };
+    let key = std::env::var("JITGATE_API_KEY")
+        .ok()
+        .filter(|k| !k.is_empty())
+        .map(Secret::new);
+    let ca_path = match std::env::var("JITGATE_CA") {
+        Ok(p) if !p.is_empty() => PathBuf::from(p),
+        _ => default_ca(&cli.config),
+    };
+    let ca = std::fs::read_to_string(&ca_path).with_context(|| {
+        format!(
+            "cannot read the CA certificate {} to trust the gateway; set JITGATE_CA to the gateway's certs/ca.pem",
+            ca_path.display()
+        )
+    })?;
+    Ok(Client::new(&url, key, &ca)?)
+}
+
+fn default_url(config: &Path) -> String {
+    crate::config::Config::load(config)
+        .map(|c| {
+            let a = c.gateway.api_listen;
+            let host = if a.ip().is_unspecified() {
+                "127.0.0.1".to_string()
+            } else {
+                a.ip().to_string()
+            };
+            if a.is_ipv6() {
+                format!("https://[{host}]:{}", a.port())
+            } else {
+                format!("https://{host}:{}", a.port())
+            }
+        })
+        .unwrap_or_else(|_| "https://127.0.0.1:8440".into())
+}
+
+fn default_ca(config: &Path) -> PathBuf {
+    crate::config::Config::load(config)
+        .map(|c| c.gateway.certs_dir.join(crate::pki::CA_BUNDLE))
+        .unwrap_or_else(|_| PathBuf::from("certs").join(crate::pki::CA_BUNDLE))
+}
+
+/// A failed API call, carrying its status and JSON body for `--json` output.
+#[derive(Debug)]
+pub struct ApiFailure {
+    pub status: u16,
+    pub body: Value,
+}
+
+impl std::fmt::Display for ApiFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let msg = self
+            .body
+            .get("message")
+            .and_then(Value::as_str)
+            .unwrap_or("the API refused the call");
+        write!(f, "{msg}")
+    }
+}
+
+impl std::error::Error for ApiFailure {}
+
+/// Turn a non-2xx answer into an error.
+pub fn expect_ok(a: Answer) -> Result<Value> {
+    if a.ok() {
+        Ok(a.body)
+    } else {
+        Err(ApiFailure {
+            status: a.status,
+            body: a.body,
+        }
+        .into())
+    }
+}
+
+/// Print `v` as JSON, or `human` otherwise.
+pub fn emit(cli: &Cli, v: &Value, human: impl FnOnce() -> String) {
+    if cli.json {
+        println!("{}", serde_json::to_string_pretty(v).expect("JSON values serialize"));
+    } else {
+        let text = human();
+        if !text.is_empty() {
+            println!("{text}");
+        }
+    }
+}
+
+/// Percent-encode one path segment.
+pub fn seg(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Run the parsed command.
+pub async fn run(cli: Cli) -> Result<i32> {
+    match &cli.command {
+        Command::Init => admin::init(&cli),
+        Command::Check => admin::check(&cli),
+        Command::Serve => serve::serve(&cli).await,
+        Command::ApiKey(ApiKeyCmd::New) => admin::api_key_new(&cli),
+        Command::Audit(AuditCmd::Verify(args)) => audit::verify(&cli, args).await,
+        Command::Ticket(t) => requests::ticket(&cli, t).await,
+        Command::Request(args) => requests::request(&cli, args).await,
+        Command::Requests { pending } => requests::list(&cli, *pending).await,
+        Command::Approve { id, comment } => requests::approve(&cli, id, comment.clone()).await,
+        Command::Deny { id, reason } => requests::deny(&cli, id, reason).await,
+        Command::Token { id } => requests::token(&cli, id).await,
+        Command::Done { id } => requests::done(&cli, id).await,
+        Command::Revoke { id, reason } => requests::revoke(&cli, id, reason).await,
+        Command::Grants { active } => requests::grants(&cli, *active).await,
+    }
+}

@@ -1,0 +1,64 @@
+//! `jitgate serve`: run the gateway until SIGINT or SIGTERM.
+
+use anyhow::{Context, Result};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use super::Cli;
+use crate::config::{Config, ConfigError};
+use crate::server::Runtime;
+
+/// `jitgate serve`.
+pub async fn serve(cli: &Cli) -> Result<i32> {
+    let text = std::fs::read_to_string(&cli.config).with_context(|| {
+        format!(
+            "cannot read {}; pass --config PATH (an example is config/jitgate.toml)",
+            cli.config.display()
+        )
+    })?;
+    let cfg = match Config::from_text(&text, &cli.config) {
+        Ok(c) => c,
+        Err(ConfigError::Invalid(problems)) => {
+            for p in problems {
+                eprintln!("{p}");
+            }
+            eprintln!("fix the configuration (`jitgate check` shows the same), then start again");
+            return Ok(1);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let api_addr = cfg.gateway.api_listen;
+    let runtime = match Runtime::open(cfg, &text).await {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("jitgate cannot start: {e}");
+            return Ok(1);
+        }
+    };
+    let api = TcpListener::bind(api_addr)
+        .await
+        .with_context(|| format!("cannot listen on {api_addr} (gateway.api_listen)"))?;
+    let bound = api.local_addr()?;
+    tracing::info!(api = %bound, "jitgate API listening");
+    println!("jitgate API listening on https://{bound}");
+    let shutdown = CancellationToken::new();
+    {
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            tracing::info!("shutting down");
+            shutdown.cancel();
+        });
+    }
+    runtime.serve(api, shutdown).await?;
+    Ok(0)
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

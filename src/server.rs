@@ -1,0 +1,268 @@
+//! Wires the control plane together and serves it on the listeners it is handed, with bounded
+//! shutdown: stop accepting, cancel, wait with a timeout.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tower::ServiceExt;
+
+use crate::api::{self, AppState, metrics::Metrics};
+use crate::audit::{AuditEvent, Log};
+use crate::config::Config;
+use crate::grant::{self, GrantBus, LocalBus};
+use crate::pki::Keys;
+use crate::policy::Engine;
+use crate::store::Store;
+use crate::store::sqlite::SqliteStore;
+
+/// Most simultaneous API connections.
+const MAX_API_CONNECTIONS: usize = 1024;
+/// Time allowed for a TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time allowed for one API request, body included.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long shutdown waits for connections to finish.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Why the gateway could not start or run.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error(transparent)]
+    Keys(#[from] crate::pki::PkiError),
+    #[error("{}", .0.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("\n"))]
+    Policy(Vec<crate::policy::PolicyProblem>),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    Audit(#[from] crate::audit::AuditError),
+    #[error("{0}")]
+    Config(String),
+    #[error("cannot listen: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// The running control plane's parts.
+pub struct Runtime {
+    pub cfg: Arc<Config>,
+    pub keys: Arc<Keys>,
+    pub grants: Arc<grant::Service>,
+    pub metrics: Arc<Metrics>,
+    webhook_secret: Option<crate::types::Secret>,
+}
+
+impl Runtime {
+    /// Load keys and policies, open the store and the audit log, and record `config.loaded`.
+    pub async fn open(cfg: Config, config_text: &str) -> Result<Self, ServerError> {
+        let keys = Arc::new(Keys::load(&cfg.gateway.certs_dir)?);
+        let policy = Arc::new(Engine::load(&cfg).map_err(ServerError::Policy)?);
+        let webhook_secret = cfg.webhook_secret().map_err(ServerError::Config)?;
+        if webhook_secret.is_none() {
+            tracing::warn!(
+                "no webhook secret is set ([tickets] webhook_secret); ticket webhooks will be refused"
+            );
+        }
+        let db = cfg
+            .sqlite_path()
+            .ok_or_else(|| ServerError::Config("store.url must be sqlite://PATH".into()))?;
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&db)?);
+        let audit = Arc::new(
+            Log::open(
+                &cfg.gateway.data_dir,
+                Arc::new(keys.audit_key().clone()),
+                store.clone(),
+            )
+            .await?,
+        );
+        audit
+            .record(
+                "system",
+                AuditEvent::ConfigLoaded {
+                    file: cfg.source.display().to_string(),
+                    sha256: crate::crypto::sha256_hex(config_text.as_bytes()),
+                    users: cfg.users.len(),
+                    targets: cfg.targets.len(),
+                    tasks: cfg.tasks.len(),
+                    policies: policy.len(),
+                },
+            )
+            .await?;
+        let cfg = Arc::new(cfg);
+        let bus: Arc<dyn GrantBus> = Arc::new(LocalBus::default());
+        let grants = Arc::new(grant::Service::new(
+            cfg.clone(),
+            store,
+            audit,
+            policy,
+            bus,
+        ));
+        Ok(Self {
+            cfg,
+            keys,
+            grants,
+            metrics: Arc::new(Metrics::new()),
+            webhook_secret,
+        })
+    }
+
+    /// Serve the API on `api` until `shutdown` is cancelled.
+    pub async fn serve(self, api: TcpListener, shutdown: CancellationToken) -> Result<(), ServerError> {
+        let tracker = TaskTracker::new();
+        // Expire requests and grants on time.
+        {
+            let grants = self.grants.clone();
+            let stop = shutdown.clone();
+            tracker.spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(1));
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tokio::select! {
+                        _ = stop.cancelled() => break,
+                        _ = tick.tick() => {
+                            if let Err(e) = grants.expire_due().await {
+                                tracing::error!(error = %e, "expiry sweep failed");
+                            }
+                        }
+                    }
+                }
+            });
+        }
+        // Count grant events.
+        {
+            let mut rx = self.grants.bus().subscribe();
+            let metrics = self.metrics.clone();
+            let stop = shutdown.clone();
+            tracker.spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = stop.cancelled() => break,
+                        ev = rx.recv() => match ev {
+                            Ok(ev) => metrics.grant_event(ev.kind),
+                            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                            Err(_) => break,
+                        }
+                    }
+                }
+            });
+        }
+        let tls = self.keys.server_tls(&[b"h2", b"http/1.1"])?;
+        let state = AppState {
+            grants: self.grants.clone(),
+            metrics: self.metrics.clone(),
+            webhook_secret: self.webhook_secret.clone(),
+            auth_limiter: Arc::default(),
+        };
+        let router = api::router(state).layer(axum::middleware::from_fn(request_timeout));
+        serve_tls(api, TlsAcceptor::from(Arc::new(tls)), router, shutdown.clone(), &tracker).await;
+        tracker.close();
+        if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait()).await.is_err() {
+            tracing::warn!("some connections did not finish within the shutdown grace period");
+        }
+        Ok(())
+    }
+}
+
+async fn request_timeout(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    match tokio::time::timeout(REQUEST_TIMEOUT, next.run(req)).await {
+        Ok(r) => r,
+        Err(_) => api::error::ApiError::new(
+            axum::http::StatusCode::REQUEST_TIMEOUT,
+            "timeout",
+            "the request took too long; send the body promptly",
+        )
+        .into_response(),
+    }
+}
+
+/// Accept TLS connections on `listener` and serve `router` on each until `shutdown`.
+pub async fn serve_tls(
+    listener: TcpListener,
+    tls: TlsAcceptor,
+    router: axum::Router,
+    shutdown: CancellationToken,
+    tracker: &TaskTracker,
+) {
+    let slots = Arc::new(Semaphore::new(MAX_API_CONNECTIONS));
+    loop {
+        let (tcp, peer) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            }
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            tracing::warn!(%peer, "too many API connections; refusing one");
+            drop(tcp);
+            continue;
+        };
+        let _ = tcp.set_nodelay(true);
+        let tls = tls.clone();
+        let router = router.clone();
+        let stop = shutdown.clone();
+        tracker.spawn(async move {
+            let _permit = permit;
+            let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(tcp)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "TLS handshake timed out");
+                    return;
+                }
+            };
+            serve_connection(stream, peer, router, stop).await;
+        });
+    }
+}
+
+async fn serve_connection<S>(stream: S, peer: SocketAddr, router: axum::Router, stop: CancellationToken)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+        req.extensions_mut()
+            .insert(axum::extract::ConnectInfo(peer));
+        router.clone().oneshot(req.map(axum::body::Body::new))
+    });
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(10))
+        .max_buf_size(64 * 1024);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(64)
+        .max_header_list_size(64 * 1024);
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
+    tokio::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => {
+            if let Err(e) = r {
+                tracing::debug!(%peer, error = %e, "API connection ended with an error");
+            }
+        }
+        _ = stop.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(SHUTDOWN_GRACE, conn).await;
+        }
+    }
+}
