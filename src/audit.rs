@@ -355,7 +355,6 @@ pub fn verify(
 ) -> std::io::Result<Verification> {
     let file = File::open(path)?;
     let mut prev = GENESIS.to_string();
-    let mut expect_seq = 1u64;
     let mut count = 0u64;
     let bad = |line: usize, seq: Option<u64>, reason: String, count: u64| Verification {
         ok: false,
@@ -364,7 +363,7 @@ pub fn verify(
         head_checked: false,
     };
     let mut lineno = 0;
-    for line in BufReader::new(file).lines() {
+    for (expect_seq, line) in (1u64..).zip(BufReader::new(file).lines()) {
         let line = line?;
         lineno += 1;
         if line.trim().is_empty() {
@@ -420,7 +419,6 @@ pub fn verify(
             ));
         }
         prev = computed;
-        expect_seq += 1;
         count += 1;
     }
     let mut head_checked = false;

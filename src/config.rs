@@ -11,6 +11,17 @@ use serde::{Deserialize, Serialize};
 
 use crate::types::{TargetName, TaskName, Ttl, UserName};
 
+/// SHA-256 of the example API keys published in the README and `config/jitgate.toml`
+/// (`jgk_example_<user>_do_not_use_in_production`); `serve` and `check` warn while any is used.
+const EXAMPLE_KEY_SHA256: &[&str] = &[
+    "9e9d8acbcc4f30afc7e9211f1afe80f749f5a94990a793c5d8f7b075399249c2",
+    "4cba44335f99817b669cb77620472f685f1b2387195ecaf6962e93340115dba4",
+    "abe292eea3888389302fc134d999b754981ec017757053b0ce0331b3ed6c048e",
+    "893066b6d5ea9bc575b14623335a4adc1f9270ff28a07d8a3152b97e3f90c22d",
+    "517a56744e764f45577ddf41f26c07d378b436f6fcc8dce9b39c4a57a95d448c",
+    "73fb985ff6332521e4917f1cdc0056dfe9ada57b70147659388bc699da379874",
+];
+
 /// The whole configuration file.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -726,10 +737,9 @@ impl Config {
                     None => self.targets.iter().any(|t| t.name.as_str() == sel),
                 };
                 if !matched {
-                    let what = if sel.starts_with("tag:") {
-                        format!("no target has tag {:?}", &sel[4..])
-                    } else {
-                        format!("no target is named {sel:?}")
+                    let what = match sel.strip_prefix("tag:") {
+                        Some(tag) => format!("no target has tag {tag:?}"),
+                        None => format!("no target is named {sel:?}"),
                     };
                     err(
                         &[K("tasks"), I(i), K("targets"), I(j)],
@@ -821,6 +831,19 @@ impl Config {
             }
         }
         problems
+    }
+
+    /// Users still configured with one of the published example API keys.
+    pub fn users_with_example_keys(&self) -> Vec<&UserName> {
+        self.users
+            .iter()
+            .filter(|u| {
+                u.api_key_sha256
+                    .as_deref()
+                    .is_some_and(|h| EXAMPLE_KEY_SHA256.contains(&h.to_ascii_lowercase().as_str()))
+            })
+            .map(|u| &u.name)
+            .collect()
     }
 
     /// The user called `name`.

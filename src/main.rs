@@ -28,7 +28,10 @@ async fn main() {
                 if json {
                     println!("{}", serde_json::to_string_pretty(&f.body).unwrap_or_default());
                 }
-                eprintln!("error: {f}");
+                match (f.body.get("error").and_then(|v| v.as_str()), f.body.get("id").and_then(|v| v.as_str())) {
+                    (Some("denied"), Some(id)) => eprintln!("error: request {id} denied: {f}"),
+                    _ => eprintln!("error: {f}"),
+                }
             } else {
                 eprintln!("error: {e:#}");
             }

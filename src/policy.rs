@@ -405,8 +405,7 @@ mod tests {
 
     fn cfg(policy: &str, dir: &Path) -> Config {
         std::fs::write(dir.join("p.cedar"), policy).unwrap();
-        let text = format!(
-            r#"
+        let text = r#"
 [gateway]
 public_name = "gw"
 [policy]
@@ -434,9 +433,8 @@ targets = ["dc-01"]
 principal = "reset"
 allow = ["shell"]
 max_ttl = "30m"
-"#
-        );
-        Config::from_text(&text, &dir.join("j.toml")).unwrap()
+"#;
+        Config::from_text(text, &dir.join("j.toml")).unwrap()
     }
 
     fn ask(cfg: &Config, e: &Engine, action: Action, who: &str, requester: &str) -> Result<(), String> {
@@ -502,7 +500,7 @@ forbid (principal, action == Action::"approve", resource)
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("bad.cedar");
         std::fs::write(&path, "permit (principal, action, resource);\n\npermit (principal action, resource);\n").unwrap();
-        let errs = Engine::load_files(&[path.clone()]).unwrap_err();
+        let errs = Engine::load_files(std::slice::from_ref(&path)).unwrap_err();
         assert_eq!(errs[0].line, 3, "{errs:?}");
         std::fs::write(&path, "permit (principal, action, resource)\n  when { principal.nickname == \"x\" };\n").unwrap();
         let errs = Engine::load_files(&[path]).unwrap_err();

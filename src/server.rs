@@ -61,6 +61,14 @@ impl Runtime {
     /// Load keys and policies, open the store and the audit log, and record `config.loaded`.
     pub async fn open(cfg: Config, config_text: &str) -> Result<Self, ServerError> {
         let keys = Arc::new(Keys::load(&cfg.gateway.certs_dir)?);
+        let example = cfg.users_with_example_keys();
+        if !example.is_empty() {
+            let names: Vec<&str> = example.iter().map(|u| u.as_str()).collect();
+            tracing::warn!(
+                users = %names.join(", "),
+                "these users have the published example API keys; replace them (jitgate api-key new) before real use"
+            );
+        }
         let policy = Arc::new(Engine::load(&cfg).map_err(ServerError::Policy)?);
         let webhook_secret = cfg.webhook_secret().map_err(ServerError::Config)?;
         if webhook_secret.is_none() {

@@ -381,6 +381,22 @@ pub fn rfc3339(t: UnixTime) -> String {
         .unwrap_or_else(|| t.to_string())
 }
 
+/// RFC 3339 text with milliseconds, UTC (`2026-11-29T01:46:46.123Z`).
+pub fn rfc3339_millis(t: time::OffsetDateTime) -> String {
+    let t = t.to_offset(time::UtcOffset::UTC);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+        t.year(),
+        t.month() as u8,
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.millisecond()
+    )
+}
+
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -437,19 +453,4 @@ mod tests {
         assert!("../x".parse::<TargetName>().is_err());
         assert!("x\n".parse::<TaskName>().is_err());
     }
-}
-
-/// RFC 3339 text with milliseconds, UTC (`2026-11-29T01:46:46.123Z`).
-pub fn rfc3339_millis(t: time::OffsetDateTime) -> String {
-    let t = t.to_offset(time::UtcOffset::UTC);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
-        t.year(),
-        t.month() as u8,
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second(),
-        t.millisecond()
-    )
 }

@@ -74,6 +74,14 @@ pub fn check(cli: &Cli) -> Result<i32> {
             Ok(e) => policies = e.len(),
             Err(p) => problems.extend(p.iter().map(|p| p.to_string())),
         }
+        let example = cfg.users_with_example_keys();
+        if !example.is_empty() && !cli.json {
+            let names: Vec<&str> = example.iter().map(|u| u.as_str()).collect();
+            eprintln!(
+                "warning: {} use the published example API keys; replace them with `jitgate api-key new`",
+                names.join(", ")
+            );
+        }
         if let Err(e) = cfg.webhook_secret() {
             problems.push(format!("{}: {e}", cfg.source.display()));
         }
