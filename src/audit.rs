@@ -18,7 +18,9 @@ use tokio::sync::Mutex;
 
 use crate::crypto::{SigningKey, VerifyingKey, sha256_hex};
 use crate::store::{AuditEntry, Store, StoreError};
-use crate::types::{GrantId, RequestId, TargetName, TaskName, TicketRef, Ttl, UnixTime, UserName};
+use crate::types::{
+    GrantId, RequestId, SessionId, TargetName, TaskName, TicketRef, Ttl, UnixTime, UserName,
+};
 
 /// File name of the log inside the data directory.
 pub const LOG_FILE: &str = "audit.jsonl";
@@ -117,6 +119,39 @@ pub enum AuditEvent {
     ApiAuthDenied {
         source: String,
         path: String,
+        reason: String,
+    },
+    #[serde(rename = "session.started")]
+    SessionStarted {
+        session: SessionId,
+        grant: GrantId,
+        request: RequestId,
+        protocol: String,
+        user: UserName,
+        vendor: Option<String>,
+        task: TaskName,
+        target: TargetName,
+        ticket: TicketRef,
+        principal: Option<String>,
+        source: String,
+    },
+    #[serde(rename = "session.ended")]
+    SessionEnded {
+        session: SessionId,
+        grant: GrantId,
+        request: RequestId,
+        cause: String,
+        reason: String,
+        duration_ms: u64,
+        bytes_in: u64,
+        bytes_out: u64,
+        recording: Vec<crate::store::RecordedFile>,
+        kill_latency_ms: Option<u64>,
+    },
+    #[serde(rename = "target.refused")]
+    TargetRefused {
+        session: SessionId,
+        target: TargetName,
         reason: String,
     },
     #[serde(rename = "admission.denied")]
@@ -405,10 +440,7 @@ pub fn verify(
         let sig_ok = str_field(&m, "sig")
             .and_then(|s| base64::engine::general_purpose::STANDARD.decode(s).ok())
             .is_some_and(|sig| {
-                key.verify(
-                    &hex::decode(&computed).expect("hex we just made"),
-                    &sig,
-                )
+                key.verify(&hex::decode(&computed).expect("hex we just made"), &sig)
             });
         if !sig_ok {
             return Ok(bad(
@@ -554,7 +586,17 @@ mod tests {
         let err = Log::open(dir.path(), Arc::new(signer), store.clone())
             .await
             .unwrap_err();
-        assert!(matches!(err, AuditError::HeadMismatch { log_seq: 2, db_seq: 3, .. }), "{err}");
+        assert!(
+            matches!(
+                err,
+                AuditError::HeadMismatch {
+                    log_seq: 2,
+                    db_seq: 3,
+                    ..
+                }
+            ),
+            "{err}"
+        );
         write(dir.path(), &orig);
         let _ = key;
     }

@@ -21,9 +21,13 @@ const MAX_RESPONSE: usize = 16 * 1024 * 1024;
 pub enum ClientError {
     #[error("JITGATE_URL {0:?} is not an https:// URL (e.g. https://127.0.0.1:8440)")]
     BadUrl(String),
-    #[error("cannot reach the jitgate API at {url}: {reason}; is `jitgate serve` running and JITGATE_URL right?")]
+    #[error(
+        "cannot reach the jitgate API at {url}: {reason}; is `jitgate serve` running and JITGATE_URL right?"
+    )]
     Connect { url: String, reason: String },
-    #[error("TLS with the jitgate API at {url} failed: {reason}; check JITGATE_CA (the gateway's certs/ca.pem)")]
+    #[error(
+        "TLS with the jitgate API at {url} failed: {reason}; check JITGATE_CA (the gateway's certs/ca.pem)"
+    )]
     Tls { url: String, reason: String },
     #[error("the API call failed: {0}")]
     Http(String),
@@ -92,7 +96,10 @@ impl Client {
         let mut cfg = crate::pki::client_tls(ca_pem).map_err(|e| ClientError::Ca(e.to_string()))?;
         cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
         Ok(Self {
-            host: host.trim_start_matches('[').trim_end_matches(']').to_string(),
+            host: host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string(),
             port,
             base: format!("https://{rest}"),
             key,

@@ -373,10 +373,12 @@ impl TaskConfig {
 
     /// Whether the task covers `target`.
     pub fn covers(&self, target: &TargetConfig) -> bool {
-        self.targets.iter().any(|sel| match sel.strip_prefix("tag:") {
-            Some(tag) => target.tags.iter().any(|t| t == tag),
-            None => sel == target.name.as_str(),
-        })
+        self.targets
+            .iter()
+            .any(|sel| match sel.strip_prefix("tag:") {
+                Some(tag) => target.tags.iter().any(|t| t == tag),
+                None => sel == target.name.as_str(),
+            })
     }
 }
 
@@ -397,7 +399,9 @@ impl fmt::Display for Problem {
 /// Why a configuration could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read {path}: {source}; pass --config PATH or create it (see config/jitgate.toml)")]
+    #[error(
+        "cannot read {path}: {source}; pass --config PATH or create it (see config/jitgate.toml)"
+    )]
     Read {
         path: PathBuf,
         source: std::io::Error,
@@ -608,7 +612,10 @@ impl Config {
                 if russh::keys::ssh_key::PublicKey::from_openssh(k).is_err() {
                     err(
                         &[K("users"), I(i), K("ssh_keys"), I(j)],
-                        format!("user {}: ssh_keys[{j}] is not an OpenSSH public key line", u.name),
+                        format!(
+                            "user {}: ssh_keys[{j}] is not an OpenSSH public key line",
+                            u.name
+                        ),
                     );
                 }
             }
@@ -660,7 +667,11 @@ impl Config {
                         ),
                         (Some(k), None) | (None, Some(k)) => {
                             if russh::keys::ssh_key::PublicKey::from_openssh(k).is_err() {
-                                let key = if t.host_key.is_some() { "host_key" } else { "host_ca" };
+                                let key = if t.host_key.is_some() {
+                                    "host_key"
+                                } else {
+                                    "host_ca"
+                                };
                                 err(
                                     &[K("targets"), I(i), K(key)],
                                     format!(
@@ -700,7 +711,11 @@ impl Config {
                         ),
                         Some(p) if !p.exists() => err(
                             &[K("targets"), I(i), K("server_ca")],
-                            format!("target {}: server_ca {} does not exist", t.name, p.display()),
+                            format!(
+                                "target {}: server_ca {} does not exist",
+                                t.name,
+                                p.display()
+                            ),
                         ),
                         _ => {}
                     }
@@ -797,7 +812,10 @@ impl Config {
             }
             if has_ssh
                 && !task.allow.iter().any(|a| {
-                    matches!(a, Allow::Shell | Allow::Exec | Allow::Sftp | Allow::PortForward)
+                    matches!(
+                        a,
+                        Allow::Shell | Allow::Exec | Allow::Sftp | Allow::PortForward
+                    )
                 })
             {
                 err(
@@ -885,7 +903,9 @@ impl Config {
             spec.clone()
         };
         if value.len() < 16 {
-            return Err("the webhook secret is shorter than 16 characters; use a long random secret".into());
+            return Err(
+                "the webhook secret is shorter than 16 characters; use a long random secret".into(),
+            );
         }
         Ok(Some(crate::types::Secret::new(value)))
     }
@@ -1010,7 +1030,10 @@ max_ttl = "30m"
             "",
         );
         let errs = load(&text).unwrap_err();
-        assert!(errs[0].contains("never trusts a host key on first use"), "{errs:?}");
+        assert!(
+            errs[0].contains("never trusts a host key on first use"),
+            "{errs:?}"
+        );
         assert!(errs[0].starts_with("/etc/jitgate.toml:9:"), "{errs:?}");
     }
 }

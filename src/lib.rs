@@ -17,16 +17,20 @@
 //! - [`client`]: the HTTPS client the CLI uses.
 #![forbid(unsafe_code)]
 
+pub mod api;
+pub mod audit;
+pub mod cli;
+pub mod client;
 pub mod config;
 pub mod crypto;
-pub mod pki;
-pub mod types;
-pub mod audit;
 pub mod grant;
+pub mod metrics;
+pub mod pki;
 pub mod policy;
+pub mod recording;
+pub mod server;
+pub mod session;
+pub mod ssh;
 pub mod store;
 pub mod ticket;
-pub mod api;
-pub mod client;
-pub mod server;
-pub mod cli;
+pub mod types;

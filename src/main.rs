@@ -26,9 +26,15 @@ async fn main() {
         Err(e) => {
             if let Some(f) = e.downcast_ref::<ApiFailure>() {
                 if json {
-                    println!("{}", serde_json::to_string_pretty(&f.body).unwrap_or_default());
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&f.body).unwrap_or_default()
+                    );
                 }
-                match (f.body.get("error").and_then(|v| v.as_str()), f.body.get("id").and_then(|v| v.as_str())) {
+                match (
+                    f.body.get("error").and_then(|v| v.as_str()),
+                    f.body.get("id").and_then(|v| v.as_str()),
+                ) {
                     (Some("denied"), Some(id)) => eprintln!("error: request {id} denied: {f}"),
                     _ => eprintln!("error: {f}"),
                 }

@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use cedar_policy::{
-    Authorizer, Context, Decision, Entities, EntityUid, PolicySet, Request, Schema,
-    ValidationMode, Validator,
+    Authorizer, Context, Decision, Entities, EntityUid, PolicySet, Request, Schema, ValidationMode,
+    Validator,
 };
 use serde_json::{Value, json};
 
@@ -256,7 +256,10 @@ impl Engine {
             .map(|e| {
                 prob(
                     diag_line(text, e),
-                    format!("policy does not match jitgate's schema: {}", diag_message(e)),
+                    format!(
+                        "policy does not match jitgate's schema: {}",
+                        diag_message(e)
+                    ),
                 )
             })
             .collect();
@@ -372,9 +375,11 @@ impl Engine {
                 })
             })
             .collect();
-        list.extend(groups.iter().map(|g| {
-            json!({"uid": {"type": "Group", "id": g}, "attrs": {}, "parents": []})
-        }));
+        list.extend(
+            groups
+                .iter()
+                .map(|g| json!({"uid": {"type": "Group", "id": g}, "attrs": {}, "parents": []})),
+        );
         list.push(json!({
             "uid": {"type": "Task", "id": q.task.name.as_str()},
             "attrs": {
@@ -437,7 +442,13 @@ max_ttl = "30m"
         Config::from_text(text, &dir.join("j.toml")).unwrap()
     }
 
-    fn ask(cfg: &Config, e: &Engine, action: Action, who: &str, requester: &str) -> Result<(), String> {
+    fn ask(
+        cfg: &Config,
+        e: &Engine,
+        action: Action,
+        who: &str,
+        requester: &str,
+    ) -> Result<(), String> {
         let ticket = Ticket {
             id: "INC-1".parse().unwrap(),
             title: String::new(),
@@ -447,7 +458,11 @@ max_ttl = "30m"
             opened_at: 0,
             updated_at: 0,
         };
-        let approvers: Vec<UserName> = if action == Action::Approve { vec![who.parse().unwrap()] } else { vec![] };
+        let approvers: Vec<UserName> = if action == Action::Approve {
+            vec![who.parse().unwrap()]
+        } else {
+            vec![]
+        };
         e.evaluate(
             cfg,
             &Query {
@@ -489,7 +504,10 @@ forbid (principal, action == Action::"approve", resource)
     #[test]
     fn without_a_permit_everything_is_denied() {
         let dir = tempfile::tempdir().unwrap();
-        let cfg = cfg("permit (principal, action == Action::\"approve\", resource);", dir.path());
+        let cfg = cfg(
+            "permit (principal, action == Action::\"approve\", resource);",
+            dir.path(),
+        );
         let e = Engine::load(&cfg).unwrap();
         let why = ask(&cfg, &e, Action::Request, "alice", "alice").unwrap_err();
         assert!(why.contains("no policy permits alice request"), "{why}");
@@ -499,10 +517,18 @@ forbid (principal, action == Action::"approve", resource)
     fn syntax_and_schema_errors_name_the_line() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("bad.cedar");
-        std::fs::write(&path, "permit (principal, action, resource);\n\npermit (principal action, resource);\n").unwrap();
+        std::fs::write(
+            &path,
+            "permit (principal, action, resource);\n\npermit (principal action, resource);\n",
+        )
+        .unwrap();
         let errs = Engine::load_files(std::slice::from_ref(&path)).unwrap_err();
         assert_eq!(errs[0].line, 3, "{errs:?}");
-        std::fs::write(&path, "permit (principal, action, resource)\n  when { principal.nickname == \"x\" };\n").unwrap();
+        std::fs::write(
+            &path,
+            "permit (principal, action, resource)\n  when { principal.nickname == \"x\" };\n",
+        )
+        .unwrap();
         let errs = Engine::load_files(&[path]).unwrap_err();
         assert_eq!(errs[0].line, 2, "{errs:?}");
         assert!(errs[0].message.contains("schema"), "{errs:?}");

@@ -19,6 +19,7 @@ use crate::config::Config;
 use crate::grant::{self, GrantBus, LocalBus};
 use crate::pki::Keys;
 use crate::policy::Engine;
+use crate::session::Registry;
 use crate::store::Store;
 use crate::store::sqlite::SqliteStore;
 
@@ -54,7 +55,16 @@ pub struct Runtime {
     pub keys: Arc<Keys>,
     pub grants: Arc<grant::Service>,
     pub metrics: Arc<Metrics>,
+    pub sessions: Arc<Registry>,
+    /// Cancelled on shutdown; every session's token is a child of it.
+    pub root: CancellationToken,
     webhook_secret: Option<crate::types::Secret>,
+}
+
+/// The listeners the runtime serves on (bound by the caller, so port 0 works).
+pub struct Listeners {
+    pub api: TcpListener,
+    pub ssh: Option<TcpListener>,
 }
 
 impl Runtime {
@@ -103,25 +113,47 @@ impl Runtime {
             .await?;
         let cfg = Arc::new(cfg);
         let bus: Arc<dyn GrantBus> = Arc::new(LocalBus::default());
-        let grants = Arc::new(grant::Service::new(
-            cfg.clone(),
-            store,
-            audit,
-            policy,
-            bus,
-        ));
+        let metrics = Arc::new(Metrics::new());
+        let root = CancellationToken::new();
+        let sessions = Registry::new(
+            root.clone(),
+            store.clone(),
+            audit.clone(),
+            metrics.clone(),
+            cfg.gateway.recordings_dir.clone(),
+            cfg.gateway.expiry_warning.duration(),
+        );
+        sessions.watch_grants(bus.as_ref());
+        let grants = Arc::new(grant::Service::new(cfg.clone(), store, audit, policy, bus));
         Ok(Self {
             cfg,
             keys,
             grants,
-            metrics: Arc::new(Metrics::new()),
+            metrics,
+            sessions,
+            root,
             webhook_secret,
         })
     }
 
     /// Serve the API on `api` until `shutdown` is cancelled.
-    pub async fn serve(self, api: TcpListener, shutdown: CancellationToken) -> Result<(), ServerError> {
+    pub async fn serve(
+        self,
+        listeners: Listeners,
+        shutdown: CancellationToken,
+    ) -> Result<(), ServerError> {
         let tracker = TaskTracker::new();
+        if let Some(ssh) = listeners.ssh {
+            let gw = crate::ssh::server::Gateway::new(
+                self.grants.clone(),
+                self.sessions.clone(),
+                self.keys.clone(),
+                self.metrics.clone(),
+            );
+            let stop = shutdown.clone();
+            let t = tracker.clone();
+            tracker.spawn(async move { gw.serve(ssh, stop, t).await });
+        }
         // Expire requests and grants on time.
         {
             let grants = self.grants.clone();
@@ -165,23 +197,82 @@ impl Runtime {
             metrics: self.metrics.clone(),
             webhook_secret: self.webhook_secret.clone(),
             auth_limiter: Arc::default(),
+            sessions: self.sessions.clone(),
         };
         let router = api::router(state).layer(axum::middleware::from_fn(request_timeout));
-        serve_tls(api, TlsAcceptor::from(Arc::new(tls)), router, shutdown.clone(), &tracker).await;
+        serve_tls(
+            listeners.api,
+            TlsAcceptor::from(Arc::new(tls)),
+            router,
+            shutdown.clone(),
+            &tracker,
+        )
+        .await;
+        // Cut live sessions (recording their end), then stop everything else.
+        self.sessions.shutdown(SHUTDOWN_GRACE).await;
+        self.root.cancel();
         tracker.close();
-        if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait()).await.is_err() {
+        if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait())
+            .await
+            .is_err()
+        {
             tracing::warn!("some connections did not finish within the shutdown grace period");
         }
         Ok(())
     }
 }
 
+/// Largest request body the API reads at all; bodies over the per-route limit but under this are
+/// read to the end before the 413 answer, so that clients still sending see the answer instead
+/// of a broken pipe (and HTTP/2 streams end cleanly).
+const MAX_DRAIN: usize = 8 * 1024 * 1024;
+
 async fn request_timeout(
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
-    match tokio::time::timeout(REQUEST_TIMEOUT, next.run(req)).await {
+    use http_body_util::BodyExt;
+    let too_large = |close: bool| {
+        let mut r = api::error::ApiError::new(
+            axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            "the request body is too large; keep fields short (reasons up to 1000 characters)",
+        )
+        .into_response();
+        if close {
+            r.headers_mut().insert(
+                axum::http::header::CONNECTION,
+                axum::http::HeaderValue::from_static("close"),
+            );
+        }
+        r
+    };
+    let declared = req
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_DRAIN as u64) {
+        return too_large(true);
+    }
+    let work = async move {
+        // Read the whole (bounded) body first: API bodies are small.
+        let (parts, body) = req.into_parts();
+        let bytes = match http_body_util::Limited::new(body, MAX_DRAIN)
+            .collect()
+            .await
+        {
+            Ok(c) => c.to_bytes(),
+            Err(_) => return too_large(true),
+        };
+        if bytes.len() > api::MAX_WEBHOOK_BODY {
+            return too_large(false);
+        }
+        let req = axum::extract::Request::from_parts(parts, axum::body::Body::from(bytes));
+        next.run(req).await
+    };
+    match tokio::time::timeout(REQUEST_TIMEOUT, work).await {
         Ok(r) => r,
         Err(_) => api::error::ApiError::new(
             axum::http::StatusCode::REQUEST_TIMEOUT,
@@ -240,8 +331,12 @@ pub async fn serve_tls(
     }
 }
 
-async fn serve_connection<S>(stream: S, peer: SocketAddr, router: axum::Router, stop: CancellationToken)
-where
+async fn serve_connection<S>(
+    stream: S,
+    peer: SocketAddr,
+    router: axum::Router,
+    stop: CancellationToken,
+) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let svc = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {

@@ -377,7 +377,10 @@ pub fn now() -> UnixTime {
 pub fn rfc3339(t: UnixTime) -> String {
     time::OffsetDateTime::from_unix_timestamp(t)
         .ok()
-        .and_then(|d| d.format(&time::format_description::well_known::Rfc3339).ok())
+        .and_then(|d| {
+            d.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
         .unwrap_or_else(|| t.to_string())
 }
 
@@ -396,7 +399,6 @@ pub fn rfc3339_millis(t: time::OffsetDateTime) -> String {
     )
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -407,7 +409,16 @@ mod tests {
         assert_eq!("15m".parse::<Ttl>().unwrap().as_secs(), 900);
         assert_eq!("1h30m".parse::<Ttl>().unwrap().as_secs(), 5400);
         assert_eq!("1h30m".parse::<Ttl>().unwrap().to_string(), "1h30m");
-        for bad in ["", "15", "m", "0s", "15x", "-5m", "99999999999999999999d", "400d"] {
+        for bad in [
+            "",
+            "15",
+            "m",
+            "0s",
+            "15x",
+            "-5m",
+            "99999999999999999999d",
+            "400d",
+        ] {
             assert!(bad.parse::<Ttl>().is_err(), "{bad} parsed");
         }
     }

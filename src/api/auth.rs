@@ -109,17 +109,20 @@ impl FromRequestParts<AppState> for Caller {
                         tracing::error!(error = %e, "cannot audit an API authentication failure");
                     }
                 }
-                Err(ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", reason))
+                Err(ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthorized",
+                    reason,
+                ))
             }
         }
     }
 }
 
 fn authenticate(parts: &Parts, state: &AppState) -> Result<UserConfig, &'static str> {
-    let header = parts
-        .headers
-        .get(axum::http::header::AUTHORIZATION)
-        .ok_or("missing API key; send Authorization: Bearer jgk_... (set JITGATE_API_KEY for the CLI)")?;
+    let header = parts.headers.get(axum::http::header::AUTHORIZATION).ok_or(
+        "missing API key; send Authorization: Bearer jgk_... (set JITGATE_API_KEY for the CLI)",
+    )?;
     let value = header
         .to_str()
         .map_err(|_| "the Authorization header is not text")?;

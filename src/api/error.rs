@@ -55,7 +55,8 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut body = json!({ "error": self.code, "message": self.message });
-        if let (Some(serde_json::Value::Object(extra)), Some(obj)) = (self.extra, body.as_object_mut())
+        if let (Some(serde_json::Value::Object(extra)), Some(obj)) =
+            (self.extra, body.as_object_mut())
         {
             obj.extend(extra);
         }
@@ -140,7 +141,10 @@ impl From<JsonRejection> for ApiError {
             StatusCode::UNSUPPORTED_MEDIA_TYPE => {
                 "send the body as JSON with Content-Type: application/json".to_string()
             }
-            _ => format!("the body is not valid JSON for this call: {}", r.body_text()),
+            _ => format!(
+                "the body is not valid JSON for this call: {}",
+                r.body_text()
+            ),
         };
         ApiError::new(status, code, message)
     }

@@ -10,7 +10,7 @@ pub mod openapi;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::rejection::{BytesRejection, JsonRejection, QueryRejection};
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -42,6 +42,7 @@ pub struct AppState {
     pub metrics: Arc<metrics::Metrics>,
     pub webhook_secret: Option<Secret>,
     pub auth_limiter: Arc<AuthLimiter>,
+    pub sessions: Arc<crate::session::Registry>,
 }
 
 type ApiResult = Result<Response, ApiError>;
@@ -74,6 +75,9 @@ pub fn router(state: AppState) -> Router {
         .route("/grants/{id}/done", post(done))
         .route("/grants/{id}/revoke", post(revoke))
         .route("/admission", post(admission))
+        .route("/sessions", get(list_sessions))
+        .route("/sessions/{id}", get(get_session))
+        .route("/sessions/{id}/kill", post(kill_session))
         .route("/audit", get(audit));
     Router::new()
         .nest("/api/v1", api)
@@ -213,8 +217,18 @@ async fn ticket_webhook(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path(provider): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
+    let body = body.map_err(|r| {
+        ApiError::new(
+            r.status(),
+            "too_large",
+            format!(
+                "the webhook body could not be read ({}); bodies are limited to 256 KiB",
+                r.body_text()
+            ),
+        )
+    })?;
     let provider = Provider::from_path(&provider).ok_or_else(|| {
         ApiError::not_found("unknown ticket provider; use generic, jira or servicenow")
     })?;
@@ -331,13 +345,22 @@ async fn approve(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
+    let body = body.map_err(|r| {
+        ApiError::new(
+            r.status(),
+            "too_large",
+            "the request body is too large; comments are up to 1000 characters",
+        )
+    })?;
     let comment = if body.iter().all(u8::is_ascii_whitespace) {
         None
     } else {
         serde_json::from_slice::<ApproveBody>(&body)
-            .map_err(|e| ApiError::bad_request(format!("the body is not valid JSON for this call: {e}")))?
+            .map_err(|e| {
+                ApiError::bad_request(format!("the body is not valid JSON for this call: {e}"))
+            })?
             .comment
     };
     ok(state.grants.approve(&caller.0, &id, comment).await?)
@@ -359,11 +382,7 @@ async fn deny(
     ok(state.grants.deny(&caller.0, &id, &b.reason).await?)
 }
 
-async fn token(
-    State(state): State<AppState>,
-    caller: Caller,
-    Path(id): Path<String>,
-) -> ApiResult {
+async fn token(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult {
     let issued = state.grants.fetch_token(&caller.0, &id).await?;
     let cfg = state.grants.config();
     let protocol = cfg
@@ -389,11 +408,9 @@ async fn list_grants(
     let Query(q) = q?;
     let st = match q.state.as_deref() {
         None => None,
-        Some(s) => Some(
-            serde_json::from_value::<GrantState>(json!(s)).map_err(|_| {
-                ApiError::bad_request("state must be active, revoked, expired or completed")
-            })?,
-        ),
+        Some(s) => Some(serde_json::from_value::<GrantState>(json!(s)).map_err(|_| {
+            ApiError::bad_request("state must be active, revoked, expired or completed")
+        })?),
     };
     ok(state.grants.grants(&caller.0, st).await?)
 }
@@ -411,11 +428,7 @@ async fn get_grant(
     ok(g)
 }
 
-async fn done(
-    State(state): State<AppState>,
-    caller: Caller,
-    Path(id): Path<String>,
-) -> ApiResult {
+async fn done(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult {
     ok(state.grants.done(&caller.0, &id).await?)
 }
 
@@ -509,4 +522,112 @@ async fn audit(
         .filter_map(|e| serde_json::from_str(&e.record).ok())
         .collect();
     ok(records)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SessionQuery {
+    live: Option<bool>,
+    user: Option<String>,
+    ticket: Option<String>,
+    grant: Option<String>,
+    limit: Option<u32>,
+}
+
+/// Sessions visible to the caller: their own, or all for approvers, reviewers and admins.
+async fn list_sessions(
+    State(state): State<AppState>,
+    caller: Caller,
+    q: Result<Query<SessionQuery>, QueryRejection>,
+) -> ApiResult {
+    let Query(q) = q?;
+    let mut user = match q.user.as_deref() {
+        Some(u) => Some(
+            u.parse::<UserName>()
+                .map_err(|e| ApiError::bad_request(format!("user: {e}")))?,
+        ),
+        None => None,
+    };
+    if !crate::grant::can_see_all(&caller.0) {
+        user = Some(caller.0.name.clone());
+    }
+    let filter = crate::store::SessionFilter {
+        user,
+        grant: match q.grant.as_deref() {
+            Some(g) => Some(
+                crate::types::GrantId::parse(g)
+                    .ok_or_else(|| ApiError::bad_request("grant ids look like gr_..."))?,
+            ),
+            None => None,
+        },
+        ticket: match q.ticket.as_deref() {
+            Some(t) => Some(ticket_id(t)?),
+            None => None,
+        },
+        live: q.live,
+        limit: Some(q.limit.unwrap_or(500).min(5000)),
+    };
+    let list = state
+        .grants
+        .store()
+        .sessions(&filter)
+        .await
+        .map_err(|e| ApiError::from(crate::grant::GrantError::from(e)))?;
+    ok(list)
+}
+
+async fn get_session(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult {
+    let sid = crate::types::SessionId::parse(&id).ok_or_else(|| {
+        ApiError::not_found(format!(
+            "session {id} does not exist; ids look like ses_..."
+        ))
+    })?;
+    let s = state
+        .grants
+        .store()
+        .session(&sid)
+        .await
+        .map_err(|e| ApiError::from(crate::grant::GrantError::from(e)))?
+        .filter(|s| s.user == caller.0.name || crate::grant::can_see_all(&caller.0))
+        .ok_or_else(|| ApiError::not_found(format!("session {id} does not exist")))?;
+    ok(s)
+}
+
+async fn kill_session(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    body: Result<Json<ReasonBody>, JsonRejection>,
+) -> ApiResult {
+    caller.require(&[Role::Admin, Role::Approver], "kill sessions")?;
+    let Json(b) = body?;
+    let reason = b.reason.trim();
+    if reason.is_empty() || reason.chars().count() > 1000 {
+        return Err(ApiError::bad_request(
+            "give a reason of 1 to 1000 characters",
+        ));
+    }
+    let sid = crate::types::SessionId::parse(&id).ok_or_else(|| {
+        ApiError::not_found(format!(
+            "session {id} does not exist; ids look like ses_..."
+        ))
+    })?;
+    let text = format!("killed by {}: {reason}", caller.0.name);
+    if !state.sessions.terminate(
+        &sid,
+        crate::session::Cause::Killed,
+        &text,
+        std::time::Instant::now(),
+    ) {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "conflict",
+            format!("session {id} is not live"),
+        ));
+    }
+    ok(json!({ "id": sid, "state": "terminating", "reason": text }))
 }

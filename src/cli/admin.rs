@@ -42,7 +42,10 @@ pub fn init(cli: &Cli) -> Result<i32> {
             s.push_str(&format!("created {}\n", p.display()));
         }
         for p in &report.kept {
-            s.push_str(&format!("kept    {} (exists; not overwritten)\n", p.display()));
+            s.push_str(&format!(
+                "kept    {} (exists; not overwritten)\n",
+                p.display()
+            ));
         }
         for w in &report.warnings {
             s.push_str(&format!("warning: {w}\n"));

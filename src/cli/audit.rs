@@ -31,19 +31,25 @@ pub async fn verify(cli: &Cli, args: &VerifyArgs) -> Result<i32> {
     let cfg = if args.log.is_some() && args.key.is_some() {
         Config::load(&cli.config).ok()
     } else {
-        Some(Config::load(&cli.config).with_context(|| {
-            "cannot load the configuration; pass --log and --key to verify without it"
-        })?)
+        Some(Config::load(&cli.config).with_context(
+            || "cannot load the configuration; pass --log and --key to verify without it",
+        )?)
     };
     let log = args
         .log
         .clone()
-        .or_else(|| cfg.as_ref().map(|c| c.gateway.data_dir.join(crate::audit::LOG_FILE)))
+        .or_else(|| {
+            cfg.as_ref()
+                .map(|c| c.gateway.data_dir.join(crate::audit::LOG_FILE))
+        })
         .expect("log path from args or config");
     let key_path = args
         .key
         .clone()
-        .or_else(|| cfg.as_ref().map(|c| c.gateway.certs_dir.join(crate::pki::AUDIT_PUB)))
+        .or_else(|| {
+            cfg.as_ref()
+                .map(|c| c.gateway.certs_dir.join(crate::pki::AUDIT_PUB))
+        })
         .expect("key path from args or config");
     let key_text = std::fs::read_to_string(&key_path)
         .with_context(|| format!("cannot read the audit public key {}", key_path.display()))?;

@@ -5,6 +5,7 @@ pub mod admin;
 pub mod audit;
 pub mod requests;
 pub mod serve;
+pub mod sessions;
 
 use std::path::{Path, PathBuf};
 
@@ -20,7 +21,12 @@ use crate::types::Secret;
 #[command(name = "jitgate", version, about, propagate_version = true)]
 pub struct Cli {
     /// Configuration file.
-    #[arg(long, global = true, default_value = "config/jitgate.toml", env = "JITGATE_CONFIG")]
+    #[arg(
+        long,
+        global = true,
+        default_value = "config/jitgate.toml",
+        env = "JITGATE_CONFIG"
+    )]
     pub config: PathBuf,
     /// Machine output: one JSON object (lists: an array) on stdout.
     #[arg(long, global = true)]
@@ -85,6 +91,28 @@ pub enum Command {
         /// Only active grants.
         #[arg(long)]
         active: bool,
+    },
+    /// List sessions (live and ended).
+    Sessions {
+        /// Only live sessions.
+        #[arg(long)]
+        live: bool,
+    },
+    /// Cut a live session now.
+    Kill {
+        session: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Play a session's terminal recording with its timing.
+    Replay {
+        session: String,
+        /// Playback speed (2 = twice as fast).
+        #[arg(long, default_value_t = 1.0)]
+        speed: f64,
+        /// Cap pauses at this many seconds.
+        #[arg(long)]
+        max_idle: Option<f64>,
     },
     /// Audit log tools.
     #[command(subcommand)]
@@ -212,7 +240,10 @@ pub fn expect_ok(a: Answer) -> Result<Value> {
 /// Print `v` as JSON, or `human` otherwise.
 pub fn emit(cli: &Cli, v: &Value, human: impl FnOnce() -> String) {
     if cli.json {
-        println!("{}", serde_json::to_string_pretty(v).expect("JSON values serialize"));
+        println!(
+            "{}",
+            serde_json::to_string_pretty(v).expect("JSON values serialize")
+        );
     } else {
         let text = human();
         if !text.is_empty() {
@@ -251,5 +282,12 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::Done { id } => requests::done(&cli, id).await,
         Command::Revoke { id, reason } => requests::revoke(&cli, id, reason).await,
         Command::Grants { active } => requests::grants(&cli, *active).await,
+        Command::Sessions { live } => sessions::list(&cli, *live).await,
+        Command::Kill { session, reason } => sessions::kill(&cli, session, reason).await,
+        Command::Replay {
+            session,
+            speed,
+            max_idle,
+        } => sessions::replay(&cli, session, *speed, *max_idle).await,
     }
 }

@@ -36,7 +36,10 @@ fn s<'a>(v: &'a Value, k: &str) -> &'a str {
 }
 
 fn request_line(r: &Value) -> String {
-    let approvals = r.get("approvals").and_then(Value::as_array).map_or(0, Vec::len);
+    let approvals = r
+        .get("approvals")
+        .and_then(Value::as_array)
+        .map_or(0, Vec::len);
     let mut line = format!(
         "{}  {:<8}  {} -> {} on {}  ticket {}  ttl {}  by {}  approvals {}/{}",
         s(r, "id"),
@@ -48,7 +51,9 @@ fn request_line(r: &Value) -> String {
         s(r, "ttl"),
         s(r, "requester"),
         approvals,
-        r.get("required_approvals").and_then(Value::as_u64).unwrap_or(0),
+        r.get("required_approvals")
+            .and_then(Value::as_u64)
+            .unwrap_or(0),
     );
     line = line.replacen(&format!(" -> {} on ", s(r, "target")), " on ", 1);
     if let Some(g) = r.get("grant").and_then(Value::as_str) {
@@ -75,9 +80,10 @@ pub async fn ticket(cli: &Cli, cmd: &TicketCmd) -> Result<i32> {
             )
             .await?,
         )?,
-        TicketCmd::Close { id } => {
-            expect_ok(c.post(&format!("/api/v1/tickets/{}/close", seg(id)), json!({})).await?)?
-        }
+        TicketCmd::Close { id } => expect_ok(
+            c.post(&format!("/api/v1/tickets/{}/close", seg(id)), json!({}))
+                .await?,
+        )?,
         TicketCmd::Assign { id, assignee } => expect_ok(
             c.post(
                 &format!("/api/v1/tickets/{}/assign", seg(id)),
@@ -85,16 +91,16 @@ pub async fn ticket(cli: &Cli, cmd: &TicketCmd) -> Result<i32> {
             )
             .await?,
         )?,
-        TicketCmd::Show { id } => {
-            expect_ok(c.get(&format!("/api/v1/tickets/{}", seg(id))).await?)?
-        }
+        TicketCmd::Show { id } => expect_ok(c.get(&format!("/api/v1/tickets/{}", seg(id))).await?)?,
     };
     emit(cli, &v, || {
         let mut line = format!(
             "ticket {} {} (assignee: {})",
             s(&v, "id"),
             s(&v, "state"),
-            v.get("assignee").and_then(Value::as_str).unwrap_or("nobody")
+            v.get("assignee")
+                .and_then(Value::as_str)
+                .unwrap_or("nobody")
         );
         if let Some(n) = v.get("revoked").and_then(Value::as_u64).filter(|n| *n > 0) {
             line.push_str(&format!("; {n} grant(s) or pending request(s) ended"));
@@ -122,7 +128,9 @@ pub async fn request(cli: &Cli, a: &RequestArgs) -> Result<i32> {
         emit(cli, &r, || {
             format!(
                 "{id}\nrequest {id} is pending: it needs {} approval(s). Approvers run `jitgate approve {id}`.",
-                r.get("required_approvals").and_then(Value::as_u64).unwrap_or(1)
+                r.get("required_approvals")
+                    .and_then(Value::as_u64)
+                    .unwrap_or(1)
             )
         });
         return Ok(0);
@@ -136,7 +144,10 @@ pub async fn request(cli: &Cli, a: &RequestArgs) -> Result<i32> {
         match s(&cur, "state") {
             "pending" => {}
             "approved" => {
-                let t = expect_ok(c.post(&format!("/api/v1/requests/{id}/token"), json!({})).await?)?;
+                let t = expect_ok(
+                    c.post(&format!("/api/v1/requests/{id}/token"), json!({}))
+                        .await?,
+                )?;
                 let mut out = t.clone();
                 out["id"] = json!(id);
                 out["state"] = json!("approved");
@@ -154,7 +165,10 @@ pub async fn request(cli: &Cli, a: &RequestArgs) -> Result<i32> {
         }
         if tokio::time::Instant::now() >= deadline {
             emit(cli, &cur, || {
-                format!("request {id} is still pending after {}; stopped waiting", a.wait_timeout)
+                format!(
+                    "request {id} is still pending after {}; stopped waiting",
+                    a.wait_timeout
+                )
             });
             return Ok(1);
         }
@@ -201,7 +215,10 @@ pub async fn approve(cli: &Cli, id: &str, comment: Option<String>) -> Result<i32
         Some(c) => json!({ "comment": c }),
         None => json!({}),
     };
-    let v = expect_ok(c.post(&format!("/api/v1/requests/{}/approve", seg(id)), body).await?)?;
+    let v = expect_ok(
+        c.post(&format!("/api/v1/requests/{}/approve", seg(id)), body)
+            .await?,
+    )?;
     emit(cli, &v, || match s(&v, "state") {
         "approved" => format!(
             "request {} approved; grant {} issued. The requester fetches the token with `jitgate token {}`.",
@@ -218,8 +235,11 @@ pub async fn approve(cli: &Cli, id: &str, comment: Option<String>) -> Result<i32
 pub async fn deny(cli: &Cli, id: &str, reason: &str) -> Result<i32> {
     let c = client(cli)?;
     let v = expect_ok(
-        c.post(&format!("/api/v1/requests/{}/deny", seg(id)), json!({ "reason": reason }))
-            .await?,
+        c.post(
+            &format!("/api/v1/requests/{}/deny", seg(id)),
+            json!({ "reason": reason }),
+        )
+        .await?,
     )?;
     emit(cli, &v, || format!("request {} rejected", s(&v, "id")));
     Ok(0)
@@ -228,7 +248,10 @@ pub async fn deny(cli: &Cli, id: &str, reason: &str) -> Result<i32> {
 /// `jitgate token`.
 pub async fn token(cli: &Cli, id: &str) -> Result<i32> {
     let c = client(cli)?;
-    let v = expect_ok(c.post(&format!("/api/v1/requests/{}/token", seg(id)), json!({})).await?)?;
+    let v = expect_ok(
+        c.post(&format!("/api/v1/requests/{}/token", seg(id)), json!({}))
+            .await?,
+    )?;
     emit(cli, &v, || token_text(&v));
     Ok(0)
 }
@@ -236,7 +259,10 @@ pub async fn token(cli: &Cli, id: &str) -> Result<i32> {
 /// `jitgate done`.
 pub async fn done(cli: &Cli, id: &str) -> Result<i32> {
     let c = client(cli)?;
-    let v = expect_ok(c.post(&format!("/api/v1/grants/{}/done", seg(id)), json!({})).await?)?;
+    let v = expect_ok(
+        c.post(&format!("/api/v1/grants/{}/done", seg(id)), json!({}))
+            .await?,
+    )?;
     emit(cli, &v, || format!("grant {} completed", s(&v, "id")));
     Ok(0)
 }
@@ -245,8 +271,11 @@ pub async fn done(cli: &Cli, id: &str) -> Result<i32> {
 pub async fn revoke(cli: &Cli, id: &str, reason: &str) -> Result<i32> {
     let c = client(cli)?;
     let v = expect_ok(
-        c.post(&format!("/api/v1/grants/{}/revoke", seg(id)), json!({ "reason": reason }))
-            .await?,
+        c.post(
+            &format!("/api/v1/grants/{}/revoke", seg(id)),
+            json!({ "reason": reason }),
+        )
+        .await?,
     )?;
     emit(cli, &v, || format!("grant {} revoked", s(&v, "id")));
     Ok(0)

@@ -39,8 +39,14 @@ pub async fn serve(cli: &Cli) -> Result<i32> {
         .await
         .with_context(|| format!("cannot listen on {api_addr} (gateway.api_listen)"))?;
     let bound = api.local_addr()?;
-    tracing::info!(api = %bound, "jitgate API listening");
+    let ssh_addr = runtime.cfg.gateway.ssh_listen;
+    let ssh = TcpListener::bind(ssh_addr)
+        .await
+        .with_context(|| format!("cannot listen on {ssh_addr} (gateway.ssh_listen)"))?;
+    let ssh_bound = ssh.local_addr()?;
+    tracing::info!(api = %bound, ssh = %ssh_bound, "jitgate listening");
     println!("jitgate API listening on https://{bound}");
+    println!("jitgate SSH gateway listening on {ssh_bound}");
     let shutdown = CancellationToken::new();
     {
         let shutdown = shutdown.clone();
@@ -50,7 +56,15 @@ pub async fn serve(cli: &Cli) -> Result<i32> {
             shutdown.cancel();
         });
     }
-    runtime.serve(api, shutdown).await?;
+    runtime
+        .serve(
+            crate::server::Listeners {
+                api,
+                ssh: Some(ssh),
+            },
+            shutdown,
+        )
+        .await?;
     Ok(0)
 }
 

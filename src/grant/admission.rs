@@ -172,7 +172,10 @@ impl Service {
     ) -> Result<Admission, (String, Option<GrantId>)> {
         let internal = |e: GrantError| {
             tracing::error!(error = %e, "admission check failed");
-            ("the gateway cannot check grants right now; try again".to_string(), None)
+            (
+                "the gateway cannot check grants right now; try again".to_string(),
+                None,
+            )
         };
         let token = GrantToken::parse(r.token).map_err(|e| (e.to_string(), None))?;
         let grant = self

@@ -3,7 +3,9 @@
 
 use std::time::Instant;
 
-use super::{GrantError, GrantEvent, GrantEventKind, IssuedToken, Service, can_see_all, check_text};
+use super::{
+    GrantError, GrantEvent, GrantEventKind, IssuedToken, Service, can_see_all, check_text,
+};
 use crate::audit::AuditEvent;
 use crate::config::{Role, UserConfig};
 use crate::store::{Grant, GrantFilter, GrantState, RequestFilter, RequestState};
@@ -242,8 +244,13 @@ impl Service {
             .await?
         {
             if now >= grant.expires_at {
-                self.end(&mut grant, GrantState::Expired, "system", "ttl elapsed".into())
-                    .await?;
+                self.end(
+                    &mut grant,
+                    GrantState::Expired,
+                    "system",
+                    "ttl elapsed".into(),
+                )
+                .await?;
                 n += 1;
             }
         }

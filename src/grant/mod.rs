@@ -211,9 +211,15 @@ impl Service {
             decision_reason: None,
             grant: None,
         };
-        let verdict = match self.check_request(&req, caller, RequestKind::Normal).await? {
+        let verdict = match self
+            .check_request(&req, caller, RequestKind::Normal)
+            .await?
+        {
             Err(why) => Err(why),
-            Ok(()) => self.policy_check(&req, policy::Action::Request, caller, &[]).await?,
+            Ok(()) => {
+                self.policy_check(&req, policy::Action::Request, caller, &[])
+                    .await?
+            }
         };
         if let Err(reason) = verdict {
             req.state = RequestState::Denied;
@@ -267,7 +273,12 @@ impl Service {
     ) -> Result<Result<(), String>, GrantError> {
         let requester = match self.cfg.user(&req.requester) {
             Some(u) => u,
-            None => return Ok(Err(format!("user {} is no longer configured", req.requester))),
+            None => {
+                return Ok(Err(format!(
+                    "user {} is no longer configured",
+                    req.requester
+                )));
+            }
         };
         let (Some(task), Some(target)) = (self.cfg.task(&req.task), self.cfg.target(&req.target))
         else {
@@ -303,7 +314,9 @@ impl Service {
 
     async fn load_request(&self, id: &str) -> Result<Request, GrantError> {
         let rid = RequestId::parse(id).ok_or_else(|| {
-            GrantError::NotFound(format!("request {id} does not exist; ids look like req_..."))
+            GrantError::NotFound(format!(
+                "request {id} does not exist; ids look like req_..."
+            ))
         })?;
         self.store
             .request(&rid)

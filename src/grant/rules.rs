@@ -62,8 +62,7 @@ impl Service {
                 ticket.id
             )));
         }
-        if self.cfg.tickets.require_assignee && ticket.assignee.as_ref() != Some(&requester.name)
-        {
+        if self.cfg.tickets.require_assignee && ticket.assignee.as_ref() != Some(&requester.name) {
             return Ok(Err(format!(
                 "ticket {} is not assigned to {}; have it assigned to you first",
                 ticket.id, requester.name

@@ -7,7 +7,9 @@ pub mod sqlite;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use crate::types::{GrantId, RequestId, TargetName, TaskName, TicketRef, Ttl, UnixTime, UserName};
+use crate::types::{
+    GrantId, RequestId, SessionId, TargetName, TaskName, TicketRef, Ttl, UnixTime, UserName,
+};
 
 /// Failures of the storage layer.
 #[derive(Debug, thiserror::Error)]
@@ -157,6 +159,58 @@ pub struct Grant {
     pub end_reason: Option<String>,
 }
 
+/// A gateway session (live or ended).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionRecord {
+    pub id: SessionId,
+    /// `ssh` or `https`.
+    pub protocol: String,
+    pub user: UserName,
+    pub vendor: Option<String>,
+    pub grant: GrantId,
+    pub request: RequestId,
+    #[serde(default)]
+    pub kind: RequestKind,
+    pub ticket: TicketRef,
+    pub task: TaskName,
+    pub target: TargetName,
+    pub principal: Option<String>,
+    pub approvers: Vec<UserName>,
+    pub source: String,
+    pub started_at: UnixTime,
+    pub expires_at: UnixTime,
+    pub ended_at: Option<UnixTime>,
+    /// Machine cause: expired, revoked, completed, ticket, killed, client, target, recording,
+    /// shutdown, error, gateway restart.
+    pub end_cause: Option<String>,
+    pub end_reason: Option<String>,
+    pub kill_latency_ms: Option<u64>,
+    /// Recording folder.
+    pub dir: String,
+    /// Recorded files with their SHA-256.
+    pub files: Vec<RecordedFile>,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+}
+
+/// One recorded file of a session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordedFile {
+    pub name: String,
+    pub sha256: String,
+    pub bytes: u64,
+}
+
+/// Which sessions to list.
+#[derive(Debug, Clone, Default)]
+pub struct SessionFilter {
+    pub user: Option<UserName>,
+    pub grant: Option<GrantId>,
+    pub ticket: Option<TicketRef>,
+    pub live: Option<bool>,
+    pub limit: Option<u32>,
+}
+
 /// Which requests to list.
 #[derive(Debug, Clone, Default)]
 pub struct RequestFilter {
@@ -213,6 +267,10 @@ pub trait Store: Send + Sync + 'static {
     async fn grant(&self, id: &GrantId) -> Result<Option<Grant>, StoreError>;
     async fn grant_by_token_hash(&self, hash: &str) -> Result<Option<Grant>, StoreError>;
     async fn grants(&self, f: &GrantFilter) -> Result<Vec<Grant>, StoreError>;
+
+    async fn put_session(&self, s: &SessionRecord) -> Result<(), StoreError>;
+    async fn session(&self, id: &SessionId) -> Result<Option<SessionRecord>, StoreError>;
+    async fn sessions(&self, f: &SessionFilter) -> Result<Vec<SessionRecord>, StoreError>;
 
     /// Record a webhook delivery key; `false` when it was seen before (a replay).
     async fn record_delivery(&self, key: &str, at: UnixTime) -> Result<bool, StoreError>;

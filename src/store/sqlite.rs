@@ -10,9 +10,10 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::{
-    AuditEntry, AuditFilter, Grant, GrantFilter, Request, RequestFilter, Store, StoreError, Ticket,
+    AuditEntry, AuditFilter, Grant, GrantFilter, Request, RequestFilter, SessionFilter,
+    SessionRecord, Store, StoreError, Ticket,
 };
-use crate::types::{GrantId, RequestId, TicketRef, UnixTime};
+use crate::types::{GrantId, RequestId, SessionId, TicketRef, UnixTime};
 
 /// Numbered schema migrations; each runs once, in order, inside a transaction.
 const MIGRATIONS: &[&str] = &[
@@ -66,6 +67,18 @@ const MIGRATIONS: &[&str] = &[
         seq INTEGER NOT NULL,
         hash TEXT NOT NULL
     );",
+    // 2: gateway sessions
+    "CREATE TABLE sessions (
+        id TEXT PRIMARY KEY,
+        user TEXT NOT NULL,
+        grant_id TEXT NOT NULL,
+        ticket TEXT NOT NULL,
+        started_at INTEGER NOT NULL,
+        ended_at INTEGER,
+        data TEXT NOT NULL
+    );
+    CREATE INDEX sessions_grant ON sessions(grant_id);
+    CREATE INDEX sessions_live ON sessions(ended_at);",
 ];
 
 /// SQLite behind a mutex; calls run on the blocking thread pool.
@@ -125,8 +138,10 @@ impl SqliteStore {
     fn setup(mut conn: Connection) -> Result<Self, StoreError> {
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(db)?;
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(db)?;
-        conn.pragma_update(None, "synchronous", "FULL").map_err(db)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(db)?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(db)?;
         conn.pragma_update(None, "foreign_keys", "ON").map_err(db)?;
         let version: i64 = conn
             .pragma_query_value(None, "user_version", |r| r.get(0))
@@ -239,9 +254,11 @@ impl Store for SqliteStore {
     async fn ticket(&self, id: &TicketRef) -> Result<Option<Ticket>, StoreError> {
         let id = id.to_string();
         self.with(move |c| {
-            Ok(rows::<Ticket>(c, "SELECT data FROM tickets WHERE id = ?1", &[&id])?
-                .into_iter()
-                .next())
+            Ok(
+                rows::<Ticket>(c, "SELECT data FROM tickets WHERE id = ?1", &[&id])?
+                    .into_iter()
+                    .next(),
+            )
         })
         .await
     }
@@ -323,9 +340,11 @@ impl Store for SqliteStore {
     async fn grant(&self, id: &GrantId) -> Result<Option<Grant>, StoreError> {
         let id = id.to_string();
         self.with(move |c| {
-            Ok(rows::<Grant>(c, "SELECT data FROM grants WHERE id = ?1", &[&id])?
-                .into_iter()
-                .next())
+            Ok(
+                rows::<Grant>(c, "SELECT data FROM grants WHERE id = ?1", &[&id])?
+                    .into_iter()
+                    .next(),
+            )
         })
         .await
     }
@@ -351,6 +370,62 @@ impl Store for SqliteStore {
         self.with(move |c| {
             let sql = format!(
                 "SELECT data FROM grants{} ORDER BY expires_at DESC, id LIMIT {lim}",
+                w.sql()
+            );
+            rows(c, &sql, &w.refs())
+        })
+        .await
+    }
+
+    async fn put_session(&self, r: &SessionRecord) -> Result<(), StoreError> {
+        let data = to_json(r)?;
+        let (id, user, grant, ticket, started, ended) = (
+            r.id.to_string(),
+            r.user.to_string(),
+            r.grant.to_string(),
+            r.ticket.to_string(),
+            r.started_at,
+            r.ended_at,
+        );
+        self.with(move |c| {
+            c.execute(
+                "INSERT INTO sessions (id, user, grant_id, ticket, started_at, ended_at, data)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT(id) DO UPDATE SET ended_at = ?6, data = ?7",
+                params![id, user, grant, ticket, started, ended, data],
+            )
+            .map_err(db)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn session(&self, id: &SessionId) -> Result<Option<SessionRecord>, StoreError> {
+        let id = id.to_string();
+        self.with(move |c| {
+            Ok(
+                rows::<SessionRecord>(c, "SELECT data FROM sessions WHERE id = ?1", &[&id])?
+                    .into_iter()
+                    .next(),
+            )
+        })
+        .await
+    }
+
+    async fn sessions(&self, f: &SessionFilter) -> Result<Vec<SessionRecord>, StoreError> {
+        let mut w = Where::default();
+        w.add("user = ?", f.user.as_ref().map(|u| u.to_string()));
+        w.add("grant_id = ?", f.grant.as_ref().map(|g| g.to_string()));
+        w.add("ticket = ?", f.ticket.as_ref().map(|t| t.to_string()));
+        match f.live {
+            Some(true) => w.clauses.push("ended_at IS NULL"),
+            Some(false) => w.clauses.push("ended_at IS NOT NULL"),
+            None => {}
+        }
+        let lim = limit(f.limit);
+        self.with(move |c| {
+            let sql = format!(
+                "SELECT data FROM sessions{} ORDER BY started_at DESC, id LIMIT {lim}",
                 w.sql()
             );
             rows(c, &sql, &w.refs())
@@ -502,7 +577,12 @@ mod tests {
             t.await.unwrap();
         }
         for i in 0..50 {
-            assert!(s.ticket(&format!("INC-{i}").parse().unwrap()).await.unwrap().is_some());
+            assert!(
+                s.ticket(&format!("INC-{i}").parse().unwrap())
+                    .await
+                    .unwrap()
+                    .is_some()
+            );
         }
     }
 

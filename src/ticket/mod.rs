@@ -13,7 +13,9 @@ use crate::types::{TicketRef, UserName, now};
 /// Errors from ticket operations.
 #[derive(Debug, thiserror::Error)]
 pub enum TicketError {
-    #[error("ticket {0} does not exist; open it first with `jitgate ticket open {0} --assignee USER`")]
+    #[error(
+        "ticket {0} does not exist; open it first with `jitgate ticket open {0} --assignee USER`"
+    )]
     NotFound(TicketRef),
     #[error("ticket {0} is already open")]
     AlreadyOpen(TicketRef),

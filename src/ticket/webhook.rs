@@ -55,7 +55,9 @@ pub enum WebhookError {
     MissingHeader(&'static str),
     #[error("the signature does not match the body; check the shared secret and sign the raw body")]
     BadSignature,
-    #[error("the timestamp is {0} s from the gateway's clock, outside the {1} s window; send it promptly with the current time")]
+    #[error(
+        "the timestamp is {0} s from the gateway's clock, outside the {1} s window; send it promptly with the current time"
+    )]
     Stale(i64, u64),
     #[error("the timestamp is not a number of {0}")]
     BadTimestamp(&'static str),
@@ -76,9 +78,7 @@ fn header<'a>(h: &'a HeaderMap, name: &'static str) -> Option<&'a str> {
 }
 
 fn check_sig(secret: &Secret, signed: &[u8], header_value: &str) -> Result<(), WebhookError> {
-    let hexsig = header_value
-        .strip_prefix("sha256=")
-        .unwrap_or(header_value);
+    let hexsig = header_value.strip_prefix("sha256=").unwrap_or(header_value);
     let tag = hex::decode(hexsig).map_err(|_| WebhookError::BadSignature)?;
     if crypto::hmac_sha256_verify(secret.expose().as_bytes(), signed, &tag) {
         Ok(())
@@ -140,10 +140,12 @@ pub fn verify_and_parse(
             check_sig(secret, body, sig)?;
             let v: Value = serde_json::from_slice(body)
                 .map_err(|e| WebhookError::BadPayload("Jira", e.to_string()))?;
-            let ts_ms = v
-                .get("timestamp")
-                .and_then(Value::as_i64)
-                .ok_or(WebhookError::BadTimestamp("milliseconds in the body's timestamp"))?;
+            let ts_ms =
+                v.get("timestamp")
+                    .and_then(Value::as_i64)
+                    .ok_or(WebhookError::BadTimestamp(
+                        "milliseconds in the body's timestamp",
+                    ))?;
             check_fresh(ts_ms / 1000, now, window)?;
             let key = match header(headers, "x-atlassian-webhook-identifier") {
                 Some(d) if !d.is_empty() && d.len() <= 200 => d.to_string(),
@@ -193,11 +195,8 @@ fn parse_generic(cfg: &Config, body: &[u8]) -> Result<TicketUpdate, WebhookError
         .map_err(|e| WebhookError::BadPayload("generic", e.to_string()))?;
     let assignee = match g.assignee.as_deref() {
         None | Some("") => None,
-        Some(a) => map_external(cfg, "generic", a).or_else(|| {
-            a.parse::<UserName>()
-                .ok()
-                .filter(|n| cfg.user(n).is_some())
-        }),
+        Some(a) => map_external(cfg, "generic", a)
+            .or_else(|| a.parse::<UserName>().ok().filter(|n| cfg.user(n).is_some())),
     };
     Ok(TicketUpdate {
         id: ticket_ref("generic", &g.ticket)?,
@@ -346,13 +345,30 @@ external_ids = ["jira:557058:c9eb", "servicenow:alice.smith"]
         let body = r#"{"ticket":"INC-7","state":"closed"}"#;
         let c = cfg();
         let s = Secret::new(SECRET);
-        let err = verify_and_parse(Provider::Generic, &c, &s, &signed("another-secret-xxxxx", 1000, body), body.as_bytes(), 1000).unwrap_err();
+        let err = verify_and_parse(
+            Provider::Generic,
+            &c,
+            &s,
+            &signed("another-secret-xxxxx", 1000, body),
+            body.as_bytes(),
+            1000,
+        )
+        .unwrap_err();
         assert_eq!(err, WebhookError::BadSignature);
-        let err = verify_and_parse(Provider::Generic, &c, &s, &signed(SECRET, 1000, body), body.as_bytes(), 1000 + 301).unwrap_err();
+        let err = verify_and_parse(
+            Provider::Generic,
+            &c,
+            &s,
+            &signed(SECRET, 1000, body),
+            body.as_bytes(),
+            1000 + 301,
+        )
+        .unwrap_err();
         assert!(matches!(err, WebhookError::Stale(-301, 300)), "{err}");
         let mut h = signed(SECRET, 1000, body);
         h.insert("x-jitgate-timestamp", "2000".parse().unwrap());
-        let err = verify_and_parse(Provider::Generic, &c, &s, &h, body.as_bytes(), 2000).unwrap_err();
+        let err =
+            verify_and_parse(Provider::Generic, &c, &s, &h, body.as_bytes(), 2000).unwrap_err();
         assert_eq!(err, WebhookError::BadSignature);
     }
 
@@ -361,9 +377,20 @@ external_ids = ["jira:557058:c9eb", "servicenow:alice.smith"]
         let body = r#"{"timestamp":1000000,"webhookEvent":"jira:issue_updated","issue":{"key":"OPS-121","fields":{"status":{"name":"Done","statusCategory":{"key":"done"}},"assignee":{"accountId":"557058:c9eb"}}}}"#;
         let mut h = HeaderMap::new();
         let tag = crypto::hmac_sha256(SECRET.as_bytes(), body.as_bytes());
-        h.insert("x-hub-signature", format!("sha256={}", hex::encode(tag)).parse().unwrap());
+        h.insert(
+            "x-hub-signature",
+            format!("sha256={}", hex::encode(tag)).parse().unwrap(),
+        );
         h.insert("x-atlassian-webhook-identifier", "abc-1".parse().unwrap());
-        let d = verify_and_parse(Provider::Jira, &cfg(), &Secret::new(SECRET), &h, body.as_bytes(), 1000).unwrap();
+        let d = verify_and_parse(
+            Provider::Jira,
+            &cfg(),
+            &Secret::new(SECRET),
+            &h,
+            body.as_bytes(),
+            1000,
+        )
+        .unwrap();
         assert_eq!(d.key, "jira:abc-1");
         let u = d.update.unwrap();
         assert_eq!(u.id.as_str(), "OPS-121");
@@ -374,12 +401,28 @@ external_ids = ["jira:557058:c9eb", "servicenow:alice.smith"]
     #[test]
     fn servicenow_resolved_state_closes() {
         let body = r#"{"number":"INC0010001","state":"6","assigned_to":"alice.smith"}"#;
-        let d = verify_and_parse(Provider::ServiceNow, &cfg(), &Secret::new(SECRET), &signed(SECRET, 5, body), body.as_bytes(), 5).unwrap();
+        let d = verify_and_parse(
+            Provider::ServiceNow,
+            &cfg(),
+            &Secret::new(SECRET),
+            &signed(SECRET, 5, body),
+            body.as_bytes(),
+            5,
+        )
+        .unwrap();
         let u = d.update.unwrap();
         assert!(!u.open);
         assert_eq!(u.assignee.unwrap().as_str(), "alice");
         let body = r#"{"number":"INC0010001","state":2,"assigned_to":"bob.jones"}"#;
-        let d = verify_and_parse(Provider::ServiceNow, &cfg(), &Secret::new(SECRET), &signed(SECRET, 5, body), body.as_bytes(), 5).unwrap();
+        let d = verify_and_parse(
+            Provider::ServiceNow,
+            &cfg(),
+            &Secret::new(SECRET),
+            &signed(SECRET, 5, body),
+            body.as_bytes(),
+            5,
+        )
+        .unwrap();
         let u = d.update.unwrap();
         assert!(u.open);
         assert_eq!(u.assignee, None);

@@ -9,6 +9,10 @@
 //! Private keys are created with mode 0600 and, as OpenSSH does, refused when other users can
 //! read them.
 
+mod ssh_cert;
+
+pub use ssh_cert::{SshCertSpec, SshSessionCert};
+
 use std::fmt;
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};

@@ -1,0 +1,526 @@
+//! The registry of live gateway sessions. Each session has a cancellation token (a child of the
+//! gateway's root token); the registry cancels it when the grant is revoked, expires or
+//! completes, when the ticket closes, or on `jitgate kill`, and it is the registry — not the
+//! session loop — that records the end: store, `session.json`, `session.ended` audit event and
+//! the kill-latency histogram.
+
+mod finish;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{Notify, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::audit::{AuditEvent, Log};
+use crate::grant::{Admission, GrantBus, GrantEventKind};
+use crate::metrics::Metrics;
+use crate::store::{SessionRecord, Store};
+use crate::types::{GrantId, SessionId, now};
+
+/// How long the registry waits for a cut session to close its client socket before recording
+/// the end anyway.
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
+
+/// Why a session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cause {
+    Expired,
+    Revoked,
+    Completed,
+    Ticket,
+    Killed,
+    Client,
+    Target,
+    Recording,
+    Shutdown,
+    Error,
+}
+
+impl Cause {
+    /// Machine name stored and audited.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Cause::Expired => "expired",
+            Cause::Revoked => "revoked",
+            Cause::Completed => "completed",
+            Cause::Ticket => "ticket",
+            Cause::Killed => "killed",
+            Cause::Client => "client",
+            Cause::Target => "target",
+            Cause::Recording => "recording",
+            Cause::Shutdown => "shutdown",
+            Cause::Error => "error",
+        }
+    }
+
+    /// Whether the gateway cut the session (so kill latency applies).
+    pub fn is_cut(self) -> bool {
+        !matches!(self, Cause::Client | Cause::Target)
+    }
+}
+
+/// The first reason a session was ended for.
+#[derive(Debug, Clone)]
+pub struct Ending {
+    pub cause: Cause,
+    pub reason: String,
+    pub trigger: Instant,
+}
+
+/// A file a session records, registered when it is opened.
+#[derive(Debug, Clone)]
+pub struct FileInfo {
+    pub name: String,
+    pub channel: u32,
+    pub kind: String,
+    pub command: Option<String>,
+}
+
+pub(crate) struct Live {
+    record: Mutex<SessionRecord>,
+    cancel: CancellationToken,
+    ending: Mutex<Option<Ending>>,
+    closed: Notify,
+    closed_at: Mutex<Option<Instant>>,
+    finished: Mutex<bool>,
+    warning: watch::Sender<Option<String>>,
+    files: Mutex<Vec<FileInfo>>,
+    events: Mutex<Vec<serde_json::Value>>,
+    dir: PathBuf,
+    started: Instant,
+}
+
+/// Live sessions by id, with their grants.
+pub struct Registry {
+    live: Mutex<HashMap<SessionId, Arc<Live>>>,
+    root: CancellationToken,
+    store: Arc<dyn Store>,
+    audit: Arc<Log>,
+    metrics: Arc<Metrics>,
+    recordings: PathBuf,
+    expiry_warning: Duration,
+    tracker: TaskTracker,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry").finish_non_exhaustive()
+    }
+}
+
+/// Errors opening a session.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error(
+        "cannot create the recording folder {0}: {1}; the session is refused because it could not be recorded"
+    )]
+    Recording(PathBuf, std::io::Error),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    Audit(#[from] crate::audit::AuditError),
+    #[error("the gateway is shutting down")]
+    ShuttingDown,
+}
+
+/// What a gateway knows about a new session.
+#[derive(Debug, Clone)]
+pub struct NewSession {
+    pub protocol: &'static str,
+    pub source: String,
+}
+
+impl Registry {
+    /// A registry recording into `recordings`, cancelling from `root`.
+    pub fn new(
+        root: CancellationToken,
+        store: Arc<dyn Store>,
+        audit: Arc<Log>,
+        metrics: Arc<Metrics>,
+        recordings: PathBuf,
+        expiry_warning: Duration,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            live: Mutex::new(HashMap::new()),
+            root,
+            store,
+            audit,
+            metrics,
+            recordings,
+            expiry_warning,
+            tracker: TaskTracker::new(),
+        })
+    }
+
+    /// Cut sessions when their grants end. Runs until the root token is cancelled.
+    pub fn watch_grants(self: &Arc<Self>, bus: &dyn GrantBus) {
+        let mut rx = bus.subscribe();
+        let me = self.clone();
+        self.tracker.spawn(async move {
+            loop {
+                let ev = tokio::select! {
+                    _ = me.root.cancelled() => break,
+                    ev = rx.recv() => ev,
+                };
+                match ev {
+                    Ok(ev) => {
+                        let cause = match ev.kind {
+                            GrantEventKind::Issued => continue,
+                            GrantEventKind::Expired => Cause::Expired,
+                            GrantEventKind::Completed => Cause::Completed,
+                            GrantEventKind::Revoked if ev.reason.starts_with("ticket ") => {
+                                Cause::Ticket
+                            }
+                            GrantEventKind::Revoked => Cause::Revoked,
+                        };
+                        let reason = match ev.kind {
+                            GrantEventKind::Expired => format!("grant {} expired", ev.grant),
+                            GrantEventKind::Completed => {
+                                format!("grant {} completed by its requester", ev.grant)
+                            }
+                            _ => ev.reason.clone(),
+                        };
+                        me.terminate_grant(&ev.grant, cause, &reason, ev.at);
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        // Missed events: re-check every live session's grant against the store.
+                        tracing::warn!(
+                            missed = n,
+                            "session registry lagged behind grant events; re-checking live sessions"
+                        );
+                        me.recheck_all().await;
+                    }
+                    Err(_) => break,
+                }
+            }
+        });
+    }
+
+    async fn recheck_all(self: &Arc<Self>) {
+        let lives: Vec<Arc<Live>> = self
+            .live
+            .lock()
+            .expect("registry lock")
+            .values()
+            .cloned()
+            .collect();
+        for l in lives {
+            let grant = l.record.lock().expect("record lock").grant.clone();
+            match self.store.grant(&grant).await {
+                Ok(Some(g)) if g.state == crate::store::GrantState::Active => {}
+                Ok(_) => {
+                    self.terminate_grant(
+                        &grant,
+                        Cause::Revoked,
+                        "grant is no longer active",
+                        Instant::now(),
+                    );
+                }
+                Err(e) => tracing::error!(error = %e, "cannot re-check a grant"),
+            }
+        }
+    }
+
+    /// Start a session for an admission: recording folder, store, `session.started`, expiry and
+    /// warning timers.
+    pub async fn open(
+        self: &Arc<Self>,
+        admission: &Admission,
+        new: NewSession,
+    ) -> Result<SessionGuard, SessionError> {
+        if self.root.is_cancelled() {
+            return Err(SessionError::ShuttingDown);
+        }
+        let id = SessionId::generate();
+        let started = time::OffsetDateTime::now_utc();
+        let dir = crate::recording::session_dir(&self.recordings, &id, started)
+            .map_err(|e| SessionError::Recording(self.recordings.clone(), e))?;
+        let user = admission.user();
+        let record = SessionRecord {
+            id: id.clone(),
+            protocol: new.protocol.into(),
+            user: user.name.clone(),
+            vendor: user.vendor.clone(),
+            grant: admission.grant().clone(),
+            request: admission.request().clone(),
+            kind: admission.kind(),
+            ticket: admission.ticket().clone(),
+            task: admission.task().name.clone(),
+            target: admission.target().name.clone(),
+            principal: admission.principal().map(str::to_string),
+            approvers: admission.approvers().to_vec(),
+            source: new.source.clone(),
+            started_at: started.unix_timestamp(),
+            expires_at: admission.expires_at(),
+            ended_at: None,
+            end_cause: None,
+            end_reason: None,
+            kill_latency_ms: None,
+            dir: dir.display().to_string(),
+            files: Vec::new(),
+            bytes_in: 0,
+            bytes_out: 0,
+        };
+        let live = Arc::new(Live {
+            record: Mutex::new(record.clone()),
+            cancel: self.root.child_token(),
+            ending: Mutex::new(None),
+            closed: Notify::new(),
+            closed_at: Mutex::new(None),
+            finished: Mutex::new(false),
+            warning: watch::channel(None).0,
+            files: Mutex::new(Vec::new()),
+            events: Mutex::new(Vec::new()),
+            dir,
+            started: Instant::now(),
+        });
+        finish::write_manifest(&live, None)
+            .map_err(|e| SessionError::Recording(live.dir.clone(), e))?;
+        self.store.put_session(&record).await?;
+        self.audit
+            .record(
+                user.name.as_str(),
+                AuditEvent::SessionStarted {
+                    session: id.clone(),
+                    grant: record.grant.clone(),
+                    request: record.request.clone(),
+                    protocol: record.protocol.clone(),
+                    user: record.user.clone(),
+                    vendor: record.vendor.clone(),
+                    task: record.task.clone(),
+                    target: record.target.clone(),
+                    ticket: record.ticket.clone(),
+                    principal: record.principal.clone(),
+                    source: record.source.clone(),
+                },
+            )
+            .await?;
+        self.live
+            .lock()
+            .expect("registry lock")
+            .insert(id.clone(), live.clone());
+        self.spawn_timers(&live, admission.expires_at());
+        // The grant may have ended between admission and now.
+        if let Ok(Some(g)) = self.store.grant(admission.grant()).await
+            && g.state != crate::store::GrantState::Active
+        {
+            self.terminate(
+                &id,
+                Cause::Revoked,
+                &format!("grant {} is {}", g.id, g.state.as_str()),
+                Instant::now(),
+            );
+        }
+        tracing::info!(session = %id, grant = %record.grant, user = %record.user, target = %record.target, "session started");
+        Ok(SessionGuard {
+            id,
+            live,
+            registry: self.clone(),
+        })
+    }
+
+    fn spawn_timers(self: &Arc<Self>, live: &Arc<Live>, expires_at: i64) {
+        let me = self.clone();
+        let live = live.clone();
+        let warning = self.expiry_warning;
+        self.tracker.spawn(async move {
+            let left = Duration::from_secs((expires_at - now()).max(0) as u64);
+            let deadline = tokio::time::Instant::now() + left;
+            let id = live.record.lock().expect("record lock").id.clone();
+            if left > warning && !warning.is_zero() {
+                tokio::select! {
+                    _ = live.cancel.cancelled() => return,
+                    _ = tokio::time::sleep_until(deadline - warning) => {
+                        let msg = format!(
+                            "grant expires in {} s; finish up or ask for a new grant",
+                            warning.as_secs()
+                        );
+                        let _ = live.warning.send(Some(msg));
+                    }
+                }
+            }
+            tokio::select! {
+                _ = live.cancel.cancelled() => {}
+                _ = tokio::time::sleep_until(deadline) => {
+                    let grant = live.record.lock().expect("record lock").grant.clone();
+                    me.terminate(&id, Cause::Expired, &format!("grant {grant} expired"), Instant::now());
+                }
+            }
+        });
+    }
+
+    /// Cut every live session of `grant`.
+    pub fn terminate_grant(
+        self: &Arc<Self>,
+        grant: &GrantId,
+        cause: Cause,
+        reason: &str,
+        at: Instant,
+    ) -> usize {
+        let ids: Vec<SessionId> = self
+            .live
+            .lock()
+            .expect("registry lock")
+            .iter()
+            .filter(|(_, l)| &l.record.lock().expect("record lock").grant == grant)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in &ids {
+            self.terminate(id, cause, reason, at);
+        }
+        ids.len()
+    }
+
+    /// Cut one session; the first reason wins. Returns whether the session was live.
+    pub fn terminate(
+        self: &Arc<Self>,
+        id: &SessionId,
+        cause: Cause,
+        reason: &str,
+        at: Instant,
+    ) -> bool {
+        let Some(live) = self.live.lock().expect("registry lock").get(id).cloned() else {
+            return false;
+        };
+        {
+            let mut ending = live.ending.lock().expect("ending lock");
+            if ending.is_some() {
+                return true;
+            }
+            *ending = Some(Ending {
+                cause,
+                reason: reason.to_string(),
+                trigger: at,
+            });
+        }
+        tracing::info!(session = %id, cause = cause.as_str(), %reason, "terminating session");
+        live.cancel.cancel();
+        let me = self.clone();
+        self.tracker.spawn(async move {
+            let closed = live.closed.notified();
+            if live.closed_at.lock().expect("closed lock").is_none() {
+                let _ = tokio::time::timeout(CLOSE_GRACE, closed).await;
+            }
+            me.finish(&live).await;
+        });
+        true
+    }
+
+    /// Live sessions.
+    pub fn live(&self) -> Vec<SessionRecord> {
+        self.live
+            .lock()
+            .expect("registry lock")
+            .values()
+            .map(|l| l.record.lock().expect("record lock").clone())
+            .collect()
+    }
+
+    /// Cancel every session (gateway shutdown) and wait up to `grace` for their ends to be
+    /// recorded.
+    pub async fn shutdown(self: &Arc<Self>, grace: Duration) {
+        let ids: Vec<SessionId> = self
+            .live
+            .lock()
+            .expect("registry lock")
+            .keys()
+            .cloned()
+            .collect();
+        for id in ids {
+            self.terminate(
+                &id,
+                Cause::Shutdown,
+                "the gateway is shutting down",
+                Instant::now(),
+            );
+        }
+        self.tracker.close();
+        let _ = tokio::time::timeout(grace, self.tracker.wait()).await;
+    }
+}
+
+/// A gateway's hold on one live session.
+pub struct SessionGuard {
+    id: SessionId,
+    live: Arc<Live>,
+    registry: Arc<Registry>,
+}
+
+impl std::fmt::Debug for SessionGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SessionGuard({})", self.id)
+    }
+}
+
+impl SessionGuard {
+    /// The session id.
+    pub fn id(&self) -> &SessionId {
+        &self.id
+    }
+
+    /// The recording folder.
+    pub fn dir(&self) -> &std::path::Path {
+        &self.live.dir
+    }
+
+    /// Cancelled when the session must end.
+    pub fn token(&self) -> CancellationToken {
+        self.live.cancel.clone()
+    }
+
+    /// Why the session is ending, once it is.
+    pub fn ending(&self) -> Option<Ending> {
+        self.live.ending.lock().expect("ending lock").clone()
+    }
+
+    /// Receives the expiry warning text when it is due.
+    pub fn warnings(&self) -> watch::Receiver<Option<String>> {
+        self.live.warning.subscribe()
+    }
+
+    /// Register a recording file (digests are computed from disk at the end).
+    pub fn add_file(&self, f: FileInfo) {
+        self.live.files.lock().expect("files lock").push(f);
+    }
+
+    /// Record a session event for `session.json` (e.g. SFTP byte counts).
+    pub fn add_event(&self, v: serde_json::Value) {
+        self.live.events.lock().expect("events lock").push(v);
+    }
+
+    /// Count bytes moved (client → target, target → client).
+    pub fn add_bytes(&self, to_target: u64, to_client: u64) {
+        let mut r = self.live.record.lock().expect("record lock");
+        r.bytes_in += to_target;
+        r.bytes_out += to_client;
+    }
+
+    /// End the session from inside (client left, target closed, recording failed); the first
+    /// reason wins, so a cut already under way keeps its reason.
+    pub fn end(&self, cause: Cause, reason: &str) {
+        self.registry
+            .terminate(&self.id, cause, reason, Instant::now());
+    }
+
+    /// The client's socket is closed: the registry records the end now.
+    pub async fn closed(&self) {
+        *self.live.closed_at.lock().expect("closed lock") = Some(Instant::now());
+        let has_ending = self.live.ending.lock().expect("ending lock").is_some();
+        if !has_ending {
+            self.registry.terminate(
+                &self.id,
+                Cause::Client,
+                "the client disconnected",
+                Instant::now(),
+            );
+        }
+        self.live.closed.notify_waiters();
+        // Wait for the record so callers (and tests) see a finished session.
+        let registry = self.registry.clone();
+        registry.finish(&self.live).await;
+    }
+}

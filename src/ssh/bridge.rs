@@ -1,0 +1,538 @@
+//! The channel pumps: each client channel is bridged to a target channel message by message
+//! (pty, env, shell/exec/subsystem, data, resize, signals, exit status, EOF, close), recorded,
+//! and ended with a visible reason when the session is cut.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::Bytes;
+use russh::server::Msg;
+use russh::{Channel, ChannelMsg, ChannelReadHalf, ChannelWriteHalf, Pty};
+
+use super::server::Active;
+use super::{Want, allowed, env_allowed};
+use crate::grant::Admission;
+use crate::recording::cast::{CastOptions, CastRecorder};
+use crate::session::{Cause, FileInfo};
+use crate::store::RequestKind;
+
+/// Whether `host` names the grant's target itself (the only place `ssh -L`/`-W` may reach).
+pub fn is_target_host(a: &Admission, host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if matches!(host, "localhost" | "127.0.0.1" | "::1") {
+        return true;
+    }
+    a.target()
+        .address
+        .as_deref()
+        .and_then(|addr| addr.rsplit_once(':'))
+        .is_some_and(|(h, _)| h.trim_start_matches('[').trim_end_matches(']') == host)
+}
+
+struct PtyReq {
+    term: String,
+    cols: u32,
+    rows: u32,
+    pw: u32,
+    ph: u32,
+    modes: Vec<(Pty, u32)>,
+}
+
+enum Kind {
+    Shell,
+    Exec(Vec<u8>),
+    Subsystem(String),
+}
+
+impl Kind {
+    fn label(&self) -> &'static str {
+        match self {
+            Kind::Shell => "shell",
+            Kind::Exec(_) => "exec",
+            Kind::Subsystem(_) => "subsystem",
+        }
+    }
+}
+
+type UpRead = ChannelReadHalf;
+type UpWrite = ChannelWriteHalf<russh::client::Msg>;
+
+/// Bridge one session channel until it closes or the session is cut.
+pub(crate) async fn session_channel(active: Arc<Active>, client: Channel<Msg>) {
+    let mut p = Pump::new(active);
+    let (c_rx, c_tx) = client.split();
+    p.run(c_rx, c_tx).await;
+}
+
+struct Pump {
+    active: Arc<Active>,
+    env: Vec<(String, String)>,
+    pty: Option<PtyReq>,
+    buffered: Vec<Bytes>,
+    eof_pending: bool,
+    started: bool,
+    up: Option<(UpRead, UpWrite)>,
+    cast: Option<CastRecorder>,
+    file_no: u32,
+    kind_label: &'static str,
+    to_target: u64,
+    to_client: u64,
+}
+
+async fn up_recv(up: &mut Option<(UpRead, UpWrite)>) -> Option<ChannelMsg> {
+    match up {
+        Some((rx, _)) => rx.wait().await,
+        None => std::future::pending().await,
+    }
+}
+
+impl Pump {
+    fn new(active: Arc<Active>) -> Self {
+        Self {
+            active,
+            env: Vec::new(),
+            pty: None,
+            buffered: Vec::new(),
+            eof_pending: false,
+            started: false,
+            up: None,
+            cast: None,
+            file_no: 0,
+            kind_label: "",
+            to_target: 0,
+            to_client: 0,
+        }
+    }
+
+    fn ok(&self, want: Want<'_>) -> bool {
+        allowed(self.active.admission.task(), want).is_ok()
+    }
+
+    async fn run(&mut self, mut c_rx: ChannelReadHalf, c_tx: ChannelWriteHalf<Msg>) {
+        let token = self.active.guard.token();
+        let mut warnings = self.active.guard.warnings();
+        loop {
+            tokio::select! {
+                biased;
+                _ = token.cancelled() => {
+                    self.terminate(&mut c_rx, &c_tx).await;
+                    break;
+                }
+                changed = warnings.changed() => {
+                    if changed.is_err() {
+                        continue;
+                    }
+                    let text = warnings.borrow().clone();
+                    if let Some(text) = text {
+                        self.notice(&c_tx, &format!("warning: {text}")).await;
+                    }
+                }
+                msg = c_rx.wait() => {
+                    let Some(msg) = msg else { break };
+                    if !self.on_client(msg, &c_tx).await {
+                        break;
+                    }
+                }
+                msg = up_recv(&mut self.up) => {
+                    if !self.on_target(msg, &c_tx).await {
+                        break;
+                    }
+                }
+            }
+        }
+        self.wrap_up().await;
+    }
+
+    /// Handle one message from the client; `false` ends the pump.
+    async fn on_client(&mut self, msg: ChannelMsg, c_tx: &ChannelWriteHalf<Msg>) -> bool {
+        match msg {
+            ChannelMsg::Data { data } => {
+                self.to_target += data.len() as u64;
+                if let Some(cast) = &self.cast
+                    && let Err(e) = cast.input(data.clone()).await
+                {
+                    return self.recording_failed(c_tx, &e.to_string()).await;
+                }
+                match &self.up {
+                    Some((_, tx)) => {
+                        if tx.data_bytes(data).await.is_err() {
+                            return false;
+                        }
+                    }
+                    // Typed before the target is ready: delivered once it is.
+                    None => self.buffered.push(data),
+                }
+            }
+            ChannelMsg::ExtendedData { .. } => {}
+            ChannelMsg::Eof => match &self.up {
+                Some((_, tx)) => {
+                    let _ = tx.eof().await;
+                }
+                None => self.eof_pending = true,
+            },
+            ChannelMsg::Close => {
+                if let Some((_, tx)) = &self.up {
+                    let _ = tx.close().await;
+                }
+                return false;
+            }
+            ChannelMsg::RequestPty {
+                term,
+                col_width,
+                row_height,
+                pix_width,
+                pix_height,
+                terminal_modes,
+                ..
+            } if self.ok(Want::Pty) => {
+                self.pty = Some(PtyReq {
+                    term,
+                    cols: col_width,
+                    rows: row_height,
+                    pw: pix_width,
+                    ph: pix_height,
+                    modes: terminal_modes,
+                });
+            }
+            ChannelMsg::SetEnv {
+                variable_name,
+                variable_value,
+                ..
+            } if env_allowed(&variable_name) && self.env.len() < 32 => {
+                self.env.push((variable_name, variable_value));
+            }
+            ChannelMsg::RequestShell { .. } if self.ok(Want::Shell) => {
+                return self.start(Kind::Shell, c_tx).await;
+            }
+            ChannelMsg::Exec { command, .. } if self.ok(Want::Exec(&command)) => {
+                return self.start(Kind::Exec(command), c_tx).await;
+            }
+            ChannelMsg::RequestSubsystem { name, .. } if self.ok(Want::Subsystem(&name)) => {
+                return self.start(Kind::Subsystem(name), c_tx).await;
+            }
+            ChannelMsg::WindowChange {
+                col_width,
+                row_height,
+                pix_width,
+                pix_height,
+            } => {
+                if let Some(p) = &mut self.pty {
+                    p.cols = col_width;
+                    p.rows = row_height;
+                }
+                if let Some((_, tx)) = &self.up {
+                    let _ = tx
+                        .window_change(col_width, row_height, pix_width, pix_height)
+                        .await;
+                }
+                if let Some(cast) = &self.cast {
+                    let _ = cast
+                        .resize(
+                            col_width.min(u16::MAX as u32) as u16,
+                            row_height.min(u16::MAX as u32) as u16,
+                        )
+                        .await;
+                }
+            }
+            ChannelMsg::Signal { signal } => {
+                if let Some((_, tx)) = &self.up {
+                    let _ = tx.signal(signal).await;
+                }
+            }
+            _ => {}
+        }
+        true
+    }
+
+    /// Open the target channel for a shell, command or subsystem.
+    async fn start(&mut self, kind: Kind, c_tx: &ChannelWriteHalf<Msg>) -> bool {
+        if self.started {
+            return true;
+        }
+        self.started = true;
+        self.kind_label = kind.label();
+        let upstream = match self.active.upstream().await {
+            Ok(u) => u,
+            Err(e) => {
+                self.fail(c_tx, &e.to_string()).await;
+                return false;
+            }
+        };
+        let ch = match upstream.handle.channel_open_session().await {
+            Ok(ch) => ch,
+            Err(e) => {
+                self.fail(c_tx, &format!("the target refused a session channel: {e}"))
+                    .await;
+                return false;
+            }
+        };
+        let (up_rx, up_tx) = ch.split();
+        self.file_no = self.active.next_file.fetch_add(1, Ordering::Relaxed);
+        // Record before anything reaches the target: no unrecorded privileged session.
+        if !matches!(kind, Kind::Subsystem(_)) {
+            let a = &self.active.admission;
+            let name = format!("{}.cast", self.file_no);
+            let (cols, rows) = self
+                .pty
+                .as_ref()
+                .map(|p| (p.cols as u16, p.rows as u16))
+                .unwrap_or((80, 24));
+            let opts = CastOptions {
+                width: cols.max(1),
+                height: rows.max(1),
+                term: self.pty.as_ref().map(|p| p.term.clone()),
+                title: format!(
+                    "jitgate {} {}@{} task {} ticket {}",
+                    self.active.guard.id(),
+                    a.user().name,
+                    a.target().name,
+                    a.task().name,
+                    a.ticket()
+                ),
+                record_input: a.task().record_input || a.kind() == RequestKind::BreakGlass,
+                pty: self.pty.is_some(),
+            };
+            match CastRecorder::start(&self.active.guard.dir().join(&name), opts) {
+                Ok(r) => {
+                    self.active.guard.add_file(FileInfo {
+                        name,
+                        channel: self.file_no,
+                        kind: kind.label().into(),
+                        command: match &kind {
+                            Kind::Exec(c) => {
+                                Some(String::from_utf8_lossy(c).chars().take(1000).collect())
+                            }
+                            _ => None,
+                        },
+                    });
+                    self.cast = Some(r);
+                }
+                Err(e) => {
+                    let _ = up_tx.close().await;
+                    return self.recording_failed(c_tx, &e.to_string()).await;
+                }
+            }
+        }
+        for (k, v) in std::mem::take(&mut self.env) {
+            let _ = up_tx.set_env(false, k, v).await;
+        }
+        if let Some(p) = &self.pty {
+            let _ = up_tx
+                .request_pty(false, &p.term, p.cols, p.rows, p.pw, p.ph, &p.modes)
+                .await;
+        }
+        let sent = match &kind {
+            Kind::Shell => up_tx.request_shell(true).await,
+            Kind::Exec(cmd) => up_tx.exec(true, cmd.clone()).await,
+            Kind::Subsystem(name) => up_tx.request_subsystem(true, name.clone()).await,
+        };
+        if sent.is_err() {
+            self.fail(c_tx, "the target closed the channel").await;
+            return false;
+        }
+        for data in std::mem::take(&mut self.buffered) {
+            if up_tx.data_bytes(data).await.is_err() {
+                return false;
+            }
+        }
+        if self.eof_pending {
+            let _ = up_tx.eof().await;
+        }
+        self.up = Some((up_rx, up_tx));
+        true
+    }
+
+    /// Handle one message from the target; `false` ends the pump.
+    async fn on_target(&mut self, msg: Option<ChannelMsg>, c_tx: &ChannelWriteHalf<Msg>) -> bool {
+        let Some(msg) = msg else {
+            let _ = c_tx.eof().await;
+            return false;
+        };
+        match msg {
+            ChannelMsg::Data { data } => {
+                self.to_client += data.len() as u64;
+                if let Some(cast) = &self.cast
+                    && let Err(e) = cast.output(data.clone()).await
+                {
+                    return self.recording_failed(c_tx, &e.to_string()).await;
+                }
+                if c_tx.data_bytes(data).await.is_err() {
+                    return false;
+                }
+            }
+            ChannelMsg::ExtendedData { data, ext } => {
+                self.to_client += data.len() as u64;
+                if let Some(cast) = &self.cast
+                    && let Err(e) = cast.output(data.clone()).await
+                {
+                    return self.recording_failed(c_tx, &e.to_string()).await;
+                }
+                if c_tx.extended_data_bytes(ext, data).await.is_err() {
+                    return false;
+                }
+            }
+            ChannelMsg::Eof => {
+                let _ = c_tx.eof().await;
+            }
+            ChannelMsg::ExitStatus { exit_status } => {
+                let _ = c_tx.exit_status(exit_status).await;
+            }
+            ChannelMsg::ExitSignal {
+                signal_name,
+                core_dumped,
+                error_message,
+                lang_tag,
+            } => {
+                let _ = self
+                    .active
+                    .client_handle()
+                    .exit_signal_request(
+                        c_tx.id(),
+                        signal_name,
+                        core_dumped,
+                        error_message,
+                        lang_tag,
+                    )
+                    .await;
+            }
+            ChannelMsg::Failure => {
+                self.fail(c_tx, "the target refused the request").await;
+                return false;
+            }
+            ChannelMsg::Close => {
+                let _ = c_tx.close().await;
+                return false;
+            }
+            _ => {}
+        }
+        true
+    }
+
+    /// Show a line to the technician (and mark it in the recording).
+    async fn notice(&self, c_tx: &ChannelWriteHalf<Msg>, text: &str) {
+        let line = format!("\r\n[jitgate] {text}\r\n");
+        let write = async {
+            if self.pty.is_some() {
+                c_tx.data_bytes(Bytes::from(line)).await
+            } else {
+                c_tx.extended_data_bytes(1, Bytes::from(line)).await
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_millis(300), write).await;
+        if let Some(cast) = &self.cast {
+            let _ = cast.marker(text).await;
+        }
+    }
+
+    /// The request could not be served: say why, exit 1, close.
+    async fn fail(&self, c_tx: &ChannelWriteHalf<Msg>, why: &str) {
+        tracing::info!(session = %self.active.guard.id(), reason = %why, "channel refused");
+        let _ = c_tx
+            .extended_data_bytes(1, Bytes::from(format!("[jitgate] {why}\r\n")))
+            .await;
+        let _ = c_tx.exit_status(1).await;
+        let _ = c_tx.eof().await;
+        let _ = c_tx.close().await;
+    }
+
+    async fn recording_failed(&mut self, c_tx: &ChannelWriteHalf<Msg>, why: &str) -> bool {
+        let reason = format!(
+            "recording failed ({why}); the session was ended because it cannot be recorded"
+        );
+        self.fail(c_tx, &reason).await;
+        self.active.guard.end(Cause::Recording, &reason);
+        false
+    }
+
+    /// The session was cut: tell the technician, mark the recording, close the target side,
+    /// then the client side, and wait briefly for the client to confirm.
+    async fn terminate(&mut self, c_rx: &mut ChannelReadHalf, c_tx: &ChannelWriteHalf<Msg>) {
+        let reason = self
+            .active
+            .guard
+            .ending()
+            .map(|e| e.reason)
+            .unwrap_or_else(|| "session ended".into());
+        self.notice(c_tx, &format!("session terminated: {reason}"))
+            .await;
+        if let Some((_, tx)) = &self.up {
+            let _ = tx.close().await;
+        }
+        let close = async {
+            let _ = c_tx.eof().await;
+            let _ = c_tx.close().await;
+            while let Some(m) = c_rx.wait().await {
+                if matches!(m, ChannelMsg::Close) {
+                    break;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_millis(300), close).await;
+    }
+
+    async fn wrap_up(&mut self) {
+        self.active.guard.add_bytes(self.to_target, self.to_client);
+        if let Some(cast) = self.cast.take()
+            && let Err(e) = cast.finish().await
+        {
+            tracing::error!(session = %self.active.guard.id(), error = %e, "recording could not be finished");
+        }
+        if self.kind_label == "subsystem" {
+            self.active.guard.add_event(serde_json::json!({
+                "type": "sftp",
+                "channel": self.file_no,
+                "bytes_to_target": self.to_target,
+                "bytes_to_client": self.to_client,
+                "at": crate::types::rfc3339(crate::types::now()),
+            }));
+        }
+    }
+}
+
+/// Bridge a `direct-tcpip` channel (`ssh -L`, `ssh -W`) to the target host.
+pub(crate) async fn direct_tcpip(
+    active: Arc<Active>,
+    client: Channel<Msg>,
+    host: String,
+    port: u32,
+    originator: String,
+    originator_port: u32,
+) {
+    let token = active.guard.token();
+    let upstream = match active.upstream().await {
+        Ok(u) => u,
+        Err(e) => {
+            tracing::info!(session = %active.guard.id(), error = %e, "port forward failed");
+            let _ = client.close().await;
+            return;
+        }
+    };
+    let up = match upstream
+        .handle
+        .channel_open_direct_tcpip(host.clone(), port, originator, originator_port)
+        .await
+    {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::info!(session = %active.guard.id(), error = %e, "the target refused a port forward");
+            let _ = client.close().await;
+            return;
+        }
+    };
+    let mut a = client.into_stream();
+    let mut b = up.into_stream();
+    let (to_target, to_client) = tokio::select! {
+        r = tokio::io::copy_bidirectional(&mut a, &mut b) => r.unwrap_or((0, 0)),
+        _ = token.cancelled() => (0, 0),
+    };
+    active.guard.add_bytes(to_target, to_client);
+    active.guard.add_event(serde_json::json!({
+        "type": "port-forward",
+        "host": host,
+        "port": port,
+        "bytes_to_target": to_target,
+        "bytes_to_client": to_client,
+        "at": crate::types::rfc3339(crate::types::now()),
+    }));
+}

@@ -1,0 +1,719 @@
+//! The client leg: the russh server, admission by grant token (and public key where the user
+//! has registered keys), channel-open decisions, and each connection's life from accept to the
+//! recorded end.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use russh::server::{self, Auth, Msg, Session};
+use russh::{Channel, ChannelId, MethodKind, MethodSet};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Notify, OnceCell, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::upstream::{self, Upstream, UpstreamError};
+use super::{Want, allowed, bridge};
+use crate::config::{Allow, TargetKind};
+use crate::grant::Admission;
+use crate::grant::admission::AdmitRequest;
+use crate::metrics::Metrics;
+use crate::pki::{Keys, SshCertSpec};
+use crate::session::{NewSession, Registry, SessionGuard};
+
+/// Time a client has to finish authenticating.
+const AUTH_TIMEOUT: Duration = Duration::from_secs(60);
+/// Time a client has to send its SSH identification line.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// Wrong tokens accepted per connection before it is refused.
+const MAX_TOKEN_FAILURES: u32 = 3;
+/// Simultaneous SSH connections.
+const MAX_CONNECTIONS: usize = 4096;
+
+/// Everything the SSH gateway needs, shared by all connections.
+pub struct Gateway {
+    pub grants: Arc<crate::grant::Service>,
+    pub registry: Arc<Registry>,
+    pub keys: Arc<Keys>,
+    pub metrics: Arc<Metrics>,
+    config: Arc<server::Config>,
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ssh::Gateway")
+    }
+}
+
+impl Gateway {
+    /// The gateway with its host key from `keys`.
+    pub fn new(
+        grants: Arc<crate::grant::Service>,
+        registry: Arc<Registry>,
+        keys: Arc<Keys>,
+        metrics: Arc<Metrics>,
+    ) -> Arc<Self> {
+        // OpenSSH clients take the first cipher of their own list that the server offers; AES-GCM
+        // is far cheaper than ChaCha20 on CPUs with AES instructions.
+        let preferred = russh::Preferred {
+            cipher: std::borrow::Cow::Borrowed(&[
+                russh::cipher::AES_128_GCM,
+                russh::cipher::AES_256_GCM,
+            ]),
+            ..Default::default()
+        };
+        let config = server::Config {
+            server_id: russh::SshId::Standard("SSH-2.0-jitgate".into()),
+            methods: MethodSet::from(
+                &[
+                    MethodKind::KeyboardInteractive,
+                    MethodKind::Password,
+                    MethodKind::PublicKey,
+                ][..],
+            ),
+            auth_rejection_time: Duration::from_millis(300),
+            auth_rejection_time_initial: Some(Duration::ZERO),
+            keys: vec![keys.ssh_host_key().clone()],
+            max_auth_attempts: 8,
+            inactivity_timeout: None,
+            // No keepalives: OpenSSH clients treat a global request during authentication as an
+            // error. Sessions end at their grant's expiry at the latest.
+            keepalive_interval: None,
+            nodelay: true,
+            preferred,
+            ..Default::default()
+        };
+        Arc::new(Self {
+            grants,
+            registry,
+            keys,
+            metrics,
+            config: Arc::new(config),
+        })
+    }
+
+    /// Accept connections on `listener` until `shutdown`.
+    pub async fn serve(
+        self: Arc<Self>,
+        listener: TcpListener,
+        shutdown: CancellationToken,
+        tracker: TaskTracker,
+    ) {
+        let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+        loop {
+            let (tcp, peer) = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                r = listener.accept() => match r {
+                    Ok(x) => x,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "SSH accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                }
+            };
+            let Ok(permit) = slots.clone().try_acquire_owned() else {
+                tracing::warn!(%peer, "too many SSH connections; refusing one");
+                continue;
+            };
+            let _ = tcp.set_nodelay(true);
+            let me = self.clone();
+            let stop = shutdown.clone();
+            tracker.spawn(async move {
+                let _permit = permit;
+                me.connection(tcp, peer, stop).await;
+            });
+        }
+    }
+
+    async fn connection(
+        self: Arc<Self>,
+        tcp: TcpStream,
+        peer: SocketAddr,
+        shutdown: CancellationToken,
+    ) {
+        let shared = Arc::new(Shared::default());
+        let handler = Conn {
+            gw: self.clone(),
+            peer,
+            shared: shared.clone(),
+            pubkey_ok: false,
+            admission: None,
+            failures: 0,
+        };
+        let running = match tokio::time::timeout(
+            HELLO_TIMEOUT,
+            server::run_stream(self.config.clone(), tcp, handler),
+        )
+        .await
+        {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => {
+                tracing::debug!(%peer, error = %e, "SSH handshake failed");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(%peer, "SSH client sent no identification in time");
+                return;
+            }
+        };
+        let handle = running.handle();
+        tokio::pin!(running);
+        // Phase 1: until authenticated.
+        let authed = shared.authed.notified();
+        tokio::pin!(authed);
+        if !shared.is_authed.load(Ordering::Acquire) {
+            tokio::select! {
+                _ = &mut running => return,
+                _ = &mut authed => {}
+                _ = tokio::time::sleep(AUTH_TIMEOUT) => {
+                    tracing::info!(%peer, "SSH authentication timed out");
+                    let _ = handle.disconnect(russh::Disconnect::ByApplication, "authentication timed out".into(), "en".into()).await;
+                    let _ = tokio::time::timeout(Duration::from_secs(1), &mut running).await;
+                    return;
+                }
+                _ = shutdown.cancelled() => return,
+            }
+        }
+        let Some(active) = shared.active.get().cloned() else {
+            return;
+        };
+        let token = active.guard.token();
+        // Phase 2: the session runs until the client leaves or the registry cuts it.
+        let mut cut = false;
+        tokio::select! {
+            r = &mut running => {
+                if let Err(e) = r {
+                    tracing::debug!(session = %active.guard.id(), error = %e, "SSH connection ended with an error");
+                }
+            }
+            _ = token.cancelled() => cut = true,
+        }
+        if cut {
+            let reason = active
+                .guard
+                .ending()
+                .map(|e| e.reason)
+                .unwrap_or_else(|| "session ended".into());
+            // The pumps print the reason and close their channels; give them a moment.
+            active.pumps.close();
+            let _ = tokio::time::timeout(Duration::from_millis(500), active.pumps.wait()).await;
+            // Target side first: processes there get SIGHUP.
+            active.disconnect_upstream(&reason).await;
+            let _ = handle
+                .disconnect(
+                    russh::Disconnect::ByApplication,
+                    format!("[jitgate] session terminated: {reason}"),
+                    "en".into(),
+                )
+                .await;
+            let _ = tokio::time::timeout(Duration::from_secs(2), &mut running).await;
+        } else {
+            token.cancel();
+            active.pumps.close();
+            let _ = tokio::time::timeout(Duration::from_secs(2), active.pumps.wait()).await;
+            active.disconnect_upstream("client disconnected").await;
+        }
+        active.guard.closed().await;
+    }
+}
+
+/// State shared between a connection's handler and its supervising task.
+#[derive(Default)]
+struct Shared {
+    active: OnceLock<Arc<Active>>,
+    authed: Notify,
+    is_authed: AtomicBool,
+}
+
+/// An admitted connection: its session and its target connection.
+pub(crate) struct Active {
+    pub(crate) guard: SessionGuard,
+    pub(crate) admission: Admission,
+    upstream: OnceCell<Result<Arc<Upstream>, UpstreamError>>,
+    gw: Arc<Gateway>,
+    pub(crate) pumps: TaskTracker,
+    pub(crate) next_file: std::sync::atomic::AtomicU32,
+    client: OnceLock<server::Handle>,
+}
+
+impl Active {
+    /// The client connection's handle (set once authenticated).
+    pub(crate) fn client_handle(&self) -> &server::Handle {
+        self.client.get().expect("set when authentication succeeds")
+    }
+
+    /// The target connection, connecting on first use.
+    pub(crate) async fn upstream(&self) -> Result<Arc<Upstream>, UpstreamError> {
+        self.upstream
+            .get_or_init(|| async {
+                let r = self.connect_upstream().await;
+                if let Err(e) = &r {
+                    tracing::warn!(session = %self.guard.id(), error = %e, "target connection failed");
+                    if matches!(e, UpstreamError::HostKey { .. }) {
+                        let _ = self
+                            .gw
+                            .grants
+                            .audit()
+                            .record(
+                                "system",
+                                crate::audit::AuditEvent::TargetRefused {
+                                    session: self.guard.id().clone(),
+                                    target: self.admission.target().name.clone(),
+                                    reason: e.to_string(),
+                                },
+                            )
+                            .await;
+                    }
+                }
+                r.map(Arc::new)
+            })
+            .await
+            .clone()
+    }
+
+    async fn connect_upstream(&self) -> Result<Upstream, UpstreamError> {
+        let a = &self.admission;
+        let principal = a.principal().unwrap_or_default().to_string();
+        let mut key_id = format!(
+            "jitgate session={} grant={} user={} ticket={}",
+            self.guard.id(),
+            a.grant(),
+            a.user().name,
+            a.ticket()
+        );
+        if let Some(v) = &a.user().vendor {
+            key_id.push_str(&format!(" vendor={v}"));
+        }
+        let task = a.task();
+        let cert = self
+            .gw
+            .keys
+            .mint_ssh_cert(&SshCertSpec {
+                principal: &principal,
+                key_id,
+                valid_before: a.expires_at().max(0) as u64,
+                permit_pty: task.allow.contains(&Allow::Pty),
+                permit_port_forwarding: task.allow.contains(&Allow::PortForward),
+                force_command: task.force_command.as_deref(),
+                source_address: task.source_address.as_deref(),
+            })
+            .map_err(|e| UpstreamError::Connect {
+                target: a.target().name.to_string(),
+                address: a.target().address.clone().unwrap_or_default(),
+                reason: e.to_string(),
+            })?;
+        upstream::connect(a.target(), &principal, cert).await
+    }
+
+    async fn disconnect_upstream(&self, reason: &str) {
+        if let Some(Ok(up)) = self.upstream.get() {
+            let _ = up
+                .handle
+                .disconnect(
+                    russh::Disconnect::ByApplication,
+                    &format!("jitgate: {reason}"),
+                    "en",
+                )
+                .await;
+        }
+    }
+}
+
+/// One connection's russh handler.
+struct Conn {
+    gw: Arc<Gateway>,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    pubkey_ok: bool,
+    admission: Option<Admission>,
+    failures: u32,
+}
+
+fn token_methods() -> MethodSet {
+    MethodSet::from(&[MethodKind::KeyboardInteractive, MethodKind::Password][..])
+}
+
+impl Conn {
+    fn needs_pubkey(&self, user: &str) -> bool {
+        self.gw
+            .grants
+            .config()
+            .users
+            .iter()
+            .any(|u| u.name.as_str() == user && !u.ssh_keys.is_empty())
+    }
+
+    fn key_registered(&self, user: &str, key: &russh::keys::ssh_key::PublicKey) -> bool {
+        self.gw.grants.config().users.iter().any(|u| {
+            u.name.as_str() == user
+                && u.ssh_keys.iter().any(|k| {
+                    russh::keys::ssh_key::PublicKey::from_openssh(k)
+                        .is_ok_and(|pk| pk.key_data() == key.key_data())
+                })
+        })
+    }
+
+    /// Check a presented token; on success open the session. `Err` is the refusal text.
+    async fn check_token(&mut self, user: &str, token: &str) -> Result<(), String> {
+        if self.admission.is_some() {
+            return Ok(());
+        }
+        let admission = self
+            .gw
+            .grants
+            .admit(AdmitRequest {
+                token,
+                user,
+                protocol: TargetKind::Ssh,
+                source: self.peer.ip(),
+            })
+            .await
+            .map_err(|d| {
+                self.gw.metrics.admission("ssh", "denied");
+                d.message
+            })?;
+        self.gw.metrics.admission("ssh", "admitted");
+        self.admission = Some(admission);
+        Ok(())
+    }
+
+    /// Both factors present: open the session and let the client in.
+    async fn complete(&mut self) -> Result<Auth, russh::Error> {
+        let Some(admission) = self.admission.clone() else {
+            return Ok(Auth::reject());
+        };
+        let guard = match self
+            .gw
+            .registry
+            .open(
+                &admission,
+                NewSession {
+                    protocol: "ssh",
+                    source: self.peer.to_string(),
+                },
+            )
+            .await
+        {
+            Ok(g) => g,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot open a session");
+                return Ok(Auth::reject());
+            }
+        };
+        let active = Arc::new(Active {
+            guard,
+            admission,
+            upstream: OnceCell::new(),
+            gw: self.gw.clone(),
+            pumps: TaskTracker::new(),
+            next_file: std::sync::atomic::AtomicU32::new(1),
+            client: OnceLock::new(),
+        });
+        // Start reaching the target while the client opens its channels.
+        {
+            let a = active.clone();
+            tokio::spawn(async move {
+                let _ = a.upstream().await;
+            });
+        }
+        let _ = self.shared.active.set(active);
+        self.shared.is_authed.store(true, Ordering::Release);
+        self.shared.authed.notify_waiters();
+        Ok(Auth::Accept)
+    }
+
+    async fn after_token(
+        &mut self,
+        user: &str,
+        token: &str,
+        interactive: bool,
+    ) -> Result<Auth, russh::Error> {
+        match self.check_token(user, token).await {
+            Ok(()) => {
+                if self.needs_pubkey(user) && !self.pubkey_ok {
+                    return Ok(Auth::Reject {
+                        proceed_with_methods: Some(MethodSet::from(&[MethodKind::PublicKey][..])),
+                        partial_success: true,
+                    });
+                }
+                self.complete().await
+            }
+            Err(why) => {
+                self.failures += 1;
+                if interactive && self.failures < MAX_TOKEN_FAILURES {
+                    Ok(Auth::Partial {
+                        name: "jitgate".into(),
+                        instructions: format!("[jitgate] refused: {why}").into(),
+                        prompts: vec![("Grant token: ".into(), false)].into(),
+                    })
+                } else {
+                    Ok(Auth::reject())
+                }
+            }
+        }
+    }
+
+    fn active(&self) -> Option<Arc<Active>> {
+        self.shared.active.get().cloned()
+    }
+}
+
+impl server::Handler for Conn {
+    type Error = russh::Error;
+
+    async fn auth_none(&mut self, _user: &str) -> Result<Auth, Self::Error> {
+        Ok(Auth::Reject {
+            proceed_with_methods: None,
+            partial_success: false,
+        })
+    }
+
+    async fn auth_password(&mut self, user: &str, password: &str) -> Result<Auth, Self::Error> {
+        if self.failures >= MAX_TOKEN_FAILURES {
+            return Ok(Auth::reject());
+        }
+        self.after_token(user, password, false).await
+    }
+
+    async fn auth_keyboard_interactive<'a>(
+        &'a mut self,
+        user: &str,
+        _submethods: &str,
+        response: Option<server::Response<'a>>,
+    ) -> Result<Auth, Self::Error> {
+        if self.failures >= MAX_TOKEN_FAILURES {
+            return Ok(Auth::reject());
+        }
+        match response {
+            None => Ok(Auth::Partial {
+                name: "jitgate".into(),
+                instructions: "".into(),
+                prompts: vec![("Grant token: ".into(), false)].into(),
+            }),
+            Some(mut answers) => {
+                let answer = answers.next().unwrap_or_default();
+                let token = String::from_utf8_lossy(&answer).trim().to_string();
+                self.after_token(user, &token, true).await
+            }
+        }
+    }
+
+    async fn auth_publickey_offered(
+        &mut self,
+        user: &str,
+        offer: server::PublicKeyOffer<'_>,
+    ) -> Result<Auth, Self::Error> {
+        if self.key_registered(user, offer.public_key) {
+            Ok(Auth::Accept)
+        } else {
+            Ok(Auth::Reject {
+                proceed_with_methods: Some(if self.needs_pubkey(user) {
+                    MethodSet::from(&[MethodKind::PublicKey][..])
+                } else {
+                    token_methods()
+                }),
+                partial_success: false,
+            })
+        }
+    }
+
+    async fn auth_publickey(
+        &mut self,
+        user: &str,
+        key: server::VerifiedPublicKey<'_>,
+    ) -> Result<Auth, Self::Error> {
+        if !self.key_registered(user, key.public_key) {
+            return Ok(Auth::reject());
+        }
+        self.pubkey_ok = true;
+        if self.admission.is_some() {
+            return self.complete().await;
+        }
+        Ok(Auth::Reject {
+            proceed_with_methods: Some(token_methods()),
+            partial_success: true,
+        })
+    }
+
+    async fn auth_succeeded(&mut self, session: &mut Session) -> Result<(), Self::Error> {
+        if let Some(a) = self.active() {
+            let _ = a.client.set(session.handle());
+        }
+        Ok(())
+    }
+
+    async fn channel_open_session(
+        &mut self,
+        channel: Channel<Msg>,
+        reply: server::ChannelOpenHandle,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        let Some(active) = self.active() else {
+            drop(reply);
+            return Ok(());
+        };
+        let _ = active.client.set(session.handle());
+        if active.guard.token().is_cancelled() {
+            drop(reply);
+            return Ok(());
+        }
+        reply.accept().await;
+        let a = active.clone();
+        active.pumps.spawn(async move {
+            bridge::session_channel(a, channel).await;
+        });
+        Ok(())
+    }
+
+    async fn channel_open_direct_tcpip(
+        &mut self,
+        channel: Channel<Msg>,
+        host: &str,
+        port: u32,
+        originator: &str,
+        originator_port: u32,
+        reply: server::ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        let Some(active) = self.active() else {
+            drop(reply);
+            return Ok(());
+        };
+        let task = active.admission.task();
+        if !task.allow.contains(&Allow::PortForward)
+            || !bridge::is_target_host(&active.admission, host)
+        {
+            tracing::info!(session = %active.guard.id(), %host, port, "port forward refused");
+            active.guard.add_event(serde_json::json!({
+                "type": "port-forward-refused", "host": host, "port": port,
+                "at": crate::types::rfc3339(crate::types::now()),
+            }));
+            drop(reply);
+            return Ok(());
+        }
+        reply.accept().await;
+        let a = active.clone();
+        let (host, originator) = (host.to_string(), originator.to_string());
+        active.pumps.spawn(async move {
+            bridge::direct_tcpip(a, channel, host, port, originator, originator_port).await;
+        });
+        Ok(())
+    }
+
+    async fn pty_request(
+        &mut self,
+        channel: ChannelId,
+        _term: &str,
+        _cols: u32,
+        _rows: u32,
+        _pw: u32,
+        _ph: u32,
+        _modes: &[(russh::Pty, u32)],
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.reply(channel, Want::Pty, session)
+    }
+
+    async fn env_request(
+        &mut self,
+        channel: ChannelId,
+        name: &str,
+        _value: &str,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.reply(channel, Want::Env(name), session)
+    }
+
+    async fn shell_request(
+        &mut self,
+        channel: ChannelId,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.reply(channel, Want::Shell, session)
+    }
+
+    async fn exec_request(
+        &mut self,
+        channel: ChannelId,
+        data: &[u8],
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.reply(channel, Want::Exec(data), session)
+    }
+
+    async fn subsystem_request(
+        &mut self,
+        channel: ChannelId,
+        name: &str,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.reply(channel, Want::Subsystem(name), session)
+    }
+
+    async fn x11_request(
+        &mut self,
+        channel: ChannelId,
+        _single: bool,
+        _proto: &str,
+        _cookie: &str,
+        _screen: u32,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.reply(channel, Want::X11, session)
+    }
+
+    async fn agent_request(
+        &mut self,
+        channel: ChannelId,
+        _session: &mut Session,
+    ) -> Result<bool, Self::Error> {
+        if let Some(a) = self.active() {
+            tracing::info!(session = %a.guard.id(), channel = ?channel, "agent forwarding refused");
+        }
+        Ok(false)
+    }
+
+    async fn tcpip_forward(
+        &mut self,
+        address: &str,
+        port: &mut u32,
+        _session: &mut Session,
+    ) -> Result<bool, Self::Error> {
+        if let Some(a) = self.active() {
+            tracing::info!(session = %a.guard.id(), %address, port = *port, "remote forwarding refused");
+        }
+        Ok(false)
+    }
+}
+
+impl Conn {
+    /// Answer a channel request in the callback (russh keeps one reply flag per channel).
+    fn reply(
+        &self,
+        channel: ChannelId,
+        want: Want<'_>,
+        session: &mut Session,
+    ) -> Result<(), russh::Error> {
+        let verdict = match self.active() {
+            Some(a) => allowed(a.admission.task(), want),
+            None => Err("not authenticated".into()),
+        };
+        match verdict {
+            Ok(()) => session.channel_success(channel),
+            Err(why) => {
+                if !matches!(want, Want::Env(_)) {
+                    // Tell the technician why, on the channel's stderr.
+                    let _ = session.extended_data(
+                        channel,
+                        1,
+                        format!("[jitgate] {why}\r\n").into_bytes(),
+                    );
+                }
+                session.channel_failure(channel)
+            }
+        }
+    }
+}
