@@ -3,7 +3,7 @@
 //! and ended with a visible reason when the session is cut.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -55,14 +55,24 @@ impl Kind {
     }
 }
 
-type UpRead = ChannelReadHalf;
 type UpWrite = ChannelWriteHalf<russh::client::Msg>;
+type ClientTx = Arc<ChannelWriteHalf<Msg>>;
 
 /// Bridge one session channel until it closes or the session is cut.
+///
+/// The two directions run as two loops so that a full window one way never stops the other
+/// way from draining (an SFTP upload needs the target's acknowledgements to keep flowing).
 pub(crate) async fn session_channel(active: Arc<Active>, client: Channel<Msg>) {
     let mut p = Pump::new(active);
     let (c_rx, c_tx) = client.split();
-    p.run(c_rx, c_tx).await;
+    p.run(c_rx, Arc::new(c_tx)).await;
+}
+
+/// Byte counters shared by both directions.
+#[derive(Default)]
+struct Counters {
+    to_target: AtomicU64,
+    to_client: AtomicU64,
 }
 
 struct Pump {
@@ -72,17 +82,19 @@ struct Pump {
     buffered: Vec<Bytes>,
     eof_pending: bool,
     started: bool,
-    up: Option<(UpRead, UpWrite)>,
+    up: Option<UpWrite>,
+    down: Option<tokio::task::JoinHandle<()>>,
     cast: Option<CastRecorder>,
     file_no: u32,
     kind_label: &'static str,
-    to_target: u64,
-    to_client: u64,
+    counters: Arc<Counters>,
 }
 
-async fn up_recv(up: &mut Option<(UpRead, UpWrite)>) -> Option<ChannelMsg> {
-    match up {
-        Some((rx, _)) => rx.wait().await,
+async fn down_done(down: &mut Option<tokio::task::JoinHandle<()>>) {
+    match down {
+        Some(h) => {
+            let _ = h.await;
+        }
         None => std::future::pending().await,
     }
 }
@@ -97,11 +109,11 @@ impl Pump {
             eof_pending: false,
             started: false,
             up: None,
+            down: None,
             cast: None,
             file_no: 0,
             kind_label: "",
-            to_target: 0,
-            to_client: 0,
+            counters: Arc::default(),
         }
     }
 
@@ -109,7 +121,7 @@ impl Pump {
         allowed(self.active.admission.task(), want).is_ok()
     }
 
-    async fn run(&mut self, mut c_rx: ChannelReadHalf, c_tx: ChannelWriteHalf<Msg>) {
+    async fn run(&mut self, mut c_rx: ChannelReadHalf, c_tx: ClientTx) {
         let token = self.active.guard.token();
         let mut warnings = self.active.guard.warnings();
         loop {
@@ -125,7 +137,7 @@ impl Pump {
                     }
                     let text = warnings.borrow().clone();
                     if let Some(text) = text {
-                        self.notice(&c_tx, &format!("warning: {text}")).await;
+                        notice(&c_tx, self.pty.is_some(), self.cast.as_ref(), &format!("warning: {text}")).await;
                     }
                 }
                 msg = c_rx.wait() => {
@@ -134,28 +146,35 @@ impl Pump {
                         break;
                     }
                 }
-                msg = up_recv(&mut self.up) => {
-                    if !self.on_target(msg, &c_tx).await {
-                        break;
-                    }
+                _ = down_done(&mut self.down) => {
+                    // The target closed the channel (and the client was told).
+                    self.down = None;
+                    break;
                 }
             }
+        }
+        if let Some(down) = self.down.take() {
+            // Let the target's last output (exit status, close) reach the client.
+            let _ = tokio::time::timeout(Duration::from_secs(2), down).await;
         }
         self.wrap_up().await;
     }
 
     /// Handle one message from the client; `false` ends the pump.
-    async fn on_client(&mut self, msg: ChannelMsg, c_tx: &ChannelWriteHalf<Msg>) -> bool {
+    async fn on_client(&mut self, msg: ChannelMsg, c_tx: &ClientTx) -> bool {
         match msg {
             ChannelMsg::Data { data } => {
-                self.to_target += data.len() as u64;
+                self.counters
+                    .to_target
+                    .fetch_add(data.len() as u64, Ordering::Relaxed);
                 if let Some(cast) = &self.cast
                     && let Err(e) = cast.input(data.clone()).await
                 {
-                    return self.recording_failed(c_tx, &e.to_string()).await;
+                    recording_failed(&self.active, c_tx, &e.to_string()).await;
+                    return false;
                 }
                 match &self.up {
-                    Some((_, tx)) => {
+                    Some(tx) => {
                         if tx.data_bytes(data).await.is_err() {
                             return false;
                         }
@@ -166,13 +185,13 @@ impl Pump {
             }
             ChannelMsg::ExtendedData { .. } => {}
             ChannelMsg::Eof => match &self.up {
-                Some((_, tx)) => {
+                Some(tx) => {
                     let _ = tx.eof().await;
                 }
                 None => self.eof_pending = true,
             },
             ChannelMsg::Close => {
-                if let Some((_, tx)) = &self.up {
+                if let Some(tx) = &self.up {
                     let _ = tx.close().await;
                 }
                 return false;
@@ -221,7 +240,7 @@ impl Pump {
                     p.cols = col_width;
                     p.rows = row_height;
                 }
-                if let Some((_, tx)) = &self.up {
+                if let Some(tx) = &self.up {
                     let _ = tx
                         .window_change(col_width, row_height, pix_width, pix_height)
                         .await;
@@ -236,7 +255,7 @@ impl Pump {
                 }
             }
             ChannelMsg::Signal { signal } => {
-                if let Some((_, tx)) = &self.up {
+                if let Some(tx) = &self.up {
                     let _ = tx.signal(signal).await;
                 }
             }
@@ -246,7 +265,7 @@ impl Pump {
     }
 
     /// Open the target channel for a shell, command or subsystem.
-    async fn start(&mut self, kind: Kind, c_tx: &ChannelWriteHalf<Msg>) -> bool {
+    async fn start(&mut self, kind: Kind, c_tx: &ClientTx) -> bool {
         if self.started {
             return true;
         }
@@ -255,15 +274,19 @@ impl Pump {
         let upstream = match self.active.upstream().await {
             Ok(u) => u,
             Err(e) => {
-                self.fail(c_tx, &e.to_string()).await;
+                fail(&self.active, c_tx, &e.to_string()).await;
                 return false;
             }
         };
         let ch = match upstream.handle.channel_open_session().await {
             Ok(ch) => ch,
             Err(e) => {
-                self.fail(c_tx, &format!("the target refused a session channel: {e}"))
-                    .await;
+                fail(
+                    &self.active,
+                    c_tx,
+                    &format!("the target refused a session channel: {e}"),
+                )
+                .await;
                 return false;
             }
         };
@@ -310,10 +333,19 @@ impl Pump {
                 }
                 Err(e) => {
                     let _ = up_tx.close().await;
-                    return self.recording_failed(c_tx, &e.to_string()).await;
+                    recording_failed(&self.active, c_tx, &e.to_string()).await;
+                    return false;
                 }
             }
         }
+        // Target → client runs on its own from here.
+        self.down = Some(tokio::spawn(downstream(
+            self.active.clone(),
+            up_rx,
+            c_tx.clone(),
+            self.cast.clone(),
+            self.counters.clone(),
+        )));
         for (k, v) in std::mem::take(&mut self.env) {
             let _ = up_tx.set_env(false, k, v).await;
         }
@@ -328,7 +360,7 @@ impl Pump {
             Kind::Subsystem(name) => up_tx.request_subsystem(true, name.clone()).await,
         };
         if sent.is_err() {
-            self.fail(c_tx, "the target closed the channel").await;
+            fail(&self.active, c_tx, "the target closed the channel").await;
             return false;
         }
         for data in std::mem::take(&mut self.buffered) {
@@ -339,124 +371,30 @@ impl Pump {
         if self.eof_pending {
             let _ = up_tx.eof().await;
         }
-        self.up = Some((up_rx, up_tx));
+        self.up = Some(up_tx);
         true
-    }
-
-    /// Handle one message from the target; `false` ends the pump.
-    async fn on_target(&mut self, msg: Option<ChannelMsg>, c_tx: &ChannelWriteHalf<Msg>) -> bool {
-        let Some(msg) = msg else {
-            let _ = c_tx.eof().await;
-            return false;
-        };
-        match msg {
-            ChannelMsg::Data { data } => {
-                self.to_client += data.len() as u64;
-                if let Some(cast) = &self.cast
-                    && let Err(e) = cast.output(data.clone()).await
-                {
-                    return self.recording_failed(c_tx, &e.to_string()).await;
-                }
-                if c_tx.data_bytes(data).await.is_err() {
-                    return false;
-                }
-            }
-            ChannelMsg::ExtendedData { data, ext } => {
-                self.to_client += data.len() as u64;
-                if let Some(cast) = &self.cast
-                    && let Err(e) = cast.output(data.clone()).await
-                {
-                    return self.recording_failed(c_tx, &e.to_string()).await;
-                }
-                if c_tx.extended_data_bytes(ext, data).await.is_err() {
-                    return false;
-                }
-            }
-            ChannelMsg::Eof => {
-                let _ = c_tx.eof().await;
-            }
-            ChannelMsg::ExitStatus { exit_status } => {
-                let _ = c_tx.exit_status(exit_status).await;
-            }
-            ChannelMsg::ExitSignal {
-                signal_name,
-                core_dumped,
-                error_message,
-                lang_tag,
-            } => {
-                let _ = self
-                    .active
-                    .client_handle()
-                    .exit_signal_request(
-                        c_tx.id(),
-                        signal_name,
-                        core_dumped,
-                        error_message,
-                        lang_tag,
-                    )
-                    .await;
-            }
-            ChannelMsg::Failure => {
-                self.fail(c_tx, "the target refused the request").await;
-                return false;
-            }
-            ChannelMsg::Close => {
-                let _ = c_tx.close().await;
-                return false;
-            }
-            _ => {}
-        }
-        true
-    }
-
-    /// Show a line to the technician (and mark it in the recording).
-    async fn notice(&self, c_tx: &ChannelWriteHalf<Msg>, text: &str) {
-        let line = format!("\r\n[jitgate] {text}\r\n");
-        let write = async {
-            if self.pty.is_some() {
-                c_tx.data_bytes(Bytes::from(line)).await
-            } else {
-                c_tx.extended_data_bytes(1, Bytes::from(line)).await
-            }
-        };
-        let _ = tokio::time::timeout(Duration::from_millis(300), write).await;
-        if let Some(cast) = &self.cast {
-            let _ = cast.marker(text).await;
-        }
-    }
-
-    /// The request could not be served: say why, exit 1, close.
-    async fn fail(&self, c_tx: &ChannelWriteHalf<Msg>, why: &str) {
-        tracing::info!(session = %self.active.guard.id(), reason = %why, "channel refused");
-        let _ = c_tx
-            .extended_data_bytes(1, Bytes::from(format!("[jitgate] {why}\r\n")))
-            .await;
-        let _ = c_tx.exit_status(1).await;
-        let _ = c_tx.eof().await;
-        let _ = c_tx.close().await;
-    }
-
-    async fn recording_failed(&mut self, c_tx: &ChannelWriteHalf<Msg>, why: &str) -> bool {
-        let reason = format!(
-            "recording failed ({why}); the session was ended because it cannot be recorded"
-        );
-        self.fail(c_tx, &reason).await;
-        self.active.guard.end(Cause::Recording, &reason);
-        false
     }
 
     /// The session was cut: tell the technician, mark the recording, close the target side,
     /// then the client side, and wait briefly for the client to confirm.
-    async fn terminate(&mut self, c_rx: &mut ChannelReadHalf, c_tx: &ChannelWriteHalf<Msg>) {
+    async fn terminate(&mut self, c_rx: &mut ChannelReadHalf, c_tx: &ClientTx) {
         let reason = self
             .active
             .guard
             .ending()
             .map(|e| e.reason)
             .unwrap_or_else(|| "session ended".into());
-        self.notice(c_tx, &format!("session terminated: {reason}"))
-            .await;
-        if let Some((_, tx)) = &self.up {
+        if let Some(down) = self.down.take() {
+            down.abort();
+        }
+        notice(
+            c_tx,
+            self.pty.is_some(),
+            self.cast.as_ref(),
+            &format!("session terminated: {reason}"),
+        )
+        .await;
+        if let Some(tx) = &self.up {
             let _ = tx.close().await;
         }
         let close = async {
@@ -472,7 +410,9 @@ impl Pump {
     }
 
     async fn wrap_up(&mut self) {
-        self.active.guard.add_bytes(self.to_target, self.to_client);
+        let to_target = self.counters.to_target.load(Ordering::Relaxed);
+        let to_client = self.counters.to_client.load(Ordering::Relaxed);
+        self.active.guard.add_bytes(to_target, to_client);
         if let Some(cast) = self.cast.take()
             && let Err(e) = cast.finish().await
         {
@@ -482,12 +422,118 @@ impl Pump {
             self.active.guard.add_event(serde_json::json!({
                 "type": "sftp",
                 "channel": self.file_no,
-                "bytes_to_target": self.to_target,
-                "bytes_to_client": self.to_client,
+                "bytes_to_target": to_target,
+                "bytes_to_client": to_client,
                 "at": crate::types::rfc3339(crate::types::now()),
             }));
         }
     }
+}
+
+/// Target → client: output, exit status, EOF and close, recorded on the way.
+async fn downstream(
+    active: Arc<Active>,
+    mut up_rx: ChannelReadHalf,
+    c_tx: ClientTx,
+    cast: Option<CastRecorder>,
+    counters: Arc<Counters>,
+) {
+    while let Some(msg) = up_rx.wait().await {
+        match msg {
+            ChannelMsg::Data { data } => {
+                counters
+                    .to_client
+                    .fetch_add(data.len() as u64, Ordering::Relaxed);
+                if let Some(cast) = &cast
+                    && let Err(e) = cast.output(data.clone()).await
+                {
+                    recording_failed(&active, &c_tx, &e.to_string()).await;
+                    return;
+                }
+                if c_tx.data_bytes(data).await.is_err() {
+                    return;
+                }
+            }
+            ChannelMsg::ExtendedData { data, ext } => {
+                counters
+                    .to_client
+                    .fetch_add(data.len() as u64, Ordering::Relaxed);
+                if let Some(cast) = &cast
+                    && let Err(e) = cast.output(data.clone()).await
+                {
+                    recording_failed(&active, &c_tx, &e.to_string()).await;
+                    return;
+                }
+                if c_tx.extended_data_bytes(ext, data).await.is_err() {
+                    return;
+                }
+            }
+            ChannelMsg::Eof => {
+                let _ = c_tx.eof().await;
+            }
+            ChannelMsg::ExitStatus { exit_status } => {
+                let _ = c_tx.exit_status(exit_status).await;
+            }
+            ChannelMsg::ExitSignal {
+                signal_name,
+                core_dumped,
+                error_message,
+                lang_tag,
+            } => {
+                let _ = active
+                    .client_handle()
+                    .exit_signal_request(
+                        c_tx.id(),
+                        signal_name,
+                        core_dumped,
+                        error_message,
+                        lang_tag,
+                    )
+                    .await;
+            }
+            ChannelMsg::Failure => {
+                fail(&active, &c_tx, "the target refused the request").await;
+                return;
+            }
+            ChannelMsg::Close => break,
+            _ => {}
+        }
+    }
+    let _ = c_tx.close().await;
+}
+
+/// Show a line to the technician (and mark it in the recording).
+async fn notice(c_tx: &ClientTx, pty: bool, cast: Option<&CastRecorder>, text: &str) {
+    let line = format!("\r\n[jitgate] {text}\r\n");
+    let write = async {
+        if pty {
+            c_tx.data_bytes(Bytes::from(line)).await
+        } else {
+            c_tx.extended_data_bytes(1, Bytes::from(line)).await
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_millis(300), write).await;
+    if let Some(cast) = cast {
+        let _ = cast.marker(text).await;
+    }
+}
+
+/// The request could not be served: say why, exit 1, close.
+async fn fail(active: &Active, c_tx: &ClientTx, why: &str) {
+    tracing::info!(session = %active.guard.id(), reason = %why, "channel refused");
+    let _ = c_tx
+        .extended_data_bytes(1, Bytes::from(format!("[jitgate] {why}\r\n")))
+        .await;
+    let _ = c_tx.exit_status(1).await;
+    let _ = c_tx.eof().await;
+    let _ = c_tx.close().await;
+}
+
+/// A recording could not be written: end the channel and the session with a message.
+async fn recording_failed(active: &Active, c_tx: &ClientTx, why: &str) {
+    let reason = format!("{why}; the session was ended because it cannot be recorded");
+    fail(active, c_tx, &reason).await;
+    active.guard.end(Cause::Recording, &reason);
 }
 
 /// Bridge a `direct-tcpip` channel (`ssh -L`, `ssh -W`) to the target host.
