@@ -39,6 +39,7 @@ pub enum AuditEvent {
         targets: usize,
         tasks: usize,
         policies: usize,
+        record_terminal: bool,
     },
     #[serde(rename = "request.created")]
     RequestCreated {

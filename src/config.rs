@@ -66,6 +66,11 @@ pub struct GatewayConfig {
     pub recordings_dir: PathBuf,
     #[serde(default = "default_expiry_warning")]
     pub expiry_warning: Ttl,
+    /// Write terminal recordings (asciicast). `false` keeps only `session.json` and the audit
+    /// trail — for benchmarks, or where law forbids recording; break-glass sessions are always
+    /// recorded. `serve` warns when it is off.
+    #[serde(default = "yes")]
+    pub record_terminal: bool,
     /// Failed admissions allowed per source address per minute before further attempts are
     /// refused without being evaluated.
     #[serde(default = "default_admission_failures")]

@@ -71,6 +71,11 @@ impl Runtime {
     /// Load keys and policies, open the store and the audit log, and record `config.loaded`.
     pub async fn open(cfg: Config, config_text: &str) -> Result<Self, ServerError> {
         let keys = Arc::new(Keys::load(&cfg.gateway.certs_dir)?);
+        if !cfg.gateway.record_terminal {
+            tracing::warn!(
+                "gateway.record_terminal = false: terminal sessions are not recorded (break-glass sessions still are)"
+            );
+        }
         let example = cfg.users_with_example_keys();
         if !example.is_empty() {
             let names: Vec<&str> = example.iter().map(|u| u.as_str()).collect();
@@ -108,6 +113,7 @@ impl Runtime {
                     targets: cfg.targets.len(),
                     tasks: cfg.tasks.len(),
                     policies: policy.len(),
+                    record_terminal: cfg.gateway.record_terminal,
                 },
             )
             .await?;
@@ -124,6 +130,7 @@ impl Runtime {
             cfg.gateway.expiry_warning.duration(),
         );
         sessions.watch_grants(bus.as_ref());
+        sessions.recover().await?;
         let grants = Arc::new(grant::Service::new(cfg.clone(), store, audit, policy, bus));
         Ok(Self {
             cfg,

@@ -81,9 +81,9 @@ impl Registry {
                     channel: f.channel,
                     kind: f.kind.clone(),
                     command: f.command.clone(),
-                    binary: false,
-                    output_bytes: 0,
-                    input_bytes: 0,
+                    binary: f.summary.as_ref().is_some_and(|s| s.binary),
+                    output_bytes: f.summary.as_ref().map_or(0, |s| s.output_bytes),
+                    input_bytes: f.summary.as_ref().map_or(0, |s| s.input_bytes),
                 }
             })
             .collect();
@@ -138,5 +138,112 @@ impl Registry {
             kill_latency_ms = record.kill_latency_ms,
             "session ended"
         );
+    }
+}
+
+impl Registry {
+    /// After a crash: every session the store still shows as live is ended with cause
+    /// `restart`, its partial recordings are digested, `session.json` is completed and
+    /// `session.ended` is audited. Returns how many sessions were closed.
+    pub async fn recover(self: &Arc<Self>) -> Result<usize, crate::store::StoreError> {
+        let stale = self
+            .store
+            .sessions(&crate::store::SessionFilter {
+                live: Some(true),
+                limit: Some(10_000),
+                ..Default::default()
+            })
+            .await?;
+        let mut n = 0;
+        for mut rec in stale {
+            if self
+                .live
+                .lock()
+                .expect("registry lock")
+                .contains_key(&rec.id)
+            {
+                continue;
+            }
+            let dir = std::path::PathBuf::from(&rec.dir);
+            let mut manifest = crate::recording::manifest::SessionManifest::read(&dir).ok();
+            let mut names: Vec<String> = std::fs::read_dir(&dir)
+                .map(|r| {
+                    r.filter_map(|e| e.ok())
+                        .map(|e| e.file_name().to_string_lossy().into_owned())
+                        .filter(|n| n.ends_with(".cast"))
+                        .collect()
+                })
+                .unwrap_or_default();
+            names.sort_by_key(|n| {
+                n.trim_end_matches(".cast")
+                    .parse::<u64>()
+                    .unwrap_or(u64::MAX)
+            });
+            let entries: Vec<FileEntry> = names
+                .iter()
+                .map(|name| {
+                    let (sha256, bytes) = digest_file(&dir.join(name));
+                    let channel = name.trim_end_matches(".cast").parse().unwrap_or(0);
+                    FileEntry {
+                        name: name.clone(),
+                        sha256,
+                        bytes,
+                        channel,
+                        kind: "unknown".into(),
+                        command: None,
+                        binary: false,
+                        output_bytes: 0,
+                        input_bytes: 0,
+                    }
+                })
+                .collect();
+            let reason =
+                "gateway restart: the gateway stopped while the session was live".to_string();
+            let ended = now();
+            rec.ended_at = Some(ended);
+            rec.end_cause = Some("restart".into());
+            rec.end_reason = Some(reason.clone());
+            rec.files = entries
+                .iter()
+                .map(|e| RecordedFile {
+                    name: e.name.clone(),
+                    sha256: e.sha256.clone(),
+                    bytes: e.bytes,
+                })
+                .collect();
+            if let Some(m) = &mut manifest {
+                m.ended_at = Some(rfc3339(ended));
+                m.end_reason = Some(reason.clone());
+                m.files = entries;
+                if let Err(e) = m.write(&dir) {
+                    tracing::error!(session = %rec.id, error = %e, "cannot complete session.json");
+                }
+            }
+            self.store.put_session(&rec).await?;
+            if let Err(e) = self
+                .audit
+                .record(
+                    "system",
+                    AuditEvent::SessionEnded {
+                        session: rec.id.clone(),
+                        grant: rec.grant.clone(),
+                        request: rec.request.clone(),
+                        cause: "restart".into(),
+                        reason,
+                        duration_ms: ((ended - rec.started_at).max(0) as u64) * 1000,
+                        bytes_in: rec.bytes_in,
+                        bytes_out: rec.bytes_out,
+                        recording: rec.files.clone(),
+                        kill_latency_ms: None,
+                    },
+                )
+                .await
+            {
+                tracing::error!(session = %rec.id, error = %e, "cannot audit a recovered session");
+            }
+            tracing::warn!(session = %rec.id, "session left live by a previous run closed as `gateway restart`");
+            n += 1;
+        }
+        Ok(n)
     }
 }

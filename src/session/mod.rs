@@ -78,6 +78,8 @@ pub struct FileInfo {
     pub channel: u32,
     pub kind: String,
     pub command: Option<String>,
+    /// What the recorder counted, once the file is finished.
+    pub summary: Option<crate::recording::CastSummary>,
 }
 
 pub(crate) struct Live {
@@ -485,6 +487,14 @@ impl SessionGuard {
     /// Register a recording file (digests are computed from disk at the end).
     pub fn add_file(&self, f: FileInfo) {
         self.live.files.lock().expect("files lock").push(f);
+    }
+
+    /// Attach the recorder's summary (byte counts, binary) to a registered file.
+    pub fn file_finished(&self, summary: crate::recording::CastSummary) {
+        let mut files = self.live.files.lock().expect("files lock");
+        if let Some(f) = files.iter_mut().find(|f| f.name == summary.file) {
+            f.summary = Some(summary);
+        }
     }
 
     /// Record a session event for `session.json` (e.g. SFTP byte counts).

@@ -293,7 +293,9 @@ impl Pump {
         let (up_rx, up_tx) = ch.split();
         self.file_no = self.active.next_file.fetch_add(1, Ordering::Relaxed);
         // Record before anything reaches the target: no unrecorded privileged session.
-        if !matches!(kind, Kind::Subsystem(_)) {
+        let record = self.active.gw.grants.config().gateway.record_terminal
+            || self.active.admission.kind() == RequestKind::BreakGlass;
+        if record && !matches!(kind, Kind::Subsystem(_)) {
             let a = &self.active.admission;
             let name = format!("{}.cast", self.file_no);
             let (cols, rows) = self
@@ -328,6 +330,7 @@ impl Pump {
                             }
                             _ => None,
                         },
+                        summary: None,
                     });
                     self.cast = Some(r);
                 }
@@ -413,10 +416,13 @@ impl Pump {
         let to_target = self.counters.to_target.load(Ordering::Relaxed);
         let to_client = self.counters.to_client.load(Ordering::Relaxed);
         self.active.guard.add_bytes(to_target, to_client);
-        if let Some(cast) = self.cast.take()
-            && let Err(e) = cast.finish().await
-        {
-            tracing::error!(session = %self.active.guard.id(), error = %e, "recording could not be finished");
+        if let Some(cast) = self.cast.take() {
+            match cast.finish().await {
+                Ok(summary) => self.active.guard.file_finished(summary),
+                Err(e) => {
+                    tracing::error!(session = %self.active.guard.id(), error = %e, "recording could not be finished")
+                }
+            }
         }
         if self.kind_label == "subsystem" {
             self.active.guard.add_event(serde_json::json!({

@@ -128,6 +128,28 @@ impl Gateway {
         }
     }
 
+    /// A client that presented a valid token but never completed the second factor.
+    async fn audit_incomplete(&self, shared: &Shared, peer: SocketAddr) {
+        let pending = shared.incomplete.lock().expect("incomplete lock").take();
+        if let Some((user, reason, grant)) = pending {
+            tracing::info!(%peer, %user, %reason, "SSH authentication incomplete");
+            let _ = self
+                .grants
+                .audit()
+                .record(
+                    "system",
+                    crate::audit::AuditEvent::AdmissionDenied {
+                        user,
+                        protocol: "ssh".into(),
+                        source: peer.ip().to_string(),
+                        grant,
+                        reason,
+                    },
+                )
+                .await;
+        }
+    }
+
     async fn connection(
         self: Arc<Self>,
         tcp: TcpStream,
@@ -166,7 +188,10 @@ impl Gateway {
         tokio::pin!(authed);
         if !shared.is_authed.load(Ordering::Acquire) {
             tokio::select! {
-                _ = &mut running => return,
+                _ = &mut running => {
+                    self.audit_incomplete(&shared, peer).await;
+                    return;
+                }
                 _ = &mut authed => {}
                 _ = tokio::time::sleep(AUTH_TIMEOUT) => {
                     tracing::info!(%peer, "SSH authentication timed out");
@@ -226,6 +251,8 @@ struct Shared {
     active: OnceLock<Arc<Active>>,
     authed: Notify,
     is_authed: AtomicBool,
+    /// Why an admitted token did not let the client in (audited if the client gives up).
+    incomplete: std::sync::Mutex<Option<(String, String, Option<crate::types::GrantId>)>>,
 }
 
 /// An admitted connection: its session and its target connection.
@@ -233,7 +260,7 @@ pub(crate) struct Active {
     pub(crate) guard: SessionGuard,
     pub(crate) admission: Admission,
     upstream: OnceCell<Result<Arc<Upstream>, UpstreamError>>,
-    gw: Arc<Gateway>,
+    pub(crate) gw: Arc<Gateway>,
     pub(crate) pumps: TaskTracker,
     pub(crate) next_file: std::sync::atomic::AtomicU32,
     client: OnceLock<server::Handle>,
@@ -420,6 +447,11 @@ impl Conn {
             });
         }
         let _ = self.shared.active.set(active);
+        self.shared
+            .incomplete
+            .lock()
+            .expect("incomplete lock")
+            .take();
         self.shared.is_authed.store(true, Ordering::Release);
         self.shared.authed.notify_waiters();
         Ok(Auth::Accept)
@@ -434,6 +466,13 @@ impl Conn {
         match self.check_token(user, token).await {
             Ok(()) => {
                 if self.needs_pubkey(user) && !self.pubkey_ok {
+                    *self.shared.incomplete.lock().expect("incomplete lock") = Some((
+                        user.chars().take(64).collect(),
+                        format!(
+                            "{user} has registered SSH keys: the gateway requires public-key authentication with one of them as well as the grant token"
+                        ),
+                        self.admission.as_ref().map(|a| a.grant().clone()),
+                    ));
                     return Ok(Auth::Reject {
                         proceed_with_methods: Some(MethodSet::from(&[MethodKind::PublicKey][..])),
                         partial_success: true,

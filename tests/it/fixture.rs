@@ -62,6 +62,8 @@ pub struct Opts {
     pub webhook_secret: Option<String>,
     pub pending_ttl: String,
     pub require_assignee: bool,
+    /// TOML appended to the configuration (targets, tasks, users of one test).
+    pub extra: String,
 }
 
 impl Default for Opts {
@@ -71,6 +73,7 @@ impl Default for Opts {
             webhook_secret: None,
             pending_ttl: "1h".into(),
             require_assignee: true,
+            extra: String::new(),
         }
     }
 }
@@ -88,6 +91,13 @@ impl Opts {
 
     pub fn pending_ttl(mut self, t: &str) -> Self {
         self.pending_ttl = t.into();
+        self
+    }
+
+    /// Append `toml` to the configuration.
+    pub fn extra(mut self, toml: &str) -> Self {
+        self.extra.push('\n');
+        self.extra.push_str(toml);
         self
     }
 }
@@ -183,6 +193,7 @@ http_allow = ["GET /*", "POST /users/*/unlock"]
 max_ttl = "15m"
 "#
     ));
+    s.push_str(&opts.extra);
     s
 }
 

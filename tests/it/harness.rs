@@ -38,6 +38,7 @@ pub struct Gateway {
     opts: Opts,
     child: Option<Child>,
     url: Option<String>,
+    ssh: Option<String>,
 }
 
 impl Gateway {
@@ -81,6 +82,7 @@ impl Gateway {
             opts,
             child: None,
             url: None,
+            ssh: None,
         }
     }
 
@@ -107,6 +109,19 @@ impl Gateway {
     /// The API base URL (`https://127.0.0.1:PORT`).
     pub fn url(&self) -> &str {
         self.url.as_deref().expect("the gateway is running")
+    }
+
+    /// The SSH gateway's address (`127.0.0.1:PORT`).
+    pub fn ssh_addr(&self) -> &str {
+        self.ssh.as_deref().expect("the gateway is running")
+    }
+
+    /// The SSH gateway's port.
+    pub fn ssh_port(&self) -> u16 {
+        let addr = self.ssh_addr();
+        let port = addr.rsplit_once(':').map(|(_, p)| p).unwrap_or_default();
+        port.parse()
+            .unwrap_or_else(|_| panic!("no port in the SSH gateway address {addr}"))
     }
 
     /// `jitgate init`; panics unless it succeeds.
@@ -312,12 +327,18 @@ impl Gateway {
             }
         });
         let deadline = Instant::now() + START_TIMEOUT;
-        let url = loop {
+        // The API line comes first, the SSH gateway line right after it.
+        let mut url = None;
+        let ssh = loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match rx.recv_timeout(left) {
                 Ok(line) => {
                     if let Some(u) = line.strip_prefix("jitgate API listening on ") {
-                        break u.trim().to_string();
+                        url = Some(u.trim().to_string());
+                    } else if let Some(a) = line.strip_prefix("jitgate SSH gateway listening on ")
+                        && url.is_some()
+                    {
+                        break a.trim().to_string();
                     }
                 }
                 Err(mpsc::RecvTimeoutError::Timeout) => {
@@ -337,11 +358,17 @@ impl Gateway {
                 }
             }
         };
+        let url = url.expect("the API line came first");
         assert!(
             url.starts_with("https://127.0.0.1:"),
             "unexpected URL {url}"
         );
+        assert!(
+            ssh.starts_with("127.0.0.1:"),
+            "unexpected SSH gateway address {ssh}"
+        );
         self.url = Some(url);
+        self.ssh = Some(ssh);
         self.child = Some(child);
     }
 
@@ -351,6 +378,7 @@ impl Gateway {
             return true;
         };
         self.url = None;
+        self.ssh = None;
         let _ = Command::new("kill")
             .arg("-TERM")
             .arg(child.id().to_string())

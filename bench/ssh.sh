@@ -1,0 +1,204 @@
+#!/usr/bin/env bash
+# SSH gateway benchmark: prints figures measured in one run, as ratios against direct OpenSSH.
+#   bash bench/ssh.sh            (as root; installs openssh-server/sshpass when missing)
+# Env: BENCH_MB (bulk size, default 256), BENCH_SESSIONS (idle/kill sessions, default 200),
+#      BENCH_SETUP_RUNS (default 30).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+MB=${BENCH_MB:-256}
+N=${BENCH_SESSIONS:-200}
+RUNS=${BENCH_SETUP_RUNS:-30}
+
+need=()
+[ -x /usr/sbin/sshd ] || need+=(openssh-server)
+command -v ssh >/dev/null || need+=(openssh-client)
+command -v sshpass >/dev/null || need+=(sshpass)
+command -v python3 >/dev/null || need+=(python3)
+if ((${#need[@]})); then
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}"
+fi
+ulimit -n 65536 2>/dev/null || true
+
+cargo build --release --locked --quiet
+J=$PWD/target/release/jitgate
+W=$(mktemp -d /tmp/jitgate-bench.XXXXXX)
+PIDS=()
+cleanup() {
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    pkill -f "jitgate-bench-idle" 2>/dev/null || true
+    wait 2>/dev/null || true
+    rm -rf "$W"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+ACCOUNT=jitgate-bench
+id "$ACCOUNT" >/dev/null 2>&1 || { useradd -m -s /bin/bash "$ACCOUNT"; usermod -p '*' "$ACCOUNT"; }
+mkdir -p /run/sshd "$W/principals"
+echo "$ACCOUNT" > "$W/principals/$ACCOUNT"
+ssh-keygen -q -t ed25519 -N '' -f "$W/hostkey"
+
+API_KEY_A=jgk_bench_alice_$RANDOM$RANDOM
+API_KEY_B=jgk_bench_bob_$RANDOM$RANDOM
+SSHD_PORT=$(free_port)
+BASTION_PORT=$(free_port)
+write_config() { # $1 = file, $2 = record_terminal
+    cat > "$1" <<CFG
+[gateway]
+public_name = "localhost"
+api_listen = "127.0.0.1:0"
+ssh_listen = "127.0.0.1:0"
+data_dir = "data-$2"
+certs_dir = "certs"
+recordings_dir = "recordings-$2"
+record_terminal = $2
+admission_failures_per_minute = 1000
+[store]
+url = "sqlite://data-$2/j.db"
+[[users]]
+name = "alice"
+roles = ["technician"]
+api_key_sha256 = "$(printf %s "$API_KEY_A" | sha256sum | cut -c1-64)"
+[[users]]
+name = "bob"
+roles = ["approver", "admin"]
+api_key_sha256 = "$(printf %s "$API_KEY_B" | sha256sum | cut -c1-64)"
+[[targets]]
+name = "bench"
+kind = "ssh"
+address = "127.0.0.1:$SSHD_PORT"
+host_key = "$(cut -d' ' -f1,2 "$W/hostkey.pub")"
+[[tasks]]
+name = "bench"
+targets = ["bench"]
+principal = "$ACCOUNT"
+allow = ["pty", "shell", "exec", "sftp"]
+max_ttl = "2h"
+CFG
+}
+write_config "$W/on.toml" true
+write_config "$W/off.toml" false
+"$J" --config "$W/on.toml" init >/dev/null
+
+sshd_conf() { # $1 port
+    cat <<CFG
+Port $1
+ListenAddress 127.0.0.1
+HostKey $W/hostkey
+PidFile none
+TrustedUserCAKeys $W/certs/ssh_user_ca.pub
+AuthorizedPrincipalsFile $W/principals/%u
+AuthorizedKeysFile none
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM no
+StrictModes no
+MaxStartups 1000
+MaxSessions 1000
+LogLevel ERROR
+CFG
+}
+sshd_conf "$SSHD_PORT" > "$W/sshd_config"
+sshd_conf "$BASTION_PORT" > "$W/bastion_config"
+/usr/sbin/sshd -D -f "$W/sshd_config" -E "$W/sshd.log" & PIDS+=($!)
+/usr/sbin/sshd -D -f "$W/bastion_config" -E "$W/bastion.log" & PIDS+=($!)
+
+# A client certificate for direct and ProxyJump runs, signed by the same user CA.
+ssh-keygen -q -t ed25519 -N '' -f "$W/client"
+ssh-keygen -q -s "$W/certs/ssh_user_ca" -I bench-direct -n "$ACCOUNT" -V -5m:+2h "$W/client.pub"
+SSHO=(-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR -o BatchMode=yes)
+DIRECT=(ssh "${SSHO[@]}" -i "$W/client" -p "$SSHD_PORT" "$ACCOUNT@127.0.0.1")
+JUMP=(ssh "${SSHO[@]}" -i "$W/client" -o "ProxyCommand=ssh ${SSHO[*]} -i $W/client -p $BASTION_PORT -W %h:%p $ACCOUNT@127.0.0.1" -p "$SSHD_PORT" "$ACCOUNT@127.0.0.1")
+sleep 0.5
+
+start_gateway() { # $1 config -> sets GW_PID API SSH_PORT TOKEN
+    local out="$W/$(basename "$1").out"
+    "$J" --config "$1" serve > "$out" 2> "$out.err" & GW_PID=$!
+    PIDS+=("$GW_PID")
+    for _ in $(seq 100); do grep -q "SSH gateway listening" "$out" 2>/dev/null && break; sleep 0.1; done
+    API=$(sed -n 's/^jitgate API listening on //p' "$out")
+    SSH_PORT=$(sed -n 's/^jitgate SSH gateway listening on .*://p' "$out")
+    export JITGATE_URL=$API JITGATE_CA=$W/certs/ca.pem
+    JITGATE_API_KEY=$API_KEY_B "$J" --config "$1" ticket open "BENCH-$2" --assignee alice >/dev/null
+    local req
+    req=$(JITGATE_API_KEY=$API_KEY_A "$J" --config "$1" --json request --task bench --target bench \
+        --ticket "BENCH-$2" --ttl 2h --reason "benchmark run" | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
+    JITGATE_API_KEY=$API_KEY_B "$J" --config "$1" approve "$req" >/dev/null
+    TOKEN=$(JITGATE_API_KEY=$API_KEY_A "$J" --config "$1" --json token "$req" | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')
+}
+gw_ssh() { sshpass -p "$TOKEN" ssh "${SSHO[@]}" -o BatchMode=no -o PreferredAuthentications=password -p "$SSH_PORT" alice@127.0.0.1 "$@"; }
+
+secs() { python3 -c 'import sys,time,subprocess; t=time.perf_counter(); subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, check=True); print("%.4f" % (time.perf_counter()-t))' "$@"; }
+bulk() { secs "$@" "head -c ${MB}M /dev/zero"; }
+median() { sort -n | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
+ratio() { python3 -c "print('%.2f' % ($1/$2))"; }
+
+echo "jitgate SSH benchmark: $MB MB bulk, $RUNS set-ups, $N idle sessions (2 cores, loopback)"
+start_gateway "$W/on.toml" on
+GW_ON_PID=$GW_PID; SSH_ON=$SSH_PORT; TOKEN_ON=$TOKEN
+start_gateway "$W/off.toml" off
+SSH_OFF=$SSH_PORT; TOKEN_OFF=$TOKEN
+
+# Bulk throughput: best of 3 each, interleaved so load affects all alike.
+declare -A best
+for _ in 1 2 3; do
+    for path in direct jump on off; do
+        case $path in
+            direct) t=$(bulk "${DIRECT[@]}") ;;
+            jump) t=$(bulk "${JUMP[@]}") ;;
+            on) SSH_PORT=$SSH_ON TOKEN=$TOKEN_ON; t=$(secs sshpass -p "$TOKEN" ssh "${SSHO[@]}" -o BatchMode=no -o PreferredAuthentications=password -p "$SSH_PORT" alice@127.0.0.1 "head -c ${MB}M /dev/zero") ;;
+            off) SSH_PORT=$SSH_OFF TOKEN=$TOKEN_OFF; t=$(secs sshpass -p "$TOKEN" ssh "${SSHO[@]}" -o BatchMode=no -o PreferredAuthentications=password -p "$SSH_PORT" alice@127.0.0.1 "head -c ${MB}M /dev/zero") ;;
+        esac
+        cur=${best[$path]:-999}
+        best[$path]=$(python3 -c "print(min($cur, $t))")
+    done
+done
+printf 'bulk %s MB: direct %.2f s, gateway (recording on) %.2f s, gateway (recording off) %.2f s, ProxyJump %.2f s\n' \
+    "$MB" "${best[direct]}" "${best[on]}" "${best[off]}" "${best[jump]}"
+echo "throughput gateway/direct, recording on:  $(ratio "${best[direct]}" "${best[on]}")  (goal >= 0.9)"
+echo "throughput gateway/direct, recording off: $(ratio "${best[direct]}" "${best[off]}")"
+echo "throughput ProxyJump/direct:              $(ratio "${best[direct]}" "${best[jump]}")"
+
+# Session set-up: `ssh ... true`, median of RUNS, interleaved.
+SSH_PORT=$SSH_ON TOKEN=$TOKEN_ON
+: > "$W/setup.direct"; : > "$W/setup.gw"
+for _ in $(seq "$RUNS"); do
+    secs "${DIRECT[@]}" true >> "$W/setup.direct"
+    secs sshpass -p "$TOKEN" ssh "${SSHO[@]}" -o BatchMode=no -o PreferredAuthentications=password -p "$SSH_PORT" alice@127.0.0.1 true >> "$W/setup.gw"
+done
+sd=$(median < "$W/setup.direct"); sg=$(median < "$W/setup.gw")
+echo "set-up median: direct ${sd} s, gateway ${sg} s; gateway/direct $(ratio "$sg" "$sd")  (goal <= 1.1)"
+
+# Memory per idle interactive session, then one ticket close cutting all of them.
+rss() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
+sleep 1
+before=$(rss "$GW_ON_PID")
+for i in $(seq "$N"); do
+    (sshpass -p "$TOKEN" ssh "${SSHO[@]}" -o BatchMode=no -o PreferredAuthentications=password -tt -p "$SSH_PORT" alice@127.0.0.1 "exec -a jitgate-bench-idle sleep 3600" < /dev/zero > /dev/null 2>&1 &)
+    if (( i % 20 == 0 )); then sleep 0.5; fi
+done
+for _ in $(seq 120); do
+    live=$(JITGATE_API_KEY=$API_KEY_B "$J" --config "$W/on.toml" --json sessions --live | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))')
+    [ "$live" -ge "$N" ] && break
+    sleep 0.5
+done
+sleep 2
+after=$(rss "$GW_ON_PID")
+echo "idle sessions live: $live; gateway RSS $before KiB -> $after KiB: $(( (after - before) / live )) KiB per idle session  (goal <= 96 KiB)"
+
+JITGATE_API_KEY=$API_KEY_B "$J" --config "$W/on.toml" ticket close BENCH-on >/dev/null
+for _ in $(seq 100); do
+    live=$(JITGATE_API_KEY=$API_KEY_B "$J" --config "$W/on.toml" --json sessions --live | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))')
+    [ "$live" -eq 0 ] && break
+    sleep 0.2
+done
+python3 - "$W/data-true/audit.jsonl" <<'PY'
+import json, sys
+lat = sorted(r["kill_latency_ms"] for r in map(json.loads, open(sys.argv[1]))
+             if r.get("event") == "session.ended" and r.get("cause") == "ticket" and r.get("kill_latency_ms") is not None)
+if not lat:
+    print("ticket close: no sessions were cut"); sys.exit(0)
+p99 = lat[min(len(lat) - 1, int(round(0.99 * len(lat))) - 1)]
+print(f"ticket close cut {len(lat)} sessions: p50 {lat[len(lat)//2]} ms, p99 {p99} ms, max {lat[-1]} ms  (goal p99 <= 100 ms)")
+PY
