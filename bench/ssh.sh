@@ -175,7 +175,7 @@ rss() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 sleep 1
 before=$(rss "$GW_ON_PID")
 for i in $(seq "$N"); do
-    (sshpass -p "$TOKEN" ssh "${SSHO[@]}" -o BatchMode=no -o PreferredAuthentications=password -tt -p "$SSH_PORT" alice@127.0.0.1 "exec -a jitgate-bench-idle sleep 3600" < /dev/zero > /dev/null 2>&1 &)
+    (sshpass -p "$TOKEN" ssh "${SSHO[@]}" -o BatchMode=no -o PreferredAuthentications=password -tt -p "$SSH_PORT" alice@127.0.0.1 "exec -a jitgate-bench-idle sleep 3600" < /dev/null > /dev/null 2>&1 &)
     if (( i % 20 == 0 )); then sleep 0.5; fi
 done
 for _ in $(seq 120); do

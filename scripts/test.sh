@@ -7,7 +7,17 @@ cd "$(dirname "$0")/.."
 need=()
 command -v curl >/dev/null || need+=(curl)
 command -v openssl >/dev/null || need+=(openssl)
-command -v ssh-keygen >/dev/null || need+=(openssh-client)
+# The SSH tests run a real sshd target and real OpenSSH clients (ssh, scp, sftp, ssh-agent,
+# ssh-keygen), sshpass, rsync, asciinema (to validate recordings) and pgrep.
+for c in ssh ssh-keygen ssh-agent scp sftp; do
+    command -v "$c" >/dev/null || { need+=(openssh-client); break; }
+done
+[ -x /usr/sbin/sshd ] || need+=(openssh-server)
+command -v sshpass >/dev/null || need+=(sshpass)
+command -v asciinema >/dev/null || need+=(asciinema)
+command -v rsync >/dev/null || need+=(rsync)
+command -v pgrep >/dev/null || need+=(procps)
+command -v script >/dev/null || need+=(bsdutils)
 if ((${#need[@]})); then
     echo "installing test dependencies: ${need[*]}"
     export DEBIAN_FRONTEND=noninteractive

@@ -23,6 +23,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod crypto;
+pub mod demo;
 pub mod grant;
 pub mod metrics;
 pub mod pki;

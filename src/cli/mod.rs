@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod audit;
+pub mod demo;
 pub mod requests;
 pub mod serve;
 pub mod sessions;
@@ -53,6 +54,8 @@ pub enum Command {
     Check,
     /// Run the control-plane API (and, as they land, the SSH and HTTPS gateways).
     Serve,
+    /// Gateway, built-in demo SSH target, demo users and an open ticket on loopback; prints what to type.
+    Demo(demo::DemoArgs),
     /// Local ticket provider.
     #[command(subcommand)]
     Ticket(TicketCmd),
@@ -271,6 +274,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::Init => admin::init(&cli),
         Command::Check => admin::check(&cli),
         Command::Serve => serve::serve(&cli).await,
+        Command::Demo(args) => demo::demo(&cli, args).await,
         Command::ApiKey(ApiKeyCmd::New) => admin::api_key_new(&cli),
         Command::Audit(AuditCmd::Verify(args)) => audit::verify(&cli, args).await,
         Command::Ticket(t) => requests::ticket(&cli, t).await,

@@ -440,6 +440,8 @@ impl Registry {
                 Instant::now(),
             );
         }
+        // Every live session has its reason now; stop the grant watcher and the timers.
+        self.root.cancel();
         self.tracker.close();
         let _ = tokio::time::timeout(grace, self.tracker.wait()).await;
     }

@@ -165,6 +165,8 @@ impl Gateway {
             admission: None,
             failures: 0,
         };
+        let kill = CancellationToken::new();
+        let tcp = super::killable::Killable::new(tcp, kill.clone());
         let running = match tokio::time::timeout(
             HELLO_TIMEOUT,
             server::run_stream(self.config.clone(), tcp, handler),
@@ -226,15 +228,30 @@ impl Gateway {
             active.pumps.close();
             let _ = tokio::time::timeout(Duration::from_millis(500), active.pumps.wait()).await;
             // Target side first: processes there get SIGHUP.
-            active.disconnect_upstream(&reason).await;
-            let _ = handle
-                .disconnect(
+            let _ = tokio::time::timeout(
+                Duration::from_millis(300),
+                active.disconnect_upstream(&reason),
+            )
+            .await;
+            let _ = tokio::time::timeout(
+                Duration::from_millis(300),
+                handle.disconnect(
                     russh::Disconnect::ByApplication,
                     format!("[jitgate] session terminated: {reason}"),
                     "en".into(),
-                )
-                .await;
-            let _ = tokio::time::timeout(Duration::from_secs(2), &mut running).await;
+                ),
+            )
+            .await;
+            if tokio::time::timeout(Duration::from_millis(500), &mut running)
+                .await
+                .is_err()
+            {
+                // The client is not taking the disconnect (e.g. it stopped reading): cut the
+                // socket.
+                tracing::info!(session = %active.guard.id(), "client did not take the disconnect; cutting the socket");
+                kill.cancel();
+                let _ = tokio::time::timeout(Duration::from_secs(1), &mut running).await;
+            }
         } else {
             token.cancel();
             active.pumps.close();

@@ -427,7 +427,7 @@ fn clean_env(cmd: &mut Command) {
 }
 
 /// Run `cmd` to completion (killing it after [`COMMAND_TIMEOUT`]).
-fn output(mut cmd: Command) -> Out {
+pub fn output(mut cmd: Command) -> Out {
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());

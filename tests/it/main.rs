@@ -1,12 +1,16 @@
 //! jitgate's integration tests: one binary; each test starts the real `jitgate` on port 0 in its
-//! own temp directory and drives it only through the CLI, the API and `curl`.
+//! own temp directory and drives it only through the CLI, the API, `curl` and OpenSSH clients
+//! (against a real `sshd` target, see `sshd.rs`).
 
 mod audit_log;
 mod bad_input;
 mod check;
 mod control_plane;
+mod demo;
 mod denials;
 mod fixture;
 mod flows;
 mod harness;
+mod ssh;
+mod sshd;
 mod webhooks;

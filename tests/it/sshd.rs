@@ -231,5 +231,8 @@ impl Drop for Sshd {
 /// `type base64` of an OpenSSH public key file (the comment dropped).
 pub fn pub_key_line(path: &Path) -> String {
     let text = fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    text.split_whitespace().take(2).collect::<Vec<_>>().join(" ")
+    text.split_whitespace()
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(" ")
 }

@@ -386,31 +386,3 @@ async fn replay_at_speed_1000_reproduces_the_output_bytes() {
         start.elapsed()
     );
 }
-
-/// Writer throughput, for profiling: `cargo test --release --lib recording::cast::tests::throughput -- --ignored --nocapture`.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "timing, not a test; run by hand in release"]
-async fn throughput() {
-    let dir = tempfile::tempdir().unwrap();
-    let chunk = Bytes::from(vec![0u8; 32 * 1024]);
-    let text = Bytes::from("total 0 drwxr-xr-x 2 root root 4096 \x1b[0m é\r\n".repeat(600));
-    for (name, pty, data, total) in [
-        ("binary, no pty", false, chunk, 512usize << 20),
-        ("text, pty", true, text, 64 << 20),
-    ] {
-        let path = dir.path().join(format!("{pty}.cast"));
-        let rec = CastRecorder::start(&path, opts(pty, true)).unwrap();
-        let start = std::time::Instant::now();
-        for _ in 0..total / data.len() {
-            rec.output(data.clone()).await.unwrap();
-        }
-        let s = rec.finish().await.unwrap();
-        let secs = start.elapsed().as_secs_f64();
-        println!(
-            "{name}: {} MB in {secs:.3} s = {:.0} MB/s, cast {} bytes",
-            s.output_bytes >> 20,
-            (s.output_bytes >> 20) as f64 / secs,
-            s.bytes
-        );
-    }
-}

@@ -1,0 +1,97 @@
+//! A socket wrapper the gateway can cut from outside: once its token is cancelled every read
+//! and write fails, so a connection whose peer stopped reading still closes on time.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
+
+/// `S`, failing all I/O once `kill` is cancelled.
+pub struct Killable<S> {
+    inner: S,
+    killed: Pin<Box<WaitForCancellationFutureOwned>>,
+}
+
+impl<S> Killable<S> {
+    /// Wrap `inner`; cancelling `kill` cuts it.
+    pub fn new(inner: S, kill: CancellationToken) -> Self {
+        Self {
+            inner,
+            killed: Box::pin(kill.cancelled_owned()),
+        }
+    }
+
+    fn check(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
+        match self.killed.as_mut().poll(cx) {
+            Poll::Ready(()) => Err(io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                "connection cut by the gateway",
+            )),
+            Poll::Pending => Ok(()),
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Killable<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if let Err(e) = self.check(cx) {
+            return Poll::Ready(Err(e));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Killable<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        if let Err(e) = self.check(cx) {
+            return Poll::Ready(Err(e));
+        }
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if let Err(e) = self.check(cx) {
+            return Poll::Ready(Err(e));
+        }
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[tokio::test]
+    async fn a_pending_read_fails_when_killed() {
+        let (a, mut b) = tokio::io::duplex(64);
+        let kill = CancellationToken::new();
+        let mut k = Killable::new(a, kill.clone());
+        b.write_all(b"hi").await.unwrap();
+        let mut buf = [0u8; 2];
+        k.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"hi");
+        let reader = tokio::spawn(async move {
+            let mut buf = [0u8; 1];
+            k.read(&mut buf).await
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        kill.cancel();
+        let err = reader.await.unwrap().unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::ConnectionAborted);
+    }
+}
