@@ -25,6 +25,7 @@ pub mod config;
 pub mod crypto;
 pub mod demo;
 pub mod grant;
+pub mod https;
 pub mod metrics;
 pub mod pki;
 pub mod policy;

@@ -65,6 +65,7 @@ pub struct Runtime {
 pub struct Listeners {
     pub api: TcpListener,
     pub ssh: Option<TcpListener>,
+    pub https: Option<TcpListener>,
 }
 
 impl Runtime {
@@ -160,6 +161,18 @@ impl Runtime {
             let stop = shutdown.clone();
             let t = tracker.clone();
             tracker.spawn(async move { gw.serve(ssh, stop, t).await });
+        }
+        if let Some(https) = listeners.https {
+            let gw = crate::https::Gateway::new(
+                self.grants.clone(),
+                self.sessions.clone(),
+                self.keys.clone(),
+                self.metrics.clone(),
+            );
+            let tls = self.keys.server_tls(&[b"h2", b"http/1.1"])?;
+            let stop = shutdown.clone();
+            let t = tracker.clone();
+            tracker.spawn(async move { gw.serve(https, tls, stop, t).await });
         }
         // Expire requests and grants on time.
         {

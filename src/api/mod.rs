@@ -463,7 +463,7 @@ async fn admission(
         .grants
         .admit(AdmitRequest {
             token: &b.token,
-            user: &b.user,
+            user: Some(&b.user),
             protocol: b.protocol,
             source: peer.ip(),
         })

@@ -44,9 +44,15 @@ pub async fn serve(cli: &Cli) -> Result<i32> {
         .await
         .with_context(|| format!("cannot listen on {ssh_addr} (gateway.ssh_listen)"))?;
     let ssh_bound = ssh.local_addr()?;
+    let https_addr = runtime.cfg.gateway.https_listen;
+    let https = TcpListener::bind(https_addr)
+        .await
+        .with_context(|| format!("cannot listen on {https_addr} (gateway.https_listen)"))?;
+    let https_bound = https.local_addr()?;
     tracing::info!(api = %bound, ssh = %ssh_bound, "jitgate listening");
     println!("jitgate API listening on https://{bound}");
     println!("jitgate SSH gateway listening on {ssh_bound}");
+    println!("jitgate HTTPS gateway listening on https://{https_bound}");
     let shutdown = CancellationToken::new();
     {
         let shutdown = shutdown.clone();
@@ -61,6 +67,7 @@ pub async fn serve(cli: &Cli) -> Result<i32> {
             crate::server::Listeners {
                 api,
                 ssh: Some(ssh),
+                https: Some(https),
             },
             shutdown,
         )

@@ -460,6 +460,7 @@ impl Demo {
                 Listeners {
                     api: self.api,
                     ssh: Some(self.ssh),
+                    https: None,
                 },
                 shutdown,
             )

@@ -118,7 +118,9 @@ impl FailureLimiter {
 #[derive(Debug, Clone, Copy)]
 pub struct AdmitRequest<'a> {
     pub token: &'a str,
-    pub user: &'a str,
+    /// The user name the client presented (SSH); `None` where the token alone identifies the
+    /// user (HTTPS bearer or login).
+    pub user: Option<&'a str>,
     pub protocol: TargetKind,
     pub source: IpAddr,
 }
@@ -142,7 +144,7 @@ impl Service {
                 // Audit every refusal up to the limit; past it only the first blocked attempt
                 // would add noise, and the limiter already refuses those above.
                 if n <= self.limiter.per_minute {
-                    let user: String = r.user.chars().take(64).collect();
+                    let user: String = r.user.unwrap_or("").chars().take(64).collect();
                     if let Err(e) = self
                         .audit
                         .record(
@@ -192,11 +194,13 @@ impl Service {
         let gid = Some(grant.id.clone());
         let deny = |m: String| (m, gid.clone());
         // Compare names without revealing whose grant it is.
-        if grant.requester.as_str() != r.user {
+        if let Some(user) = r.user
+            && grant.requester.as_str() != user
+        {
             return Err(deny(format!(
                 "grant {} was not issued to {}; connect as the user who requested it",
                 grant.id,
-                r.user.chars().take(64).collect::<String>()
+                user.chars().take(64).collect::<String>()
             )));
         }
         if grant.state != GrantState::Active {

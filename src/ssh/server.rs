@@ -410,7 +410,7 @@ impl Conn {
             .grants
             .admit(AdmitRequest {
                 token,
-                user,
+                user: Some(user),
                 protocol: TargetKind::Ssh,
                 source: self.peer.ip(),
             })

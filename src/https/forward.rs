@@ -1,0 +1,290 @@
+//! The target leg of the HTTPS gateway: mutual TLS with a client certificate minted for the
+//! session, the target's own CA as the only trust anchor, pooled HTTP/1.1 connections, and the
+//! header rewriting a reverse proxy owes both sides.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response, Uri};
+use http_body_util::combinators::BoxBody;
+use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::ServerName;
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+use super::record::BoxError;
+use crate::config::TargetConfig;
+
+/// Request bodies sent to targets.
+pub type ReqBody = BoxBody<Bytes, BoxError>;
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+const POOL_MAX: usize = 16;
+
+/// Hop-by-hop headers, never forwarded (RFC 9110 §7.6.1).
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// One session's way to its target.
+pub struct Upstream {
+    host: String,
+    port: u16,
+    /// Path prefix of the target URL (no trailing slash), e.g. `/console`.
+    base_path: String,
+    /// `https://host[:port]` as the target's own absolute URLs spell it.
+    origin: String,
+    server_name: ServerName<'static>,
+    tls: TlsConnector,
+    pool: Mutex<Vec<SendRequest<ReqBody>>>,
+}
+
+impl std::fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Upstream({})", self.origin)
+    }
+}
+
+/// Parse `https://host[:port][/base]`.
+fn parse_url(url: &str) -> Result<(String, u16, String), String> {
+    let uri: Uri = url
+        .parse()
+        .map_err(|e| format!("bad target url {url:?}: {e}"))?;
+    if uri.scheme_str() != Some("https") {
+        return Err(format!("target url {url:?} must be https://"));
+    }
+    let host = uri
+        .host()
+        .ok_or_else(|| format!("target url {url:?} has no host"))?
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    let port = uri.port_u16().unwrap_or(443);
+    let base = uri.path().trim_end_matches('/').to_string();
+    Ok((host, port, base))
+}
+
+impl Upstream {
+    /// Prepare the way to `target` with the session's client certificate (PEM cert and key).
+    pub fn new(target: &TargetConfig, cert_pem: &str, key_pem: &str) -> Result<Self, String> {
+        let url = target.url.as_deref().ok_or("the target has no url")?;
+        let (host, port, base_path) = parse_url(url)?;
+        let ca_path = target
+            .server_ca
+            .as_ref()
+            .ok_or("the target has no server_ca")?;
+        let ca_pem = std::fs::read_to_string(ca_path)
+            .map_err(|e| format!("cannot read server_ca {}: {e}", ca_path.display()))?;
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in rustls_pemfile::certs(&mut ca_pem.as_bytes()) {
+            let cert = cert.map_err(|e| format!("server_ca {}: {e}", ca_path.display()))?;
+            roots
+                .add(cert)
+                .map_err(|e| format!("server_ca {}: {e}", ca_path.display()))?;
+        }
+        if roots.is_empty() {
+            return Err(format!(
+                "server_ca {} holds no certificate",
+                ca_path.display()
+            ));
+        }
+        let chain: Vec<_> = rustls_pemfile::certs(&mut cert_pem.as_bytes())
+            .collect::<Result<_, _>>()
+            .map_err(|e| format!("session certificate: {e}"))?;
+        let key = rustls_pemfile::private_key(&mut key_pem.as_bytes())
+            .map_err(|e| format!("session key: {e}"))?
+            .ok_or("session key missing")?;
+        let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)
+        .map_err(|e| format!("session certificate: {e}"))?;
+        cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let server_name = ServerName::try_from(host.clone())
+            .map_err(|_| format!("target host {host:?} is not a valid TLS name"))?;
+        let origin = if port == 443 {
+            format!("https://{host}")
+        } else {
+            format!("https://{host}:{port}")
+        };
+        Ok(Self {
+            host,
+            port,
+            base_path,
+            origin,
+            server_name,
+            tls: TlsConnector::from(Arc::new(cfg)),
+            pool: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// `host:port` for the Host header.
+    pub fn authority(&self) -> String {
+        if self.port == 443 {
+            self.host.clone()
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+
+    async fn connect(&self) -> Result<SendRequest<ReqBody>, String> {
+        let tcp = tokio::time::timeout(
+            CONNECT_TIMEOUT,
+            TcpStream::connect((self.host.as_str(), self.port)),
+        )
+        .await
+        .map_err(|_| "the target did not answer within 10 s".to_string())?
+        .map_err(|e| format!("cannot connect to the target: {e}"))?;
+        let _ = tcp.set_nodelay(true);
+        let tls = tokio::time::timeout(
+            CONNECT_TIMEOUT,
+            self.tls.connect(self.server_name.clone(), tcp),
+        )
+        .await
+        .map_err(|_| "TLS with the target timed out".to_string())?
+        .map_err(|e| {
+            format!("TLS with the target failed ({e}); its certificate must be signed by the target's server_ca")
+        })?;
+        let (sender, conn) = hyper::client::conn::http1::Builder::new()
+            .handshake(TokioIo::new(tls))
+            .await
+            .map_err(|e| format!("HTTP with the target failed: {e}"))?;
+        tokio::spawn(async move {
+            let _ = conn.with_upgrades().await;
+        });
+        Ok(sender)
+    }
+
+    /// Send `req`; pooled connections are reused when idle.
+    pub async fn send(
+        &self,
+        req: Request<ReqBody>,
+        fresh: bool,
+    ) -> Result<Response<Incoming>, String> {
+        let pooled = if fresh {
+            None
+        } else {
+            let mut pool = self.pool.lock().expect("pool lock");
+            pool.retain(|s| !s.is_closed());
+            let i = pool.iter().position(|s| s.is_ready());
+            i.map(|i| pool.swap_remove(i))
+        };
+        let mut sender = match pooled {
+            Some(s) => s,
+            None => self.connect().await?,
+        };
+        let resp = sender
+            .send_request(req)
+            .await
+            .map_err(|e| format!("the target did not answer: {e}"))?;
+        if !fresh {
+            let mut pool = self.pool.lock().expect("pool lock");
+            if pool.len() < POOL_MAX {
+                pool.push(sender);
+            }
+        }
+        Ok(resp)
+    }
+
+    /// The target URI for a client path and query.
+    pub fn uri_for(&self, path_and_query: &str) -> Result<Uri, String> {
+        format!("{}{}", self.base_path, path_and_query)
+            .parse()
+            .map_err(|e| format!("bad path: {e}"))
+    }
+
+    /// Rewrite a `Location` that points at the target itself so it stays on the gateway.
+    pub fn rewrite_location(&self, location: &str, gateway_origin: &str) -> Option<String> {
+        let rest = location.strip_prefix(&self.origin)?;
+        if !(rest.is_empty() || rest.starts_with('/') || rest.starts_with('?')) {
+            return None;
+        }
+        let rest = rest.strip_prefix(&self.base_path).unwrap_or(rest);
+        Some(format!("{gateway_origin}{rest}"))
+    }
+}
+
+/// Remove hop-by-hop headers and those named in `Connection`.
+pub fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
+    let named: Vec<HeaderName> = h
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for n in named {
+        if !(keep_upgrade && n == header::UPGRADE) {
+            h.remove(n);
+        }
+    }
+    for n in HOP_BY_HOP {
+        if keep_upgrade && (*n == "upgrade" || *n == "connection") {
+            continue;
+        }
+        h.remove(*n);
+    }
+}
+
+/// Drop the `Domain` attribute so a target's cookie sticks to the gateway's host.
+pub fn rewrite_set_cookie(v: &HeaderValue) -> HeaderValue {
+    let Ok(s) = v.to_str() else {
+        return v.clone();
+    };
+    let kept: Vec<&str> = s
+        .split(';')
+        .filter(|part| !part.trim().to_ascii_lowercase().starts_with("domain="))
+        .collect();
+    HeaderValue::from_str(&kept.join(";")).unwrap_or_else(|_| v.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_parse_with_base_paths() {
+        assert_eq!(
+            parse_url("https://10.0.0.9:8443/console/").unwrap(),
+            ("10.0.0.9".into(), 8443, "/console".into())
+        );
+        assert_eq!(
+            parse_url("https://idp.example").unwrap(),
+            ("idp.example".into(), 443, "".into())
+        );
+        assert!(parse_url("http://x").is_err());
+    }
+
+    #[test]
+    fn hop_by_hop_and_connection_named_headers_go() {
+        let mut h = HeaderMap::new();
+        h.insert("connection", "close, x-secret".parse().unwrap());
+        h.insert("x-secret", "1".parse().unwrap());
+        h.insert("keep-alive", "5".parse().unwrap());
+        h.insert("accept", "*/*".parse().unwrap());
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("accept"));
+    }
+
+    #[test]
+    fn set_cookie_loses_its_domain() {
+        let v = HeaderValue::from_static("sid=1; Domain=idp.example; Path=/; Secure");
+        assert_eq!(rewrite_set_cookie(&v), "sid=1; Path=/; Secure");
+    }
+}

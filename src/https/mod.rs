@@ -1,0 +1,843 @@
+//! The HTTPS gateway: browsers and `curl` reach admin web consoles through jitgate. A request
+//! is admitted by `Authorization: Bearer jgt_...` or by the login page's cookie (a random handle,
+//! never the token), checked against the task's HTTP allow-list, and forwarded over mutual TLS
+//! with a client certificate minted for the session. Every exchange goes to `http.jsonl`; the
+//! session is cut (in-flight streams aborted, websockets closed, later requests refused) when
+//! its grant ends.
+
+pub mod forward;
+mod pages;
+pub mod record;
+mod websocket;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use http_body_util::combinators::BoxBody;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::sync::{Notify, Semaphore};
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::{Allow, TargetKind, TaskConfig};
+use crate::grant::Admission;
+use crate::grant::admission::AdmitRequest;
+use crate::metrics::Metrics;
+use crate::pki::Keys;
+use crate::session::{Cause, FileInfo, NewSession, Registry, SessionGuard};
+use forward::{ReqBody, Upstream};
+use record::{BoxError, CountIn, Exchange, HttpLog, Pending, Tap};
+
+/// Response bodies sent to clients.
+pub type RespBody = BoxBody<Bytes, BoxError>;
+
+/// The session cookie: `__Host-` binds it to this host, Secure, path `/`.
+pub const COOKIE: &str = "__Host-jitgate";
+/// Largest request body forwarded.
+pub const MAX_REQUEST_BODY: u64 = 256 * 1024 * 1024;
+const MAX_CONNECTIONS: usize = 4096;
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a cut session's ended entry keeps answering "403 and why".
+const TOMBSTONE: Duration = Duration::from_secs(3600);
+
+/// Requests in flight for a session, and bytes moved.
+#[derive(Default)]
+pub struct Inflight {
+    count: AtomicUsize,
+    zero: Notify,
+    bytes_in: AtomicU64,
+    bytes_out: AtomicU64,
+}
+
+impl Inflight {
+    fn enter(&self) {
+        self.count.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// One exchange finished, with its byte counts.
+    pub fn leave(&self, bytes_out: u64, bytes_in: u64) {
+        self.bytes_out.fetch_add(bytes_out, Ordering::Relaxed);
+        self.bytes_in.fetch_add(bytes_in, Ordering::Relaxed);
+        if self.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.zero.notify_waiters();
+        }
+    }
+
+    async fn drained(&self) {
+        loop {
+            let wait = self.zero.notified();
+            if self.count.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            wait.await;
+        }
+    }
+}
+
+/// One admitted HTTPS session (a bearer token's or a login's).
+pub struct HttpSession {
+    admission: Admission,
+    guard: SessionGuard,
+    log: HttpLog,
+    upstream: Upstream,
+    inflight: Arc<Inflight>,
+    /// Kill switches of client connections that carried this session's requests.
+    conns: Mutex<Vec<CancellationToken>>,
+}
+
+/// The HTTPS gateway.
+pub struct Gateway {
+    grants: Arc<crate::grant::Service>,
+    registry: Arc<Registry>,
+    keys: Arc<Keys>,
+    metrics: Arc<Metrics>,
+    by_cookie: Mutex<HashMap<String, Arc<HttpSession>>>,
+    by_token: Mutex<HashMap<String, Arc<HttpSession>>>,
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("https::Gateway")
+    }
+}
+
+fn full(status: StatusCode, content_type: &str, body: String) -> Response<RespBody> {
+    let mut r = Response::new(
+        http_body_util::Full::new(Bytes::from(body))
+            .map_err(|never| match never {})
+            .boxed(),
+    );
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_str(content_type).expect("static content type"),
+    );
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+/// Whether `path` matches a `/...` pattern where `*` is one segment and a trailing `/*` is any
+/// rest.
+pub fn path_matches(pattern: &str, path: &str) -> bool {
+    if let Some(prefix) = pattern.strip_suffix("/*") {
+        if !path_matches_exact(prefix, path, true) {
+            return false;
+        }
+        return true;
+    }
+    path_matches_exact(pattern, path, false)
+}
+
+fn path_matches_exact(pattern: &str, path: &str, prefix: bool) -> bool {
+    let pat: Vec<&str> = pattern.split('/').collect();
+    let segs: Vec<&str> = path.split('/').collect();
+    if segs.len() < pat.len() || (!prefix && segs.len() != pat.len()) {
+        return false;
+    }
+    pat.iter()
+        .zip(&segs)
+        .all(|(p, s)| *p == "*" && !s.is_empty() || p == s)
+}
+
+/// Whether the task's `http_allow` admits `method path`.
+pub fn http_allowed(task: &TaskConfig, method: &Method, path: &str) -> bool {
+    // Refuse dot-segments outright rather than guess how the target normalises them.
+    if path.split('/').any(|s| s == ".." || s == ".") || path.contains("//") {
+        return false;
+    }
+    task.http_allow.iter().any(|rule| {
+        let mut parts = rule.split_whitespace();
+        match (parts.next(), parts.next()) {
+            (Some(m), Some(p)) => (m == "*" || m == method.as_str()) && path_matches(p, path),
+            _ => false,
+        }
+    })
+}
+
+fn cookie_handle(req: &Request<Incoming>) -> Option<String> {
+    req.headers()
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().split_once('='))
+        .find(|(k, _)| *k == COOKIE)
+        .map(|(_, v)| v.to_string())
+}
+
+fn bearer(req: &Request<Incoming>) -> Option<String> {
+    let v = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
+    let t = v
+        .strip_prefix("Bearer ")
+        .or_else(|| v.strip_prefix("bearer "))?
+        .trim();
+    t.starts_with("jgt_").then(|| t.to_string())
+}
+
+impl Gateway {
+    /// The gateway.
+    pub fn new(
+        grants: Arc<crate::grant::Service>,
+        registry: Arc<Registry>,
+        keys: Arc<Keys>,
+        metrics: Arc<Metrics>,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            grants,
+            registry,
+            keys,
+            metrics,
+            by_cookie: Mutex::new(HashMap::new()),
+            by_token: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Accept TLS connections on `listener` until `shutdown`.
+    pub async fn serve(
+        self: Arc<Self>,
+        listener: TcpListener,
+        tls: rustls::ServerConfig,
+        shutdown: CancellationToken,
+        tracker: TaskTracker,
+    ) {
+        let acceptor = TlsAcceptor::from(Arc::new(tls));
+        let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+        loop {
+            let (tcp, peer) = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                r = listener.accept() => match r {
+                    Ok(x) => x,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "HTTPS accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                }
+            };
+            let Ok(permit) = slots.clone().try_acquire_owned() else {
+                tracing::warn!(%peer, "too many HTTPS connections; refusing one");
+                continue;
+            };
+            let _ = tcp.set_nodelay(true);
+            let me = self.clone();
+            let acceptor = acceptor.clone();
+            let stop = shutdown.clone();
+            tracker.spawn(async move {
+                let _permit = permit;
+                let kill = CancellationToken::new();
+                let tcp = crate::ssh::killable::Killable::new(tcp, kill.clone());
+                let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await
+                {
+                    Ok(Ok(s)) => s,
+                    _ => return,
+                };
+                let svc = {
+                    let me = me.clone();
+                    let kill = kill.clone();
+                    hyper::service::service_fn(move |req| {
+                        let me = me.clone();
+                        let kill = kill.clone();
+                        async move {
+                            Ok::<_, std::convert::Infallible>(me.handle(req, peer, kill).await)
+                        }
+                    })
+                };
+                let mut builder =
+                    hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                builder
+                    .http1()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(Duration::from_secs(15))
+                    .max_buf_size(64 * 1024);
+                builder
+                    .http2()
+                    .timer(TokioTimer::new())
+                    .max_concurrent_streams(128)
+                    .max_header_list_size(64 * 1024);
+                let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), svc);
+                tokio::pin!(conn);
+                tokio::select! {
+                    _ = conn.as_mut() => {}
+                    _ = stop.cancelled() => {
+                        conn.as_mut().graceful_shutdown();
+                        let _ = tokio::time::timeout(Duration::from_secs(2), conn).await;
+                    }
+                }
+            });
+        }
+    }
+
+    async fn handle(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+        kill: CancellationToken,
+    ) -> Response<RespBody> {
+        let path = req.uri().path().to_string();
+        match path.as_str() {
+            "/_jitgate/login" => return self.login(req, peer).await,
+            "/_jitgate/logout" => return self.logout(req),
+            _ => {}
+        }
+        let session = if let Some(token) = bearer(&req) {
+            match self.session_for_token(&token, peer).await {
+                Ok(s) => s,
+                Err(why) => return pages::refused(StatusCode::FORBIDDEN, &why, None),
+            }
+        } else if let Some(handle) = cookie_handle(&req) {
+            match self
+                .by_cookie
+                .lock()
+                .expect("cookie lock")
+                .get(&handle)
+                .cloned()
+            {
+                Some(s) => s,
+                None => return pages::login_needed(&req, "your jitgate login is no longer valid"),
+            }
+        } else {
+            return pages::login_needed(&req, "no grant token");
+        };
+        if session.guard.token().is_cancelled() {
+            let why = session
+                .guard
+                .ending()
+                .map(|e| e.reason)
+                .unwrap_or_else(|| "the session ended".into());
+            return pages::refused(
+                StatusCode::FORBIDDEN,
+                &format!("session terminated: {why}"),
+                None,
+            );
+        }
+        {
+            let mut conns = session.conns.lock().expect("conns lock");
+            conns.retain(|c| !c.is_cancelled());
+            if conns.len() < 256 {
+                conns.push(kill);
+            }
+        }
+        self.forward(session, req, peer).await
+    }
+
+    /// Find or create the session of a bearer token.
+    async fn session_for_token(
+        self: &Arc<Self>,
+        token: &str,
+        peer: SocketAddr,
+    ) -> Result<Arc<HttpSession>, String> {
+        let hash = match crate::types::GrantToken::parse(token) {
+            Ok(t) => t.hash(),
+            Err(e) => return Err(e.to_string()),
+        };
+        if let Some(s) = self
+            .by_token
+            .lock()
+            .expect("token lock")
+            .get(&hash)
+            .cloned()
+        {
+            return Ok(s);
+        }
+        let s = self.admit(token, peer).await?;
+        self.by_token
+            .lock()
+            .expect("token lock")
+            .insert(hash.clone(), s.clone());
+        self.on_end(s.clone(), None, Some(hash));
+        Ok(s)
+    }
+
+    /// Admit a token and open its session: recording, client certificate, target connection.
+    async fn admit(
+        self: &Arc<Self>,
+        token: &str,
+        peer: SocketAddr,
+    ) -> Result<Arc<HttpSession>, String> {
+        let admission = self
+            .grants
+            .admit(AdmitRequest {
+                token,
+                user: None,
+                protocol: TargetKind::Https,
+                source: peer.ip(),
+            })
+            .await
+            .map_err(|d| {
+                self.metrics.admission("https", "denied");
+                d.message
+            })?;
+        self.metrics.admission("https", "admitted");
+        let guard = self
+            .registry
+            .open(
+                &admission,
+                NewSession {
+                    protocol: "https",
+                    source: peer.to_string(),
+                },
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        let log = match HttpLog::create(&guard.dir().join("http.jsonl")).await {
+            Ok(l) => l,
+            Err(e) => {
+                let why = format!(
+                    "recording failed (cannot create http.jsonl: {e}); the session was refused because it cannot be recorded"
+                );
+                guard.end(Cause::Recording, &why);
+                guard.closed().await;
+                return Err(why);
+            }
+        };
+        guard.add_file(FileInfo {
+            name: "http.jsonl".into(),
+            channel: 0,
+            kind: "http".into(),
+            command: None,
+            summary: None,
+        });
+        let fail = |why: String| why;
+        let (cert, key) = self
+            .keys
+            .mint_client_cert(
+                admission.user().name.as_str(),
+                admission.grant().as_str(),
+                admission.expires_at(),
+            )
+            .map_err(|e| fail(e.to_string()))?;
+        let upstream = match Upstream::new(admission.target(), &cert, &key) {
+            Ok(u) => u,
+            Err(why) => {
+                guard.end(Cause::Error, &why);
+                guard.closed().await;
+                return Err(why);
+            }
+        };
+        Ok(Arc::new(HttpSession {
+            admission,
+            guard,
+            log,
+            upstream,
+            inflight: Arc::default(),
+            conns: Mutex::new(Vec::new()),
+        }))
+    }
+
+    /// When the session is cut: abort what is in flight, record the end, keep a tombstone.
+    fn on_end(
+        self: &Arc<Self>,
+        s: Arc<HttpSession>,
+        cookie: Option<String>,
+        token_hash: Option<String>,
+    ) {
+        let me = self.clone();
+        tokio::spawn(async move {
+            s.guard.token().cancelled().await;
+            // In-flight bodies see the token and stop; connections that are stuck get cut.
+            if tokio::time::timeout(Duration::from_millis(300), s.inflight.drained())
+                .await
+                .is_err()
+            {
+                for c in s.conns.lock().expect("conns lock").iter() {
+                    c.cancel();
+                }
+                let _ = tokio::time::timeout(Duration::from_secs(1), s.inflight.drained()).await;
+            }
+            s.guard.add_bytes(
+                s.inflight.bytes_in.load(Ordering::Relaxed),
+                s.inflight.bytes_out.load(Ordering::Relaxed),
+            );
+            s.guard.closed().await;
+            tokio::time::sleep(TOMBSTONE).await;
+            if let Some(c) = cookie {
+                me.by_cookie.lock().expect("cookie lock").remove(&c);
+            }
+            if let Some(h) = token_hash {
+                me.by_token.lock().expect("token lock").remove(&h);
+            }
+        });
+    }
+
+    async fn login(
+        self: &Arc<Self>,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+    ) -> Response<RespBody> {
+        if req.method() != Method::POST {
+            return pages::login_form(None);
+        }
+        let body = match http_body_util::Limited::new(req.into_body(), 4096)
+            .collect()
+            .await
+        {
+            Ok(b) => b.to_bytes(),
+            Err(_) => return pages::login_form(Some("the form is too large")),
+        };
+        let token = form_value(&body, "token").unwrap_or_default();
+        let next = form_value(&body, "next")
+            .filter(|n| n.starts_with('/') && !n.starts_with("//") && !n.starts_with("/_jitgate"))
+            .unwrap_or_else(|| "/".into());
+        let session = match self.admit(token.trim(), peer).await {
+            Ok(s) => s,
+            Err(why) => return pages::login_form(Some(&why)),
+        };
+        let handle = format!("c_{}", crate::types::random_id(52));
+        self.by_cookie
+            .lock()
+            .expect("cookie lock")
+            .insert(handle.clone(), session.clone());
+        self.on_end(session.clone(), Some(handle.clone()), None);
+        let mut r = full(
+            StatusCode::SEE_OTHER,
+            "text/plain; charset=utf-8",
+            String::new(),
+        );
+        r.headers_mut().insert(
+            header::SET_COOKIE,
+            HeaderValue::from_str(&format!(
+                "{COOKIE}={handle}; Path=/; Secure; HttpOnly; SameSite=Strict"
+            ))
+            .expect("cookie is ascii"),
+        );
+        r.headers_mut().insert(
+            header::LOCATION,
+            HeaderValue::from_str(&next).unwrap_or(HeaderValue::from_static("/")),
+        );
+        r
+    }
+
+    fn logout(self: &Arc<Self>, req: Request<Incoming>) -> Response<RespBody> {
+        if let Some(handle) = cookie_handle(&req)
+            && let Some(s) = self.by_cookie.lock().expect("cookie lock").remove(&handle)
+        {
+            s.guard.end(Cause::Client, "logged out");
+        }
+        let mut r = pages::login_form(Some("logged out"));
+        r.headers_mut().insert(
+            header::SET_COOKIE,
+            HeaderValue::from_static(
+                "__Host-jitgate=; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age=0",
+            ),
+        );
+        r
+    }
+
+    async fn forward(
+        self: &Arc<Self>,
+        s: Arc<HttpSession>,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+    ) -> Response<RespBody> {
+        let started = Instant::now();
+        let method = req.method().clone();
+        let path = req.uri().path().to_string();
+        let query = req.uri().query().map(record::redact_query);
+        let is_ws = websocket::is_upgrade(&req);
+        let mut exchange = Exchange {
+            ts: crate::types::rfc3339_millis(time::OffsetDateTime::now_utc()),
+            method: method.to_string(),
+            path: path.chars().take(2048).collect(),
+            query,
+            status: 0,
+            bytes_in: 0,
+            bytes_out: 0,
+            duration_ms: 0,
+            upgrade: is_ws.then(|| "websocket".into()),
+            refused: None,
+            aborted: false,
+        };
+        let task = s.admission.task();
+        let refusal = if !http_allowed(task, &method, &path) {
+            Some(format!("task {} does not allow {method} {path}", task.name))
+        } else if is_ws && !task.allow.contains(&Allow::Websocket) {
+            Some(format!("task {} does not allow websockets", task.name))
+        } else {
+            None
+        };
+        if let Some(why) = refusal {
+            exchange.status = 403;
+            exchange.refused = Some(why.clone());
+            s.log.record(exchange).await;
+            tracing::info!(session = %s.guard.id(), %method, %path, "request outside the task's allow-list refused");
+            return pages::refused(StatusCode::FORBIDDEN, &why, Some(task));
+        }
+        if s.log.is_closed() {
+            s.guard.end(
+                Cause::Recording,
+                "recording failed: http.jsonl cannot be written",
+            );
+            return pages::refused(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "recording failed: the session was ended because it cannot be recorded",
+                None,
+            );
+        }
+        let gateway_host = req
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .map(str::to_string)
+            .or_else(|| req.uri().authority().map(|a| a.to_string()))
+            .unwrap_or_default();
+        let (mut parts, body) = req.into_parts();
+        let client_upgrade =
+            is_ws.then(|| hyper::upgrade::on(Request::from_parts(parts.clone_for_upgrade(), ())));
+        let pq = parts
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/")
+            .to_string();
+        let uri = match s.upstream.uri_for(&pq) {
+            Ok(u) => u,
+            Err(why) => return pages::refused(StatusCode::BAD_REQUEST, &why, None),
+        };
+        let h = &mut parts.headers;
+        forward::strip_hop_by_hop(h, is_ws);
+        // jitgate's own credential never reaches the target; the target's own auth does.
+        if let Some(v) = h.remove(header::AUTHORIZATION) {
+            let ours = v.as_bytes().starts_with(b"Bearer jgt_")
+                || v.as_bytes().starts_with(b"bearer jgt_");
+            if !ours {
+                h.insert(header::AUTHORIZATION, v);
+            }
+        }
+        strip_our_cookie(h);
+        let jitgate_headers: Vec<_> = h
+            .keys()
+            .filter(|k| k.as_str().starts_with("x-jitgate-"))
+            .cloned()
+            .collect();
+        for k in jitgate_headers {
+            h.remove(k);
+        }
+        let xff = match h.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+            Some(prev) => format!("{prev}, {}", peer.ip()),
+            None => peer.ip().to_string(),
+        };
+        let set = |h: &mut http::HeaderMap, k: &'static str, v: &str| {
+            if let Ok(v) = HeaderValue::from_str(v) {
+                h.insert(k, v);
+            }
+        };
+        set(h, "x-forwarded-for", &xff);
+        set(h, "x-forwarded-proto", "https");
+        set(h, "x-forwarded-host", &gateway_host);
+        set(h, "x-jitgate-user", s.admission.user().name.as_str());
+        set(h, "x-jitgate-grant", s.admission.grant().as_str());
+        set(h, "x-jitgate-ticket", s.admission.ticket().as_str());
+        set(h, "host", &s.upstream.authority());
+        parts.uri = uri;
+        parts.version = http::Version::HTTP_11;
+        let bytes_in = Arc::new(AtomicU64::new(0));
+        let body = CountIn::new(body, bytes_in.clone(), MAX_REQUEST_BODY).boxed();
+        let up_req: Request<ReqBody> = Request::from_parts(parts, body);
+        s.inflight.enter();
+        let token = s.guard.token();
+        let sent = tokio::select! {
+            r = s.upstream.send(up_req, is_ws) => r,
+            _ = token.cancelled() => Err("the session was terminated".into()),
+        };
+        let mut resp = match sent {
+            Ok(r) => r,
+            Err(why) => {
+                s.inflight.leave(0, bytes_in.load(Ordering::Relaxed));
+                exchange.status = 502;
+                exchange.refused = Some(why.clone());
+                exchange.duration_ms = started.elapsed().as_millis() as u64;
+                s.log.record(exchange).await;
+                return pages::refused(StatusCode::BAD_GATEWAY, &why, None);
+            }
+        };
+        exchange.status = resp.status().as_u16();
+        if is_ws && resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+            let upstream_upgrade = hyper::upgrade::on(&mut resp);
+            let (parts, _) = resp.into_parts();
+            let out = Response::from_parts(
+                parts,
+                http_body_util::Empty::new()
+                    .map_err(|never| match never {})
+                    .boxed(),
+            );
+            websocket::bridge(
+                s.clone(),
+                client_upgrade.expect("set for websocket requests"),
+                upstream_upgrade,
+                exchange,
+                started,
+            );
+            return out;
+        }
+        let (mut parts, body) = resp.into_parts();
+        forward::strip_hop_by_hop(&mut parts.headers, false);
+        if let Some(loc) = parts
+            .headers
+            .get(header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            && let Some(new) = s
+                .upstream
+                .rewrite_location(loc, &format!("https://{gateway_host}"))
+            && let Ok(v) = HeaderValue::from_str(&new)
+        {
+            parts.headers.insert(header::LOCATION, v);
+        }
+        let cookies: Vec<HeaderValue> = parts
+            .headers
+            .get_all(header::SET_COOKIE)
+            .iter()
+            .map(forward::rewrite_set_cookie)
+            .collect();
+        if !cookies.is_empty() {
+            parts.headers.remove(header::SET_COOKIE);
+            for c in cookies {
+                parts.headers.append(header::SET_COOKIE, c);
+            }
+        }
+        let tap = Tap::new(
+            body,
+            token,
+            Pending {
+                log: Some(s.log.clone()),
+                exchange,
+                started,
+                bytes_in,
+                inflight: s.inflight.clone(),
+            },
+        );
+        Response::from_parts(parts, tap.boxed())
+    }
+
+    /// Forget every session (shutdown).
+    pub fn clear(&self) {
+        self.by_cookie.lock().expect("cookie lock").clear();
+        self.by_token.lock().expect("token lock").clear();
+    }
+}
+
+trait ClonePartsForUpgrade {
+    fn clone_for_upgrade(&mut self) -> http::request::Parts;
+}
+
+impl ClonePartsForUpgrade for http::request::Parts {
+    /// The upgrade future lives in the request's extensions; move it to a stub request.
+    fn clone_for_upgrade(&mut self) -> http::request::Parts {
+        let (mut stub, ()) = Request::new(()).into_parts();
+        if let Some(on) = self.extensions.remove::<hyper::upgrade::OnUpgrade>() {
+            stub.extensions.insert(on);
+        }
+        stub
+    }
+}
+
+fn strip_our_cookie(h: &mut http::HeaderMap) {
+    let values: Vec<String> = h
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(';')
+                .map(str::trim)
+                .filter(|c| !c.starts_with(&format!("{COOKIE}=")))
+                .collect::<Vec<_>>()
+                .join("; ")
+        })
+        .filter(|v| !v.is_empty())
+        .collect();
+    h.remove(header::COOKIE);
+    for v in values {
+        if let Ok(v) = HeaderValue::from_str(&v) {
+            h.append(header::COOKIE, v);
+        }
+    }
+}
+
+/// A field of an `application/x-www-form-urlencoded` body.
+fn form_value(body: &[u8], name: &str) -> Option<String> {
+    let text = std::str::from_utf8(body).ok()?;
+    text.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=')?;
+        (k == name).then(|| percent_decode(v))
+    })
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < b.len() => {
+                let hex = std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("zz");
+                match u8::from_str_radix(hex, 16) {
+                    Ok(v) => {
+                        out.push(v);
+                        i += 2;
+                    }
+                    Err(_) => out.push(b'%'),
+                }
+            }
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn task(rules: &[&str]) -> TaskConfig {
+        let text = format!(
+            "[gateway]\npublic_name = \"gw\"\n[[targets]]\nname = \"c\"\nkind = \"https\"\nurl = \"https://127.0.0.1:1\"\nserver_ca = \"/etc/hostname\"\n[[tasks]]\nname = \"t\"\ntargets = [\"c\"]\nhttp_allow = [{}]\nmax_ttl = \"1h\"\n",
+            rules
+                .iter()
+                .map(|r| format!("{r:?}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        crate::config::Config::from_text(&text, std::path::Path::new("/x/j.toml"))
+            .unwrap()
+            .tasks
+            .remove(0)
+    }
+
+    #[test]
+    fn allow_list_matches_methods_and_segments() {
+        let t = task(&["GET /*", "POST /users/*/unlock"]);
+        assert!(http_allowed(&t, &Method::GET, "/"));
+        assert!(http_allowed(&t, &Method::GET, "/a/b/c"));
+        assert!(http_allowed(&t, &Method::POST, "/users/dave/unlock"));
+        assert!(!http_allowed(&t, &Method::POST, "/users/dave/delete"));
+        assert!(!http_allowed(&t, &Method::POST, "/users//unlock"));
+        assert!(!http_allowed(&t, &Method::DELETE, "/users/dave/unlock"));
+        assert!(!http_allowed(&t, &Method::GET, "/a/../b"));
+        let t = task(&["GET /admin/*"]);
+        assert!(http_allowed(&t, &Method::GET, "/admin/x"));
+        assert!(!http_allowed(&t, &Method::GET, "/adminx"));
+        assert!(!http_allowed(&t, &Method::GET, "/other"));
+    }
+
+    #[test]
+    fn form_values_are_decoded() {
+        assert_eq!(
+            form_value(b"a=1&token=jgt_ab%2Bc&next=%2Fx", "token").as_deref(),
+            Some("jgt_ab+c")
+        );
+        assert_eq!(form_value(b"token=a+b", "token").as_deref(), Some("a b"));
+        assert_eq!(form_value(b"x=%zz", "x").as_deref(), Some("%zz"));
+    }
+}

@@ -1,0 +1,295 @@
+//! `http.jsonl`: one line per exchange (time, method, path, redacted query, status, bytes each
+//! way, duration, upgrade, refusals), written by one task behind a bounded channel, and body
+//! wrappers that count bytes and stop a stream the moment its session is cut.
+
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use bytes::Bytes;
+use hyper::body::{Body, Frame, SizeHint};
+use serde::Serialize;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::mpsc;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
+
+/// Boxed error type of bodies passing through the gateway.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// One exchange as recorded.
+#[derive(Debug, Clone, Serialize)]
+pub struct Exchange {
+    pub ts: String,
+    pub method: String,
+    pub path: String,
+    pub query: Option<String>,
+    pub status: u16,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub duration_ms: u64,
+    pub upgrade: Option<String>,
+    /// Why the gateway answered itself (refused by the task's allow-list, session ended, ...).
+    pub refused: Option<String>,
+    /// The response stream was cut before its end.
+    pub aborted: bool,
+}
+
+/// Names of query parameters whose values are never recorded.
+const SECRET_WORDS: &[&str] = &[
+    "token",
+    "password",
+    "passwd",
+    "secret",
+    "key",
+    "auth",
+    "session",
+    "code",
+    "sig",
+    "credential",
+];
+
+/// The query string with secret-looking parameters' values replaced by `***`.
+pub fn redact_query(q: &str) -> String {
+    q.split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((k, _))
+                if {
+                    let k = k.to_ascii_lowercase();
+                    SECRET_WORDS.iter().any(|w| k.contains(w))
+                } =>
+            {
+                format!("{k}=***")
+            }
+            _ => pair.chars().take(512).collect(),
+        })
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+/// Appends exchanges to a session's `http.jsonl`.
+#[derive(Clone)]
+pub struct HttpLog {
+    tx: mpsc::Sender<Exchange>,
+}
+
+impl HttpLog {
+    /// Create the file and start the writer task.
+    pub async fn create(path: &Path) -> std::io::Result<Self> {
+        let file = tokio::fs::OpenOptions::new()
+            .create_new(true)
+            .write(true)
+            .open(path)
+            .await?;
+        let (tx, mut rx) = mpsc::channel::<Exchange>(1024);
+        tokio::spawn(async move {
+            let mut w = tokio::io::BufWriter::new(file);
+            while let Some(first) = rx.recv().await {
+                let mut batch = vec![first];
+                while let Ok(more) = rx.try_recv() {
+                    batch.push(more);
+                }
+                for e in batch {
+                    let mut line = serde_json::to_vec(&e).expect("exchanges serialize");
+                    line.push(b'\n');
+                    if let Err(err) = w.write_all(&line).await {
+                        tracing::error!(error = %err, "cannot write http.jsonl");
+                        return;
+                    }
+                }
+                if let Err(err) = w.flush().await {
+                    tracing::error!(error = %err, "cannot flush http.jsonl");
+                    return;
+                }
+            }
+            let _ = w.flush().await;
+            let _ = w.get_ref().sync_all().await;
+        });
+        Ok(Self { tx })
+    }
+
+    /// Record one exchange (waits if the writer is far behind).
+    pub async fn record(&self, e: Exchange) {
+        let _ = self.tx.send(e).await;
+    }
+
+    /// Record without waiting (from `Drop`); dropped only if 1024 lines are queued.
+    pub fn record_now(&self, e: Exchange) {
+        let _ = self.tx.try_send(e);
+    }
+
+    /// Whether the writer has stopped (the file cannot be written).
+    pub fn is_closed(&self) -> bool {
+        self.tx.is_closed()
+    }
+}
+
+/// Counts request bytes as they pass.
+pub struct CountIn<B> {
+    inner: B,
+    count: Arc<AtomicU64>,
+    limit: u64,
+}
+
+impl<B> CountIn<B> {
+    /// Count into `count`; fail the stream past `limit` bytes.
+    pub fn new(inner: B, count: Arc<AtomicU64>, limit: u64) -> Self {
+        Self {
+            inner,
+            count,
+            limit,
+        }
+    }
+}
+
+impl<B> Body for CountIn<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(f))) => {
+                if let Some(d) = f.data_ref() {
+                    let n =
+                        self.count.fetch_add(d.len() as u64, Ordering::Relaxed) + d.len() as u64;
+                    if n > self.limit {
+                        return Poll::Ready(Some(Err(
+                            "request body over the gateway's limit".into()
+                        )));
+                    }
+                }
+                Poll::Ready(Some(Ok(f)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// A response body on its way to the client: counted, cut when the session ends, and
+/// recorded in `http.jsonl` when it finishes (or is dropped).
+pub struct Tap<B: Body> {
+    inner: B,
+    cut: Pin<Box<WaitForCancellationFutureOwned>>,
+    done: Option<Pending>,
+    bytes_out: u64,
+}
+
+/// What is known of an exchange before its response body ends.
+pub struct Pending {
+    pub log: Option<HttpLog>,
+    pub exchange: Exchange,
+    pub started: Instant,
+    pub bytes_in: Arc<AtomicU64>,
+    pub inflight: Arc<super::Inflight>,
+}
+
+impl<B: Body> Tap<B> {
+    /// Wrap `inner`, cut on `token`, finishing `pending` at the end.
+    pub fn new(inner: B, token: CancellationToken, pending: Pending) -> Self {
+        Self {
+            inner,
+            cut: Box::pin(token.cancelled_owned()),
+            done: Some(pending),
+            bytes_out: 0,
+        }
+    }
+
+    fn finish(&mut self, aborted: bool) {
+        if let Some(mut p) = self.done.take() {
+            p.exchange.bytes_out = self.bytes_out;
+            p.exchange.bytes_in = p.bytes_in.load(Ordering::Relaxed);
+            p.exchange.duration_ms = p.started.elapsed().as_millis() as u64;
+            p.exchange.aborted = aborted;
+            if let Some(log) = &p.log {
+                log.record_now(p.exchange);
+            }
+            p.inflight
+                .leave(self.bytes_out, p.bytes_in.load(Ordering::Relaxed));
+        }
+    }
+}
+
+impl<B: Body> Drop for Tap<B> {
+    fn drop(&mut self) {
+        // hyper drops a body whose length says it is complete without polling its end.
+        let complete = self.inner.is_end_stream();
+        self.finish(!complete);
+    }
+}
+
+impl<B> Body for Tap<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if self.cut.as_mut().poll(cx).is_ready() {
+            self.finish(true);
+            return Poll::Ready(Some(Err("the session was terminated".into())));
+        }
+        match Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(f))) => {
+                if let Some(d) = f.data_ref() {
+                    self.bytes_out += d.len() as u64;
+                }
+                Poll::Ready(Some(Ok(f)))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                self.finish(true);
+                Poll::Ready(Some(Err(e.into())))
+            }
+            Poll::Ready(None) => {
+                self.finish(false);
+                Poll::Ready(None)
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_looking_parameters_are_redacted() {
+        assert_eq!(
+            redact_query("user=dave&access_token=abc&page=2&Password=x&sig=1"),
+            "user=dave&access_token=***&page=2&password=***&sig=***"
+        );
+        assert_eq!(redact_query("q=hello"), "q=hello");
+    }
+}
