@@ -39,6 +39,7 @@ pub struct Gateway {
     child: Option<Child>,
     url: Option<String>,
     ssh: Option<String>,
+    https: Option<String>,
 }
 
 impl Gateway {
@@ -83,6 +84,7 @@ impl Gateway {
             child: None,
             url: None,
             ssh: None,
+            https: None,
         }
     }
 
@@ -114,6 +116,11 @@ impl Gateway {
     /// The SSH gateway's address (`127.0.0.1:PORT`).
     pub fn ssh_addr(&self) -> &str {
         self.ssh.as_deref().expect("the gateway is running")
+    }
+
+    /// The HTTPS gateway's base URL (`https://127.0.0.1:PORT`).
+    pub fn https_url(&self) -> &str {
+        self.https.as_deref().expect("the gateway is running")
     }
 
     /// The SSH gateway's port.
@@ -327,16 +334,21 @@ impl Gateway {
             }
         });
         let deadline = Instant::now() + START_TIMEOUT;
-        // The API line comes first, the SSH gateway line right after it.
+        // The API line comes first, then the SSH gateway's, then the HTTPS gateway's.
         let mut url = None;
-        let ssh = loop {
+        let mut ssh = None;
+        let https = loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match rx.recv_timeout(left) {
                 Ok(line) => {
                     if let Some(u) = line.strip_prefix("jitgate API listening on ") {
                         url = Some(u.trim().to_string());
-                    } else if let Some(a) = line.strip_prefix("jitgate SSH gateway listening on ")
+                    } else if let Some(a) = line.strip_prefix("jitgate SSH gateway listening on ") {
+                        ssh = Some(a.trim().to_string());
+                    } else if let Some(a) =
+                        line.strip_prefix("jitgate HTTPS gateway listening on ")
                         && url.is_some()
+                        && ssh.is_some()
                     {
                         break a.trim().to_string();
                     }
@@ -359,6 +371,7 @@ impl Gateway {
             }
         };
         let url = url.expect("the API line came first");
+        let ssh = ssh.expect("the SSH gateway line came before the HTTPS one");
         assert!(
             url.starts_with("https://127.0.0.1:"),
             "unexpected URL {url}"
@@ -369,6 +382,7 @@ impl Gateway {
         );
         self.url = Some(url);
         self.ssh = Some(ssh);
+        self.https = Some(https);
         self.child = Some(child);
     }
 
