@@ -8,7 +8,10 @@ use clap::Args;
 use tokio_util::sync::CancellationToken;
 
 use super::Cli;
-use crate::demo::{Demo, DemoInfo, DemoOptions, PRINCIPAL, TARGET, TASK, TICKET, USERS};
+use crate::demo::{
+    CONSOLE_TARGET, CONSOLE_TASK, Demo, DemoInfo, DemoOptions, PRINCIPAL, TARGET, TASK, TICKET,
+    USERS,
+};
 
 /// `jitgate demo` options.
 #[derive(Debug, Args)]
@@ -23,6 +26,9 @@ pub struct DemoArgs {
     /// Port of the SSH gateway on 127.0.0.1 (0: any free port).
     #[arg(long, default_value_t = 0)]
     pub ssh_port: u16,
+    /// Port of the HTTPS gateway on 127.0.0.1 (0: any free port).
+    #[arg(long, default_value_t = 0)]
+    pub https_port: u16,
 }
 
 /// `jitgate demo`.
@@ -41,6 +47,7 @@ pub async fn demo(cli: &Cli, args: &DemoArgs) -> Result<i32> {
         dir,
         api_port: args.api_port,
         ssh_port: args.ssh_port,
+        https_port: args.https_port,
     })
     .await
     {
@@ -117,7 +124,9 @@ jitgate demo is running; Ctrl-C stops it.
 
   API          {api}
   SSH gateway  {ssh}  (host key {fp})
+  HTTPS gateway {https}
   {TARGET}     {target}  built-in SSH target, loopback only; trusts only this gateway's user CA
+  {CONSOLE_TARGET} {console}  built-in admin web console, loopback only; demands a client certificate from this gateway's CA
   files        {dir}  (jitgate.toml, certs/, data/, recordings/)
 
 Users (new API keys each run): {users}.
@@ -143,6 +152,15 @@ JITGATE_API_KEY={alice} {j} token \"$REQ\"
 #    (the known_hosts file holds the gateway's host key, so there is nothing to trust blindly)
 ssh -o UserKnownHostsFile={known_hosts} -p {port} alice@127.0.0.1
 
+# 5. the web console: alice asks for task {CONSOLE_TASK} on {CONSOLE_TARGET}, bob approves, then
+#    alice opens {https}/_jitgate/login in a browser (trusting {ca}) and pastes the token, or:
+WREQ=$(JITGATE_API_KEY={alice} {j} request --task {CONSOLE_TASK} --target {CONSOLE_TARGET} --ticket {TICKET} --ttl 10m --reason \"demo: unlock dave\" | head -n1)
+JITGATE_API_KEY={bob} {j} approve \"$WREQ\"
+WTOKEN=$(JITGATE_API_KEY={alice} {j} token \"$WREQ\" | head -n1)
+curl --cacert {ca} -H \"Authorization: Bearer $WTOKEN\" {https}/users
+curl --cacert {ca} -H \"Authorization: Bearer $WTOKEN\" -X POST {https}/users/dave/unlock
+curl --cacert {ca} -H \"Authorization: Bearer $WTOKEN\" -X POST {https}/users/dave/delete   # refused: not in the task
+
 # Then, as admin: list sessions, cut the live one by closing its ticket, replay a recording,
 # and check the signed audit log
 JITGATE_API_KEY={admin} {j} sessions
@@ -154,6 +172,8 @@ JITGATE_API_KEY={admin} {j} ticket close {TICKET}
         ssh = i.ssh,
         fp = i.host_key_fingerprint,
         target = i.target_address,
+        https = i.https,
+        console = i.console_address,
         dir = p(&i.dir),
         ca = p(&i.ca),
         config = p(&i.config),

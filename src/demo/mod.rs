@@ -7,6 +7,7 @@
 //! (the target's host key and home directory). Running it again on the same directory keeps
 //! keys, audit log and history and issues new API keys.
 
+pub mod console;
 pub mod shell;
 pub mod target;
 
@@ -39,6 +40,10 @@ pub const TICKET: &str = "DEMO-1";
 pub const TARGET: &str = "demo-box";
 /// The task that gives a shell on it.
 pub const TASK: &str = "demo-shell";
+/// The demo admin console's target name.
+pub const CONSOLE_TARGET: &str = "demo-console";
+/// The task that unlocks accounts in the demo console.
+pub const CONSOLE_TASK: &str = "unlock-account";
 /// The login on the target (the task's principal).
 pub const PRINCIPAL: &str = "demo";
 /// The demo users and their roles.
@@ -78,6 +83,8 @@ pub enum DemoError {
     Server(#[from] ServerError),
     #[error("cannot open ticket {TICKET}: {0}")]
     Ticket(String),
+    #[error("cannot prepare the demo admin console: {0}")]
+    Console(String),
 }
 
 fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> DemoError + 'a {
@@ -94,6 +101,7 @@ pub struct DemoOptions {
     pub dir: PathBuf,
     pub api_port: u16,
     pub ssh_port: u16,
+    pub https_port: u16,
 }
 
 /// What the demo prints (`--json` prints exactly this).
@@ -105,6 +113,10 @@ pub struct DemoInfo {
     pub ssh: SocketAddr,
     /// The demo target's address (loopback only).
     pub target_address: SocketAddr,
+    /// The HTTPS gateway's base URL.
+    pub https: String,
+    /// The demo admin console's address (loopback only; demands jitgate client certificates).
+    pub console_address: SocketAddr,
     pub dir: PathBuf,
     pub config: PathBuf,
     /// The CA clients trust (`JITGATE_CA`).
@@ -139,8 +151,11 @@ pub struct Demo {
     runtime: Runtime,
     api: TcpListener,
     ssh: TcpListener,
+    https: TcpListener,
     target: Arc<DemoTarget>,
     target_listener: TcpListener,
+    console: Arc<console::DemoConsole>,
+    console_listener: TcpListener,
 }
 
 impl std::fmt::Debug for Demo {
@@ -235,6 +250,9 @@ fn key_line(key: &PublicKey) -> String {
 struct ConfigInput<'a> {
     api: SocketAddr,
     ssh: SocketAddr,
+    https: SocketAddr,
+    console: SocketAddr,
+    console_ca: &'a Path,
     target: SocketAddr,
     target_host_key: &'a str,
     key_hashes: &'a [(String, String, &'a [&'a str])],
@@ -252,7 +270,7 @@ fn config_text(c: &ConfigInput<'_>) -> String {
 public_name = \"localhost\"
 api_listen = \"{api}\"
 ssh_listen = \"{ssh}\"
-https_listen = \"127.0.0.1:0\"     # the HTTPS gateway is not part of the demo
+https_listen = \"{https}\"
 data_dir = \"data\"
 certs_dir = \"certs\"
 recordings_dir = \"recordings\"
@@ -267,6 +285,7 @@ webhook_secret = {secret}
 ",
         api = c.api,
         ssh = c.ssh,
+        https = c.https,
         secret = toml_str(c.webhook_secret),
     );
     for (name, hash, roles) in c.key_hashes {
@@ -306,6 +325,27 @@ record_input = true
         target = c.target,
         host_key = toml_str(c.target_host_key),
     ));
+    t.push_str(&format!(
+        "
+# The built-in demo admin console: HTTPS on loopback, accepts only client certificates from
+# this gateway's CA (certs/ca.pem); its own certificate is verified against server_ca.
+[[targets]]
+name = \"{CONSOLE_TARGET}\"
+kind = \"https\"
+url = \"https://{console}\"
+server_ca = {ca}
+
+[[tasks]]
+name = \"{CONSOLE_TASK}\"
+description = \"Unlock accounts in the demo admin console\"
+targets = [\"{CONSOLE_TARGET}\"]
+http_allow = [\"GET /*\", \"POST /users/*/unlock\"]
+max_ttl = \"30m\"
+approvals = 1
+",
+        console = c.console,
+        ca = toml_str(&c.console_ca.display().to_string()),
+    ));
     t
 }
 
@@ -338,7 +378,10 @@ impl Demo {
         }
         let api = bind(opts.api_port, "control-plane API", "--api-port").await?;
         let ssh = bind(opts.ssh_port, "SSH gateway", "--ssh-port").await?;
+        let https = bind(opts.https_port, "HTTPS gateway", "--https-port").await?;
         let target_listener = bind(0, "demo target", "--ssh-port").await?;
+        let console_listener = bind(0, "demo console", "--https-port").await?;
+        let (https_addr, console_addr) = (local(&https)?, local(&console_listener)?);
         let (api_addr, ssh_addr, target_addr) =
             (local(&api)?, local(&ssh)?, local(&target_listener)?);
 
@@ -359,10 +402,20 @@ impl Demo {
             ));
             keys.insert(name.to_string(), Secret::new(key));
         }
+        // The gateway's CA must exist before the console can trust it.
+        let certs_dir = dir.join("certs");
+        crate::pki::init(&certs_dir, "localhost")?;
+        let gateway_ca = std::fs::read_to_string(certs_dir.join(crate::pki::CA_BUNDLE))
+            .map_err(io("read", &certs_dir))?;
+        let (console, console_ca) =
+            console::prepare(&dir.join("demo-console"), &gateway_ca).map_err(DemoError::Console)?;
         let config_path = dir.join("jitgate.toml");
         let text = config_text(&ConfigInput {
             api: api_addr,
             ssh: ssh_addr,
+            https: https_addr,
+            console: console_addr,
+            console_ca: &console_ca,
             target: target_addr,
             target_host_key: &key_line(host_key.public_key()),
             key_hashes: &hashes,
@@ -420,6 +473,8 @@ impl Demo {
             api: format!("https://{api_addr}"),
             ssh: ssh_addr,
             target_address: target_addr,
+            https: format!("https://{https_addr}"),
+            console_address: console_addr,
             config: config_path,
             ca: init.ca_bundle,
             recordings: runtime.cfg.gateway.recordings_dir.clone(),
@@ -440,8 +495,11 @@ impl Demo {
             runtime,
             api,
             ssh,
+            https,
             target,
             target_listener,
+            console,
+            console_listener,
         })
     }
 
@@ -454,13 +512,18 @@ impl Demo {
             target_stop.clone(),
             tracker.clone(),
         ));
+        tracker.spawn(self.console.clone().serve(
+            self.console_listener,
+            target_stop.clone(),
+            tracker.clone(),
+        ));
         let served = self
             .runtime
             .serve(
                 Listeners {
                     api: self.api,
                     ssh: Some(self.ssh),
-                    https: None,
+                    https: Some(self.https),
                 },
                 shutdown,
             )
@@ -525,10 +588,15 @@ mod tests {
             .iter()
             .map(|(n, r)| (n.to_string(), crate::crypto::sha256_hex(n.as_bytes()), *r))
             .collect();
+        let console_ca = dir.path().join("console-ca.pem");
+        std::fs::write(&console_ca, "not parsed by check").unwrap();
         for sftp in [false, true] {
             let text = config_text(&ConfigInput {
                 api: "127.0.0.1:1".parse().unwrap(),
                 ssh: "127.0.0.1:2".parse().unwrap(),
+                https: "127.0.0.1:4".parse().unwrap(),
+                console: "127.0.0.1:5".parse().unwrap(),
+                console_ca: &console_ca,
                 target: "127.0.0.1:3".parse().unwrap(),
                 target_host_key: &key_line(host.public_key()),
                 key_hashes: &hashes,
@@ -544,6 +612,8 @@ mod tests {
                 sftp,
                 "{text}"
             );
+            let web = cfg.task(&CONSOLE_TASK.parse().unwrap()).unwrap();
+            assert!(web.covers(cfg.target(&CONSOLE_TARGET.parse().unwrap()).unwrap()));
             let admin = cfg.user(&"admin".parse().unwrap()).unwrap();
             assert!(admin.has_role(crate::config::Role::Reviewer));
             assert_eq!(cfg.gateway.certs_dir, dir.path().join("certs"));

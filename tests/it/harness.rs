@@ -345,8 +345,7 @@ impl Gateway {
                         url = Some(u.trim().to_string());
                     } else if let Some(a) = line.strip_prefix("jitgate SSH gateway listening on ") {
                         ssh = Some(a.trim().to_string());
-                    } else if let Some(a) =
-                        line.strip_prefix("jitgate HTTPS gateway listening on ")
+                    } else if let Some(a) = line.strip_prefix("jitgate HTTPS gateway listening on ")
                         && url.is_some()
                         && ssh.is_some()
                     {
