@@ -531,7 +531,28 @@ struct SessionQuery {
     user: Option<String>,
     ticket: Option<String>,
     grant: Option<String>,
+    target: Option<String>,
+    task: Option<String>,
+    protocol: Option<String>,
+    /// RFC 3339 time or Unix seconds.
+    since: Option<String>,
+    until: Option<String>,
+    end_cause: Option<String>,
+    break_glass: Option<bool>,
+    vendor: Option<String>,
     limit: Option<u32>,
+}
+
+/// `2026-11-29T10:00:00Z`, `2026-11-29` or Unix seconds.
+fn parse_time(what: &str, s: &str) -> Result<i64, ApiError> {
+    s.parse::<i64>()
+        .ok()
+        .or_else(|| crate::config::parse_expiry(s))
+        .ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "{what} {s:?} is not a time; use RFC 3339, YYYY-MM-DD or Unix seconds"
+            ))
+        })
 }
 
 /// Sessions visible to the caller: their own, or all for approvers, reviewers and admins.
@@ -565,6 +586,47 @@ async fn list_sessions(
             None => None,
         },
         live: q.live,
+        target: match q.target.as_deref() {
+            Some(t) => Some(
+                t.parse()
+                    .map_err(|e: String| ApiError::bad_request(format!("target: {e}")))?,
+            ),
+            None => None,
+        },
+        task: match q.task.as_deref() {
+            Some(t) => Some(
+                t.parse()
+                    .map_err(|e: String| ApiError::bad_request(format!("task: {e}")))?,
+            ),
+            None => None,
+        },
+        protocol: match q.protocol.as_deref() {
+            None => None,
+            Some(p @ ("ssh" | "https")) => Some(p.to_string()),
+            Some(_) => return Err(ApiError::bad_request("protocol must be ssh or https")),
+        },
+        since: q
+            .since
+            .as_deref()
+            .map(|s| parse_time("since", s))
+            .transpose()?,
+        until: q
+            .until
+            .as_deref()
+            .map(|s| parse_time("until", s))
+            .transpose()?,
+        end_cause: q.end_cause.clone(),
+        break_glass: q.break_glass,
+        vendor: match q.vendor.as_deref() {
+            Some("true") => Some(true),
+            Some("false") => Some(false),
+            _ => None,
+        },
+        vendor_name: q
+            .vendor
+            .as_deref()
+            .filter(|v| *v != "true" && *v != "false")
+            .map(str::to_string),
         limit: Some(q.limit.unwrap_or(500).min(5000)),
     };
     let list = state

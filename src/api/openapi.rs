@@ -150,7 +150,7 @@ pub const OPS: &[Op] = &[
     Op {
         method: "get",
         path: "/api/v1/sessions",
-        summary: "Sessions (?live=true&user=&ticket=&grant=&limit=); technicians see their own",
+        summary: "Sessions (?live=&user=&ticket=&grant=&target=&task=&protocol=&since=&until=&end_cause=&break_glass=&vendor=&limit=); technicians see their own",
         roles: "any",
         body: None,
     },

@@ -95,12 +95,8 @@ pub enum Command {
         #[arg(long)]
         active: bool,
     },
-    /// List sessions (live and ended).
-    Sessions {
-        /// Only live sessions.
-        #[arg(long)]
-        live: bool,
-    },
+    /// List sessions (live and ended), with filters.
+    Sessions(sessions::SessionArgs),
     /// Cut a live session now.
     Kill {
         session: String,
@@ -286,7 +282,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::Done { id } => requests::done(&cli, id).await,
         Command::Revoke { id, reason } => requests::revoke(&cli, id, reason).await,
         Command::Grants { active } => requests::grants(&cli, *active).await,
-        Command::Sessions { live } => sessions::list(&cli, *live).await,
+        Command::Sessions(args) => sessions::list(&cli, args).await,
         Command::Kill { session, reason } => sessions::kill(&cli, session, reason).await,
         Command::Replay {
             session,

@@ -10,15 +10,85 @@ fn s<'a>(v: &'a Value, k: &str) -> &'a str {
     v.get(k).and_then(Value::as_str).unwrap_or("")
 }
 
-/// `jitgate sessions [--live]`.
-pub async fn list(cli: &Cli, live: bool) -> Result<i32> {
-    let c = client(cli)?;
-    let path = if live {
-        "/api/v1/sessions?live=true"
+/// Filters for `jitgate sessions`.
+#[derive(Debug, clap::Args)]
+pub struct SessionArgs {
+    /// Only live sessions.
+    #[arg(long, conflicts_with = "ended")]
+    pub live: bool,
+    /// Only ended sessions.
+    #[arg(long)]
+    pub ended: bool,
+    #[arg(long)]
+    pub user: Option<String>,
+    #[arg(long)]
+    pub target: Option<String>,
+    #[arg(long)]
+    pub task: Option<String>,
+    #[arg(long)]
+    pub ticket: Option<String>,
+    #[arg(long)]
+    pub grant: Option<String>,
+    /// ssh or https.
+    #[arg(long)]
+    pub protocol: Option<String>,
+    /// Started at or after (RFC 3339, YYYY-MM-DD or Unix seconds).
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Started before.
+    #[arg(long)]
+    pub until: Option<String>,
+    /// End cause: expired, revoked, completed, ticket, killed, client, target, recording,
+    /// shutdown, restart.
+    #[arg(long)]
+    pub end_cause: Option<String>,
+    /// Only break-glass sessions.
+    #[arg(long)]
+    pub break_glass: bool,
+    /// Only vendor sessions (`--vendor`), or one vendor's (`--vendor acme`).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    pub vendor: Option<String>,
+}
+
+fn query_string(a: &SessionArgs) -> String {
+    let mut q: Vec<String> = Vec::new();
+    if a.live {
+        q.push("live=true".into());
+    }
+    if a.ended {
+        q.push("live=false".into());
+    }
+    if a.break_glass {
+        q.push("break_glass=true".into());
+    }
+    for (k, v) in [
+        ("user", &a.user),
+        ("target", &a.target),
+        ("task", &a.task),
+        ("ticket", &a.ticket),
+        ("grant", &a.grant),
+        ("protocol", &a.protocol),
+        ("since", &a.since),
+        ("until", &a.until),
+        ("end_cause", &a.end_cause),
+        ("vendor", &a.vendor),
+    ] {
+        if let Some(v) = v {
+            q.push(format!("{k}={}", seg(v)));
+        }
+    }
+    if q.is_empty() {
+        String::new()
     } else {
-        "/api/v1/sessions"
-    };
-    let v = expect_ok(c.get(path).await?)?;
+        format!("?{}", q.join("&"))
+    }
+}
+
+/// `jitgate sessions`.
+pub async fn list(cli: &Cli, args: &SessionArgs) -> Result<i32> {
+    let c = client(cli)?;
+    let path = format!("/api/v1/sessions{}", query_string(args));
+    let v = expect_ok(c.get(&path).await?)?;
     emit(cli, &v, || {
         let list = v.as_array().cloned().unwrap_or_default();
         if list.is_empty() {

@@ -208,7 +208,42 @@ pub struct SessionFilter {
     pub grant: Option<GrantId>,
     pub ticket: Option<TicketRef>,
     pub live: Option<bool>,
+    pub target: Option<TargetName>,
+    pub task: Option<TaskName>,
+    /// `ssh` or `https`.
+    pub protocol: Option<String>,
+    /// Started at or after (Unix seconds).
+    pub since: Option<UnixTime>,
+    /// Started before (Unix seconds).
+    pub until: Option<UnixTime>,
+    /// End cause (`expired`, `revoked`, `ticket`, `killed`, `client`, `restart`, ...).
+    pub end_cause: Option<String>,
+    pub break_glass: Option<bool>,
+    /// Sessions of vendor users (`Some(true)`), or of this vendor (`vendor_name`).
+    pub vendor: Option<bool>,
+    pub vendor_name: Option<String>,
     pub limit: Option<u32>,
+}
+
+impl SessionFilter {
+    /// Whether `s` passes the filters that are not indexed columns.
+    pub fn matches(&self, s: &SessionRecord) -> bool {
+        self.target.as_ref().is_none_or(|t| &s.target == t)
+            && self.task.as_ref().is_none_or(|t| &s.task == t)
+            && self.protocol.as_ref().is_none_or(|p| &s.protocol == p)
+            && self
+                .end_cause
+                .as_ref()
+                .is_none_or(|c| s.end_cause.as_ref() == Some(c))
+            && self
+                .break_glass
+                .is_none_or(|b| (s.kind == RequestKind::BreakGlass) == b)
+            && self.vendor.is_none_or(|v| s.vendor.is_some() == v)
+            && self
+                .vendor_name
+                .as_ref()
+                .is_none_or(|v| s.vendor.as_ref() == Some(v))
+    }
 }
 
 /// Which requests to list.

@@ -417,18 +417,22 @@ impl Store for SqliteStore {
         w.add("user = ?", f.user.as_ref().map(|u| u.to_string()));
         w.add("grant_id = ?", f.grant.as_ref().map(|g| g.to_string()));
         w.add("ticket = ?", f.ticket.as_ref().map(|t| t.to_string()));
+        w.add("started_at >= ?", f.since);
+        w.add("started_at < ?", f.until);
         match f.live {
             Some(true) => w.clauses.push("ended_at IS NULL"),
             Some(false) => w.clauses.push("ended_at IS NOT NULL"),
             None => {}
         }
-        let lim = limit(f.limit);
+        let lim = limit(f.limit) as usize;
+        let f = f.clone();
         self.with(move |c| {
             let sql = format!(
-                "SELECT data FROM sessions{} ORDER BY started_at DESC, id LIMIT {lim}",
+                "SELECT data FROM sessions{} ORDER BY started_at DESC, id",
                 w.sql()
             );
-            rows(c, &sql, &w.refs())
+            let all: Vec<SessionRecord> = rows(c, &sql, &w.refs())?;
+            Ok(all.into_iter().filter(|s| f.matches(s)).take(lim).collect())
         })
         .await
     }
