@@ -155,6 +155,33 @@ pub enum AuditEvent {
         target: TargetName,
         reason: String,
     },
+    #[serde(rename = "break_glass.activated")]
+    BreakGlassActivated {
+        request: RequestId,
+        grant: GrantId,
+        user: UserName,
+        target: TargetName,
+        task: TaskName,
+        ticket: TicketRef,
+        reason: String,
+        review: String,
+        expires_at: String,
+    },
+    #[serde(rename = "break_glass.denied")]
+    BreakGlassDenied {
+        user: UserName,
+        target: String,
+        reason: String,
+    },
+    #[serde(rename = "break_glass.alert_failed")]
+    BreakGlassAlertFailed { review: String, reason: String },
+    #[serde(rename = "review.completed")]
+    ReviewCompleted {
+        review: String,
+        user: UserName,
+        grant: GrantId,
+        notes: String,
+    },
     #[serde(rename = "admission.denied")]
     AdmissionDenied {
         user: String,

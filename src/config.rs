@@ -188,7 +188,10 @@ pub struct BreakGlassConfig {
     pub tasks: Vec<TaskName>,
     #[serde(default = "default_break_glass_ttl")]
     pub max_ttl: Ttl,
+    /// URL that receives a JSON POST for every break-glass use (`http://` or `https://`).
     pub alert_webhook: Option<String>,
+    /// PEM CA that signs the alert webhook's certificate (for `https://` URLs).
+    pub alert_ca: Option<PathBuf>,
     /// Also refuse normal requests while the user has an unreviewed break-glass use.
     #[serde(default)]
     pub block_requests_until_reviewed: bool,
@@ -527,6 +530,11 @@ impl Config {
         if let Some(p) = &mut self.policy {
             p.files.iter_mut().for_each(abs);
         }
+        if let Some(bg) = &mut self.break_glass
+            && let Some(ca) = &mut bg.alert_ca
+        {
+            abs(ca);
+        }
         for t in &mut self.targets {
             if let Some(ca) = &mut t.server_ca {
                 abs(ca);
@@ -834,6 +842,25 @@ impl Config {
         }
 
         if let Some(bg) = &self.break_glass {
+            if let Some(url) = &bg.alert_webhook
+                && !(url.starts_with("http://") || url.starts_with("https://"))
+            {
+                err(
+                    &[K("break_glass"), K("alert_webhook")],
+                    format!("break_glass.alert_webhook {url:?} must be an http:// or https:// URL"),
+                );
+            }
+            if bg
+                .alert_webhook
+                .as_deref()
+                .is_some_and(|u| u.starts_with("https://"))
+                && bg.alert_ca.as_ref().is_none_or(|p| !p.exists())
+            {
+                err(
+                    &[K("break_glass"), K("alert_webhook")],
+                    "break_glass.alert_webhook is https://: set alert_ca to the PEM CA that signs its certificate".into(),
+                );
+            }
             for (j, t) in bg.tasks.iter().enumerate() {
                 if !self.tasks.iter().any(|x| &x.name == t) {
                     err(

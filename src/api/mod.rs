@@ -75,6 +75,9 @@ pub fn router(state: AppState) -> Router {
         .route("/grants/{id}/done", post(done))
         .route("/grants/{id}/revoke", post(revoke))
         .route("/admission", post(admission))
+        .route("/break-glass", post(break_glass))
+        .route("/reviews", get(list_reviews))
+        .route("/reviews/{id}", post(complete_review))
         .route("/sessions", get(list_sessions))
         .route("/sessions/{id}", get(get_session))
         .route("/sessions/{id}/kill", post(kill_session))
@@ -692,4 +695,80 @@ async fn kill_session(
         ));
     }
     ok(json!({ "id": sid, "state": "terminating", "reason": text }))
+}
+
+async fn break_glass(
+    State(state): State<AppState>,
+    caller: Caller,
+    body: Result<Json<crate::grant::break_glass::BreakGlassRequest>, JsonRejection>,
+) -> ApiResult {
+    let Json(b) = body?;
+    let bg = state.grants.break_glass(&caller.0, b).await?;
+    let cfg = state.grants.config();
+    let protocol = cfg
+        .target(&bg.issued.grant.target)
+        .map(|t| t.kind.as_str())
+        .unwrap_or("unknown");
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({
+            "token": bg.issued.token.expose(),
+            "grant": bg.issued.grant.id,
+            "request": bg.request.id,
+            "review": bg.review.id,
+            "task": bg.issued.grant.task,
+            "target": bg.issued.grant.target,
+            "ticket": bg.issued.grant.ticket,
+            "protocol": protocol,
+            "expires_at": crate::types::rfc3339(bg.issued.grant.expires_at),
+        })),
+    )
+        .into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReviewQuery {
+    all: Option<bool>,
+}
+
+async fn list_reviews(
+    State(state): State<AppState>,
+    caller: Caller,
+    q: Result<Query<ReviewQuery>, QueryRejection>,
+) -> ApiResult {
+    let Query(q) = q?;
+    let list = state
+        .grants
+        .reviews(&caller.0, !q.all.unwrap_or(false))
+        .await?;
+    let now = crate::types::now();
+    let out: Vec<Value> = list
+        .iter()
+        .map(|r| {
+            let mut v = serde_json::to_value(r).expect("reviews serialize");
+            v["age_secs"] = json!(now - r.created_at);
+            v
+        })
+        .collect();
+    ok(out)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NotesBody {
+    notes: String,
+}
+
+async fn complete_review(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    body: Result<Json<NotesBody>, JsonRejection>,
+) -> ApiResult {
+    let Json(b) = body?;
+    ok(state
+        .grants
+        .complete_review(&caller.0, &id, &b.notes)
+        .await?)
 }

@@ -197,6 +197,8 @@ fn schemas() -> Value {
         }), &["task", "target", "ticket", "ttl", "reason"]),
         "Approve": s(json!({"comment": {"type": "string", "maxLength": 1000}}), &[]),
         "Reason": s(json!({"reason": {"type": "string", "maxLength": 1000}}), &["reason"]),
+        "BreakGlass": s(json!({"target": {"type": "string"}, "reason": {"type": "string", "maxLength": 1000}, "ticket": {"type": "string"}, "task": {"type": "string"}, "ttl": {"type": "string"}}), &["target", "reason"]),
+        "Notes": s(json!({"notes": {"type": "string", "maxLength": 1000}}), &["notes"]),
         "Admission": s(json!({"token": {"type": "string"}, "user": {"type": "string"}, "protocol": {"enum": ["ssh", "https"]}}), &["token", "user", "protocol"]),
     })
 }

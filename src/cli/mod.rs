@@ -113,6 +113,33 @@ pub enum Command {
         #[arg(long)]
         max_idle: Option<f64>,
     },
+    /// Emergency access: a grant at once, without approval, for break-glass tasks only.
+    #[command(name = "break-glass")]
+    BreakGlass {
+        #[arg(long)]
+        target: String,
+        /// Why this cannot wait for an approval.
+        #[arg(long)]
+        reason: String,
+        #[arg(long)]
+        ticket: Option<String>,
+        #[arg(long)]
+        task: Option<String>,
+        #[arg(long)]
+        ttl: Option<String>,
+    },
+    /// Break-glass uses awaiting review, with their age.
+    Reviews {
+        /// Include completed reviews.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Sign off a break-glass use (reviewers; never the user who broke glass).
+    Review {
+        id: String,
+        #[arg(long)]
+        notes: String,
+    },
     /// Audit log tools.
     #[command(subcommand)]
     Audit(AuditCmd),
@@ -283,6 +310,15 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::Revoke { id, reason } => requests::revoke(&cli, id, reason).await,
         Command::Grants { active } => requests::grants(&cli, *active).await,
         Command::Sessions(args) => sessions::list(&cli, args).await,
+        Command::BreakGlass {
+            target,
+            reason,
+            ticket,
+            task,
+            ttl,
+        } => requests::break_glass(&cli, target, reason, ticket, task, ttl).await,
+        Command::Reviews { all } => requests::reviews(&cli, *all).await,
+        Command::Review { id, notes } => requests::review(&cli, id, notes).await,
         Command::Kill { session, reason } => sessions::kill(&cli, session, reason).await,
         Command::Replay {
             session,

@@ -313,3 +313,90 @@ pub async fn grants(cli: &Cli, active: bool) -> Result<i32> {
     });
     Ok(0)
 }
+
+/// `jitgate break-glass`.
+pub async fn break_glass(
+    cli: &Cli,
+    target: &str,
+    reason: &str,
+    ticket: &Option<String>,
+    task: &Option<String>,
+    ttl: &Option<String>,
+) -> Result<i32> {
+    let c = client(cli)?;
+    let v = expect_ok(
+        c.post(
+            "/api/v1/break-glass",
+            json!({ "target": target, "reason": reason, "ticket": ticket, "task": task, "ttl": ttl }),
+        )
+        .await?,
+    )?;
+    emit(cli, &v, || {
+        format!(
+            "{}\nBREAK-GLASS grant {} for task {} on {} ({}), ticket {}, expires {}.\nThis use is recorded with input, alerted, and must be reviewed by someone else (review {}).\nThe token is shown once.",
+            s(&v, "token"),
+            s(&v, "grant"),
+            s(&v, "task"),
+            s(&v, "target"),
+            s(&v, "protocol"),
+            s(&v, "ticket"),
+            s(&v, "expires_at"),
+            s(&v, "review"),
+        )
+    });
+    Ok(0)
+}
+
+/// `jitgate reviews`.
+pub async fn reviews(cli: &Cli, all: bool) -> Result<i32> {
+    let c = client(cli)?;
+    let path = if all {
+        "/api/v1/reviews?all=true"
+    } else {
+        "/api/v1/reviews"
+    };
+    let v = expect_ok(c.get(path).await?)?;
+    emit(cli, &v, || {
+        let list = v.as_array().cloned().unwrap_or_default();
+        if list.is_empty() {
+            return "no break-glass uses awaiting review".into();
+        }
+        list.iter()
+            .map(|r| {
+                let age = r.get("age_secs").and_then(Value::as_i64).unwrap_or(0);
+                let state = match r.get("reviewed_by").and_then(Value::as_str) {
+                    Some(by) => format!("reviewed by {by}"),
+                    None => "OPEN".into(),
+                };
+                format!(
+                    "{}  {}  {} on {} (task {}, ticket {})  age {}  {}\n    {}",
+                    s(r, "id"),
+                    s(r, "user"),
+                    s(r, "grant"),
+                    s(r, "target"),
+                    s(r, "task"),
+                    s(r, "ticket"),
+                    crate::types::Ttl::from_secs(age.max(1) as u64),
+                    state,
+                    s(r, "reason"),
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    });
+    Ok(0)
+}
+
+/// `jitgate review ID --notes N`.
+pub async fn review(cli: &Cli, id: &str, notes: &str) -> Result<i32> {
+    let c = client(cli)?;
+    let v = expect_ok(
+        c.post(
+            &format!("/api/v1/reviews/{}", seg(id)),
+            json!({ "notes": notes }),
+        )
+        .await?,
+    )?;
+    emit(cli, &v, || format!("review {} completed", s(&v, "id")));
+    Ok(0)
+}

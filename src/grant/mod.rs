@@ -3,6 +3,8 @@
 //! nothing about sessions.
 
 pub mod admission;
+mod alert;
+pub mod break_glass;
 pub mod bus;
 mod lifecycle;
 mod rules;
@@ -185,6 +187,18 @@ impl Service {
             .map_err(|e: String| GrantError::Invalid(format!("ttl: {e}")))?;
         let reason = check_text("reason", &new.reason, false)?;
         let _guard = self.lock.lock().await;
+        if self
+            .cfg
+            .break_glass
+            .as_ref()
+            .is_some_and(|b| b.block_requests_until_reviewed)
+            && let Some(open) = self.open_review_of(caller).await?
+        {
+            return Err(GrantError::Forbidden(format!(
+                "{} has an unreviewed break-glass use ({}); requests are blocked until a reviewer signs it off with `jitgate review {} --notes ...`",
+                caller.name, open.id, open.id
+            )));
+        }
         let now = now();
         let id = RequestId::generate();
         let required = self

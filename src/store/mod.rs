@@ -246,6 +246,23 @@ impl SessionFilter {
     }
 }
 
+/// A break-glass use awaiting (or after) its review.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Review {
+    pub id: String,
+    pub user: UserName,
+    pub grant: GrantId,
+    pub request: RequestId,
+    pub target: TargetName,
+    pub task: TaskName,
+    pub ticket: TicketRef,
+    pub reason: String,
+    pub created_at: UnixTime,
+    pub reviewed_by: Option<UserName>,
+    pub reviewed_at: Option<UnixTime>,
+    pub notes: Option<String>,
+}
+
 /// Which requests to list.
 #[derive(Debug, Clone, Default)]
 pub struct RequestFilter {
@@ -306,6 +323,15 @@ pub trait Store: Send + Sync + 'static {
     async fn put_session(&self, s: &SessionRecord) -> Result<(), StoreError>;
     async fn session(&self, id: &SessionId) -> Result<Option<SessionRecord>, StoreError>;
     async fn sessions(&self, f: &SessionFilter) -> Result<Vec<SessionRecord>, StoreError>;
+
+    async fn put_review(&self, r: &Review) -> Result<(), StoreError>;
+    async fn review(&self, id: &str) -> Result<Option<Review>, StoreError>;
+    /// Reviews, newest first; only open ones when `open_only`; only `user`'s when given.
+    async fn reviews(
+        &self,
+        open_only: bool,
+        user: Option<&UserName>,
+    ) -> Result<Vec<Review>, StoreError>;
 
     /// Record a webhook delivery key; `false` when it was seen before (a replay).
     async fn record_delivery(&self, key: &str, at: UnixTime) -> Result<bool, StoreError>;

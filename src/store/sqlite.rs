@@ -10,7 +10,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::{
-    AuditEntry, AuditFilter, Grant, GrantFilter, Request, RequestFilter, SessionFilter,
+    AuditEntry, AuditFilter, Grant, GrantFilter, Request, RequestFilter, Review, SessionFilter,
     SessionRecord, Store, StoreError, Ticket,
 };
 use crate::types::{GrantId, RequestId, SessionId, TicketRef, UnixTime};
@@ -79,6 +79,15 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX sessions_grant ON sessions(grant_id);
     CREATE INDEX sessions_live ON sessions(ended_at);",
+    // 3: break-glass reviews
+    "CREATE TABLE reviews (
+        id TEXT PRIMARY KEY,
+        user TEXT NOT NULL,
+        open INTEGER NOT NULL,
+        created_at INTEGER NOT NULL,
+        data TEXT NOT NULL
+    );
+    CREATE INDEX reviews_open ON reviews(open, user);",
 ];
 
 /// SQLite behind a mutex; calls run on the blocking thread pool.
@@ -433,6 +442,56 @@ impl Store for SqliteStore {
             );
             let all: Vec<SessionRecord> = rows(c, &sql, &w.refs())?;
             Ok(all.into_iter().filter(|s| f.matches(s)).take(lim).collect())
+        })
+        .await
+    }
+
+    async fn put_review(&self, r: &Review) -> Result<(), StoreError> {
+        let data = to_json(r)?;
+        let (id, user, open, created) = (
+            r.id.clone(),
+            r.user.to_string(),
+            r.reviewed_at.is_none() as i64,
+            r.created_at,
+        );
+        self.with(move |c| {
+            c.execute(
+                "INSERT INTO reviews (id, user, open, created_at, data) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT(id) DO UPDATE SET open = ?3, data = ?5",
+                params![id, user, open, created, data],
+            )
+            .map_err(db)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn review(&self, id: &str) -> Result<Option<Review>, StoreError> {
+        let id = id.to_string();
+        self.with(move |c| {
+            Ok(
+                rows::<Review>(c, "SELECT data FROM reviews WHERE id = ?1", &[&id])?
+                    .into_iter()
+                    .next(),
+            )
+        })
+        .await
+    }
+
+    async fn reviews(
+        &self,
+        open_only: bool,
+        user: Option<&crate::types::UserName>,
+    ) -> Result<Vec<Review>, StoreError> {
+        let mut w = Where::default();
+        w.add("open = ?", open_only.then_some(1i64));
+        w.add("user = ?", user.map(|u| u.to_string()));
+        self.with(move |c| {
+            let sql = format!(
+                "SELECT data FROM reviews{} ORDER BY created_at DESC, id LIMIT 1000",
+                w.sql()
+            );
+            rows(c, &sql, &w.refs())
         })
         .await
     }

@@ -11,6 +11,8 @@ mod denials;
 mod fixture;
 mod flows;
 mod harness;
+mod https;
+mod nginx;
 mod ssh;
 mod sshd;
 mod webhooks;

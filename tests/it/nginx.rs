@@ -87,7 +87,13 @@ impl Nginx {
             .tempdir()
             .expect("temp dir");
         let root = dir.path();
-        let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+        ];
         let mut ca = vec!["req", "-x509"];
         ca.extend(ec);
         ca.extend([
@@ -167,6 +173,7 @@ impl Nginx {
              ssl_client_certificate {client_ca};\n    ssl_verify_client on;\n    root {www};\n\
              location / {{ add_header X-Client-DN $ssl_client_s_dn always; \
              add_header X-Client-Cert $ssl_client_escaped_cert always; }}\n\
+             location /slow/ {{ limit_rate 1m; }}\n\
              location /users/ {{ default_type text/plain; return 200 \"{unlocked}\"; }}\n\
              location = /moved {{ return 302 https://127.0.0.1:{port}/landing?from=moved; }}\n\
              location = /set-cookie {{ add_header Set-Cookie \"console_sid=s3; Domain=127.0.0.1; Path=/; Secure; HttpOnly\"; \
@@ -258,10 +265,14 @@ impl Nginx {
         fs::read_to_string(self.path("error.log")).unwrap_or_default()
     }
 
-    /// Serve `mib` MiB of deterministic, non-repeating-looking bytes at `/<name>`; returns
-    /// their hex SHA-256.
+    /// Serve `mib` MiB of deterministic bytes at `/<name>` (under `/slow/`: at 1 MB/s);
+    /// returns their hex SHA-256.
     pub fn write_blob(&self, name: &str, mib: usize) -> String {
-        let file = fs::File::create(self.path("www").join(name)).expect("create blob");
+        let path = self.path("www").join(name);
+        if let Some(dir) = path.parent() {
+            fs::create_dir_all(dir).expect("blob folder");
+        }
+        let file = fs::File::create(&path).expect("create blob");
         let mut w = std::io::BufWriter::new(file);
         let mut digest = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
         let mut block = vec![0u8; 1 << 20];
