@@ -18,6 +18,9 @@ command -v asciinema >/dev/null || need+=(asciinema)
 command -v rsync >/dev/null || need+=(rsync)
 command -v pgrep >/dev/null || need+=(procps)
 command -v script >/dev/null || need+=(bsdutils)
+# The HTTPS tests run a real nginx as the admin console (the WebSocket echo service behind it is
+# part of the test binary).
+command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need+=(nginx)
 if ((${#need[@]})); then
     echo "installing test dependencies: ${need[*]}"
     export DEBIAN_FRONTEND=noninteractive

@@ -13,6 +13,7 @@
 //! - [`ticket`]: the local ticket provider and webhook ingestion.
 //! - [`grant`]: requests, approvals, grants, tokens, the grant event bus and admission.
 //! - [`pki`]: the CAs jitgate owns and the keys `jitgate init` creates.
+//! - [`evidence`]: signed, offline-verifiable evidence bundles of one session.
 //! - [`api`]: the control-plane REST API; [`server`]: listeners and shutdown.
 //! - [`client`]: the HTTPS client the CLI uses.
 #![forbid(unsafe_code)]
@@ -24,6 +25,7 @@ pub mod client;
 pub mod config;
 pub mod crypto;
 pub mod demo;
+pub mod evidence;
 pub mod grant;
 pub mod https;
 pub mod metrics;

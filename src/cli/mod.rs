@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod audit;
 pub mod demo;
+pub mod evidence;
 pub mod requests;
 pub mod serve;
 pub mod sessions;
@@ -143,6 +144,9 @@ pub enum Command {
     /// Audit log tools.
     #[command(subcommand)]
     Audit(AuditCmd),
+    /// Evidence bundles: one session's recording and audit trail, signed, verifiable offline.
+    #[command(subcommand)]
+    Evidence(EvidenceCmd),
     /// API key tools.
     #[command(subcommand, name = "api-key")]
     ApiKey(ApiKeyCmd),
@@ -175,6 +179,14 @@ pub enum TicketCmd {
 pub enum AuditCmd {
     /// Check the chain and signatures; exit 1 and name the first bad record.
     Verify(audit::VerifyArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EvidenceCmd {
+    /// Write one session's evidence bundle (recording, audit records, public key, signed manifest).
+    Export(evidence::ExportArgs),
+    /// Verify a bundle offline (no configuration, database or gateway); exit 1 naming what failed.
+    Verify(evidence::VerifyArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -300,6 +312,8 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::Demo(args) => demo::demo(&cli, args).await,
         Command::ApiKey(ApiKeyCmd::New) => admin::api_key_new(&cli),
         Command::Audit(AuditCmd::Verify(args)) => audit::verify(&cli, args).await,
+        Command::Evidence(EvidenceCmd::Export(args)) => evidence::export(&cli, args).await,
+        Command::Evidence(EvidenceCmd::Verify(args)) => evidence::verify(&cli, args),
         Command::Ticket(t) => requests::ticket(&cli, t).await,
         Command::Request(args) => requests::request(&cli, args).await,
         Command::Requests { pending } => requests::list(&cli, *pending).await,

@@ -211,7 +211,11 @@ async fn audit_lines(
 }
 
 /// Write `members` as a tar archive at `out`: a temp file beside it, fsync, rename.
-fn write_archive(out: &Path, members: &[(String, Vec<u8>)], mtime: u64) -> Result<(), EvidenceError> {
+fn write_archive(
+    out: &Path,
+    members: &[(String, Vec<u8>)],
+    mtime: u64,
+) -> Result<(), EvidenceError> {
     let name = out
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())

@@ -41,7 +41,10 @@ fn rejected(member: impl Into<String>, reason: impl Into<String>) -> EvidenceErr
 /// Verify the bundle read from `archive`. With `pinned`, the manifest must be signed by that key
 /// (and the bundled key must be it); without, the bundled key is used, which proves integrity
 /// only if the reviewer compares its fingerprint ([`Verified::key_sha256`]) with the gateway's.
-pub fn verify(archive: impl Read, pinned: Option<&VerifyingKey>) -> Result<Verified, EvidenceError> {
+pub fn verify(
+    archive: impl Read,
+    pinned: Option<&VerifyingKey>,
+) -> Result<Verified, EvidenceError> {
     let members = read_members(archive)?;
     let get = |name: &str| {
         members.get(name).ok_or_else(|| {
@@ -69,7 +72,11 @@ pub fn verify(archive: impl Read, pinned: Option<&VerifyingKey>) -> Result<Verif
     };
     let sig = std::str::from_utf8(sig_bytes)
         .ok()
-        .and_then(|s| base64::engine::general_purpose::STANDARD.decode(s.trim()).ok())
+        .and_then(|s| {
+            base64::engine::general_purpose::STANDARD
+                .decode(s.trim())
+                .ok()
+        })
         .filter(|s| s.len() == 64)
         .ok_or_else(|| rejected(MANIFEST_SIG, "not a base64 Ed25519 signature"))?;
     if !key.verify(manifest_bytes, &sig) {
@@ -261,14 +268,18 @@ fn check_recording(
 
 /// Check `audit.jsonl`; returns `(seq, event)` per record and whether a `session.ended` record
 /// vouches for the recording files.
-#[allow(clippy::type_complexity)]
 fn check_audit(
     members: &BTreeMap<String, Vec<u8>>,
     manifest: &Manifest,
     key: &VerifyingKey,
 ) -> Result<(Vec<(u64, String)>, bool), EvidenceError> {
-    let text = std::str::from_utf8(&members[AUDIT])
-        .map_err(|_| rejected(AUDIT, "not UTF-8 text"))?;
+    let bytes = members.get(AUDIT).ok_or_else(|| {
+        rejected(
+            AUDIT,
+            "missing: the session's audit records were not bundled",
+        )
+    })?;
+    let text = std::str::from_utf8(bytes).map_err(|_| rejected(AUDIT, "not UTF-8 text"))?;
     let (sid, gid, rid) = (
         manifest.session.as_str(),
         manifest.grant.as_str(),
@@ -282,7 +293,8 @@ fn check_audit(
             Some(s) => format!("line {} (seq {s})", i + 1),
             None => format!("line {}", i + 1),
         };
-        let m = check_record(line, key).map_err(|r| rejected(AUDIT, format!("{}: {r}", at(None))))?;
+        let m =
+            check_record(line, key).map_err(|r| rejected(AUDIT, format!("{}: {r}", at(None))))?;
         let seq = m.get("seq").and_then(Value::as_u64);
         let Some(seq) = seq else {
             return Err(rejected(AUDIT, format!("{}: no seq", at(None))));

@@ -288,7 +288,7 @@ mod tests {
     fn secret_looking_parameters_are_redacted() {
         assert_eq!(
             redact_query("user=dave&access_token=abc&page=2&Password=x&sig=1"),
-            "user=dave&access_token=***&page=2&password=***&sig=***"
+            "user=dave&access_token=***&page=2&Password=***&sig=***"
         );
         assert_eq!(redact_query("q=hello"), "q=hello");
     }

@@ -314,7 +314,7 @@ fn serve_pid(gw: &Gateway) -> u32 {
             .split(|b| *b == 0)
             .map(|a| String::from_utf8_lossy(a).into_owned())
             .collect();
-        if args.iter().any(|a| *a == config) && args.iter().any(|a| a == "serve") {
+        if args.contains(&config) && args.iter().any(|a| a == "serve") {
             return pid;
         }
     }

@@ -8,6 +8,7 @@ mod check;
 mod control_plane;
 mod demo;
 mod denials;
+mod evidence;
 mod fixture;
 mod flows;
 mod harness;

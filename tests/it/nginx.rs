@@ -195,7 +195,12 @@ impl Nginx {
         );
         let conf_path = root.join("nginx.conf");
         fs::write(&conf_path, conf).expect("write nginx.conf");
-        let mut child = Command::new("nginx")
+        let bin = if Path::new("/usr/sbin/nginx").exists() {
+            "/usr/sbin/nginx"
+        } else {
+            "nginx"
+        };
+        let mut child = Command::new(bin)
             .arg("-p")
             .arg(&root)
             .arg("-e")

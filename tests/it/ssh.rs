@@ -136,8 +136,8 @@ pub fn with_token(token: &str, prog: &str, args: &[String]) -> Command {
     cmd
 }
 
-/// `ssh -p PORT [opts] user@127.0.0.1 args...` with the token as the password.
-pub fn ssh_cmd(gw: &Gateway, token: &str, user: &str, opts: &[&str], args: &[&str]) -> Command {
+/// `ssh` arguments: `-p PORT [opts] user@127.0.0.1 args...`, password authentication, quiet.
+fn ssh_args(gw: &Gateway, user: &str, opts: &[&str], args: &[&str]) -> Vec<String> {
     let mut a = client_opts();
     a.extend(["-o", "PreferredAuthentications=password", "-p"].map(String::from));
     a.push(gw.ssh_port().to_string());
@@ -145,7 +145,39 @@ pub fn ssh_cmd(gw: &Gateway, token: &str, user: &str, opts: &[&str], args: &[&st
     a.extend(QUIET.map(String::from));
     a.push(format!("{user}@127.0.0.1"));
     a.extend(args.iter().map(|s| s.to_string()));
-    with_token(token, "ssh", &a)
+    a
+}
+
+/// `ssh -p PORT [opts] user@127.0.0.1 args...` with the token as the password (sshpass).
+pub fn ssh_cmd(gw: &Gateway, token: &str, user: &str, opts: &[&str], args: &[&str]) -> Command {
+    with_token(token, "ssh", &ssh_args(gw, user, opts, args))
+}
+
+/// The same as [`ssh_cmd`], but ssh asks an askpass helper (written into `dir`) for the token, so
+/// that ssh itself is the child process (for clients run in the background).
+pub fn ssh_askpass_cmd(
+    gw: &Gateway,
+    token: &str,
+    user: &str,
+    opts: &[&str],
+    dir: &Path,
+) -> Command {
+    use std::os::unix::fs::PermissionsExt;
+    let askpass = dir.join("askpass.sh");
+    std::fs::write(
+        &askpass,
+        "#!/bin/sh\nprintf '%s\\n' \"$JITGATE_IT_TOKEN\"\n",
+    )
+    .expect("write the askpass helper");
+    std::fs::set_permissions(&askpass, std::fs::Permissions::from_mode(0o700))
+        .expect("chmod the askpass helper");
+    let mut cmd = Command::new("ssh");
+    cmd.args(ssh_args(gw, user, opts, &[]))
+        .env("SSH_ASKPASS", &askpass)
+        .env("SSH_ASKPASS_REQUIRE", "force")
+        .env("JITGATE_IT_TOKEN", token)
+        .env_remove("SSH_AUTH_SOCK");
+    cmd
 }
 
 /// Run `cmd` on the target through the gateway as `user` with `token`.
@@ -363,33 +395,37 @@ impl Drop for Term {
     }
 }
 
-/// A spawned background client (e.g. `ssh -N -L`), killed when dropped.
-pub struct Background(pub Child);
+/// A background client (`ssh -N -L`, `ssh-agent`) with its stderr kept in a file; killed when
+/// dropped. Run ssh here directly (see [`ssh_askpass_cmd`]), not under sshpass: killing sshpass
+/// can leave its ssh running.
+pub struct Background {
+    child: Child,
+    stderr: tempfile::NamedTempFile,
+}
 
 impl Background {
     pub fn spawn(mut cmd: Command) -> Self {
+        let stderr = tempfile::NamedTempFile::new().expect("temp file");
+        let file = stderr.reopen().expect("reopen the stderr file");
         cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        Self(cmd.spawn().expect("spawn a background client"))
+            .stderr(Stdio::from(file));
+        let child = cmd.spawn().expect("spawn a background client");
+        Self { child, stderr }
     }
 
     /// Stop it and return what it wrote to stderr.
     pub fn stop(mut self) -> String {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-        let mut err = String::new();
-        if let Some(mut e) = self.0.stderr.take() {
-            let _ = e.read_to_string(&mut err);
-        }
-        err
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        std::fs::read_to_string(self.stderr.path()).unwrap_or_default()
     }
 }
 
 impl Drop for Background {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use super::{
-    Background, Env, QUIET, Term, client_opts, grant, sessions_of, sha256_file, ssh_cmd, ssh_exec,
-    with_token,
+    Background, Env, QUIET, Term, client_opts, grant, sessions_of, sha256_file, ssh_askpass_cmd,
+    ssh_cmd, ssh_exec, with_token,
 };
 use crate::harness::{Out, output};
 
@@ -307,7 +307,8 @@ fn free_port() -> u16 {
 fn through_forward(env: &Env, token: &str, echo: &Echo) -> (String, String) {
     let lport = free_port();
     let spec = format!("{lport}:127.0.0.1:{}", echo.port);
-    let fwd = Background::spawn(ssh_cmd(
+    let dir = tempfile::tempdir().expect("temp dir");
+    let fwd = Background::spawn(ssh_askpass_cmd(
         &env.gw,
         token,
         "alice",
@@ -320,7 +321,7 @@ fn through_forward(env: &Env, token: &str, echo: &Echo) -> (String, String) {
             "-L",
             &spec,
         ],
-        &[],
+        dir.path(),
     ));
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut s = loop {

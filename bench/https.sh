@@ -1,0 +1,214 @@
+#!/usr/bin/env bash
+# HTTPS gateway benchmark: prints figures measured in one run, as ratios against nginx.
+#   bash bench/https.sh          (as root; installs nginx/wrk when missing)
+# One nginx plays the admin console (TLS, `ssl_verify_client on` with jitgate's CA) and, in a
+# second server block, the reference reverse proxy: the same server certificate as the gateway,
+# an mTLS upstream with a client certificate from jitgate's CA, upstream keep-alive.
+# Env: BENCH_CONNS (wrk connections, default 32), BENCH_SECONDS (per wrk run, default 10),
+#      BENCH_MB (download size, default 512).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+CONNS=${BENCH_CONNS:-32}
+SECS=${BENCH_SECONDS:-10}
+MB=${BENCH_MB:-512}
+
+need=()
+command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need+=(nginx)
+command -v wrk >/dev/null || need+=(wrk)
+command -v curl >/dev/null || need+=(curl)
+command -v openssl >/dev/null || need+=(openssl)
+command -v python3 >/dev/null || need+=(python3)
+if ((${#need[@]})); then
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}"
+fi
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+ulimit -n 65536 2>/dev/null || true
+
+cargo build --release --locked --quiet
+J=$PWD/target/release/jitgate
+W=$(mktemp -d /tmp/jitgate-bench-https.XXXXXX)
+PIDS=()
+cleanup() {
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$W"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+TARGET_PORT=$(free_port)
+PROXY_PORT=$(free_port)
+API_KEY_A=jgk_bench_alice_$RANDOM$RANDOM
+API_KEY_B=jgk_bench_bob_$RANDOM$RANDOM
+
+# The console's own CA and server certificate, as an appliance would have.
+ossl() { openssl "$@" 2>/dev/null; }
+EC=(-newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes)
+ossl req -x509 "${EC[@]}" -keyout "$W/console-ca.key" -out "$W/console-ca.pem" -days 2 -subj "/CN=bench console CA"
+ossl req "${EC[@]}" -keyout "$W/console.key" -out "$W/console.csr" -subj /CN=127.0.0.1
+printf 'subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n' > "$W/console.ext"
+ossl x509 -req -in "$W/console.csr" -CA "$W/console-ca.pem" -CAkey "$W/console-ca.key" -CAcreateserial \
+    -days 2 -extfile "$W/console.ext" -out "$W/console.pem"
+
+cat > "$W/jitgate.toml" <<CFG
+[gateway]
+public_name = "localhost"
+api_listen = "127.0.0.1:0"
+ssh_listen = "127.0.0.1:0"
+https_listen = "127.0.0.1:0"
+data_dir = "data"
+certs_dir = "certs"
+recordings_dir = "recordings"
+admission_failures_per_minute = 1000
+[store]
+url = "sqlite://data/j.db"
+[[users]]
+name = "alice"
+roles = ["technician"]
+api_key_sha256 = "$(printf %s "$API_KEY_A" | sha256sum | cut -c1-64)"
+[[users]]
+name = "bob"
+roles = ["approver", "admin"]
+api_key_sha256 = "$(printf %s "$API_KEY_B" | sha256sum | cut -c1-64)"
+[[targets]]
+name = "console"
+kind = "https"
+url = "https://127.0.0.1:$TARGET_PORT"
+server_ca = "console-ca.pem"
+[[tasks]]
+name = "bench"
+targets = ["console"]
+http_allow = ["GET /*"]
+max_ttl = "2h"
+CFG
+"$J" --config "$W/jitgate.toml" init >/dev/null
+
+# A client certificate from jitgate's TLS CA, for the reference proxy and for direct downloads.
+ossl req "${EC[@]}" -keyout "$W/client.key" -out "$W/client.csr" -subj /CN=bench-proxy
+printf 'extendedKeyUsage=clientAuth\n' > "$W/client.ext"
+ossl x509 -req -in "$W/client.csr" -CA "$W/certs/tls_ca.pem" -CAkey "$W/certs/tls_ca.key" \
+    -CAcreateserial -days 2 -extfile "$W/client.ext" -out "$W/client.pem"
+
+mkdir -p "$W/www" "$W/nginx-tmp"
+head -c 2048 /dev/urandom | base64 -w 100 > "$W/www/page.html"   # a ~2.7 KB page
+head -c "${MB}M" /dev/urandom > "$W/www/big.bin"
+cat > "$W/nginx.conf" <<CFG
+worker_processes auto;
+pid $W/nginx.pid;
+error_log $W/nginx-error.log;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    sendfile on;
+    client_body_temp_path $W/nginx-tmp/body;
+    proxy_temp_path $W/nginx-tmp/proxy;
+    fastcgi_temp_path $W/nginx-tmp/fastcgi;
+    uwsgi_temp_path $W/nginx-tmp/uwsgi;
+    scgi_temp_path $W/nginx-tmp/scgi;
+    # The console: trusts only client certificates from jitgate's CA.
+    server {
+        listen 127.0.0.1:$TARGET_PORT ssl;
+        ssl_certificate $W/console.pem;
+        ssl_certificate_key $W/console.key;
+        ssl_client_certificate $W/certs/ca.pem;
+        ssl_verify_client on;
+        keepalive_requests 100000;
+        root $W/www;
+    }
+    # The reference reverse proxy: the gateway's server certificate, mTLS to the console.
+    upstream console { server 127.0.0.1:$TARGET_PORT; keepalive 64; }
+    server {
+        listen 127.0.0.1:$PROXY_PORT ssl;
+        ssl_certificate $W/certs/server.pem;
+        ssl_certificate_key $W/certs/server.key;
+        keepalive_requests 100000;
+        location / {
+            proxy_pass https://console;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_ssl_certificate $W/client.pem;
+            proxy_ssl_certificate_key $W/client.key;
+            proxy_ssl_trusted_certificate $W/console-ca.pem;
+            proxy_ssl_verify on;
+            proxy_ssl_name 127.0.0.1;
+            proxy_ssl_session_reuse on;
+            proxy_buffering off;
+        }
+    }
+}
+CFG
+"$NGINX" -p "$W" -e "$W/nginx-error.log" -c "$W/nginx.conf" -g 'daemon off;' & PIDS+=($!)
+
+"$J" --config "$W/jitgate.toml" serve > "$W/serve.out" 2> "$W/serve.err" & GW_PID=$!
+PIDS+=("$GW_PID")
+for _ in $(seq 100); do grep -q "HTTPS gateway listening" "$W/serve.out" 2>/dev/null && break; sleep 0.1; done
+API=$(sed -n 's/^jitgate API listening on //p' "$W/serve.out")
+GW=$(sed -n 's/^jitgate HTTPS gateway listening on //p' "$W/serve.out")
+[ -n "$GW" ] || { echo "the gateway did not start:"; cat "$W/serve.err"; exit 1; }
+export JITGATE_URL=$API JITGATE_CA=$W/certs/ca.pem
+JITGATE_API_KEY=$API_KEY_B "$J" --config "$W/jitgate.toml" ticket open BENCH-1 --assignee alice >/dev/null
+REQ=$(JITGATE_API_KEY=$API_KEY_A "$J" --config "$W/jitgate.toml" --json request --task bench --target console \
+    --ticket BENCH-1 --ttl 2h --reason "benchmark run" | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
+JITGATE_API_KEY=$API_KEY_B "$J" --config "$W/jitgate.toml" approve "$REQ" >/dev/null
+TOKEN=$(JITGATE_API_KEY=$API_KEY_A "$J" --config "$W/jitgate.toml" --json token "$REQ" | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')
+AUTH="Authorization: Bearer $TOKEN"
+PROXY=https://127.0.0.1:$PROXY_PORT
+DIRECT=https://127.0.0.1:$TARGET_PORT
+for _ in $(seq 50); do curl -s -o /dev/null --cacert "$W/certs/ca.pem" "$PROXY/page.html" && break; sleep 0.1; done
+
+# Sanity: both paths serve the page (the gateway with the token, the proxy without).
+for u in "$GW" "$PROXY"; do
+    code=$(curl -s -o /dev/null -w '%{http_code}' --cacert "$W/certs/ca.pem" -H "$AUTH" "$u/page.html")
+    [ "$code" = 200 ] || { echo "$u/page.html answered $code"; cat "$W/serve.err" "$W/nginx-error.log"; exit 1; }
+done
+
+ratio() { python3 -c "print('%.2f' % ($1/$2))"; }
+# wrk: "Requests/sec: N" and the 99% latency line (us/ms/s) -> "rps p99_ms".
+load() { # $1 url
+    wrk -t2 -c"$CONNS" -d"${SECS}s" --latency -H "$AUTH" "$1/page.html" > "$W/wrk.out"
+    python3 - "$W/wrk.out" <<'PY'
+import re, sys
+t = open(sys.argv[1]).read()
+rps = float(re.search(r"Requests/sec:\s+([\d.]+)", t).group(1))
+v, unit = re.search(r"^\s+99%\s+([\d.]+)(us|ms|s)\s*$", t, re.M).groups()
+p99 = float(v) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+errs = re.search(r"Non-2xx or 3xx responses: (\d+)", t)
+if errs:
+    sys.exit(f"{errs.group(1)} non-2xx answers:\n{t}")
+print(f"{rps:.0f} {p99:.2f}")
+PY
+}
+
+echo "jitgate HTTPS benchmark: wrk, $CONNS connections, ${SECS} s per run, a ~2.7 KB page; $MB MB download (2 cores, loopback)"
+wrk -t2 -c"$CONNS" -d2s -H "$AUTH" "$GW/page.html" > /dev/null    # warm-up
+wrk -t2 -c"$CONNS" -d2s "$PROXY/page.html" > /dev/null
+# Two rounds, interleaved so load affects both alike; the better round of each counts.
+best_gw="0 0"; best_px="0 0"
+for _ in 1 2; do
+    r=$(load "$GW"); [ "${r%% *}" -gt "${best_gw%% *}" ] && best_gw=$r
+    r=$(load "$PROXY"); [ "${r%% *}" -gt "${best_px%% *}" ] && best_px=$r
+done
+read -r gw_rps gw_p99 <<< "$best_gw"
+read -r px_rps px_p99 <<< "$best_px"
+echo "requests/s: jitgate $gw_rps, nginx proxy $px_rps; jitgate/nginx $(ratio "$gw_rps" "$px_rps")  (goal >= 0.8)"
+echo "p99 latency: jitgate $gw_p99 ms, nginx proxy $px_p99 ms; jitgate/nginx $(ratio "$gw_p99" "$px_p99")  (goal <= 1.2)"
+
+# Large download: best of 3 each, interleaved. curl's average speed in bytes/s.
+speed() { curl -s -o /dev/null -w '%{speed_download}' "$@"; }
+declare -A best
+for _ in 1 2 3; do
+    for path in direct gateway proxy; do
+        case $path in
+            direct) s=$(speed --cacert "$W/console-ca.pem" --cert "$W/client.pem" --key "$W/client.key" "$DIRECT/big.bin") ;;
+            gateway) s=$(speed --cacert "$W/certs/ca.pem" -H "$AUTH" "$GW/big.bin") ;;
+            proxy) s=$(speed --cacert "$W/certs/ca.pem" "$PROXY/big.bin") ;;
+        esac
+        cur=${best[$path]:-0}
+        best[$path]=$(python3 -c "print(max($cur, $s))")
+    done
+done
+mbs() { python3 -c "print('%.0f' % ($1/1048576))"; }
+echo "download $MB MB: direct $(mbs "${best[direct]}") MB/s, jitgate $(mbs "${best[gateway]}") MB/s, nginx proxy $(mbs "${best[proxy]}") MB/s"
+echo "download throughput jitgate/direct: $(ratio "${best[gateway]}" "${best[direct]}")  (nginx proxy/direct: $(ratio "${best[proxy]}" "${best[direct]}"))"
+echo "gateway resident memory after the run: $(awk '/VmRSS/ {print $2}' "/proc/$GW_PID/status") KiB"
