@@ -28,6 +28,7 @@ ulimit -n 65536 2>/dev/null || true
 cargo build --release --locked --quiet
 J=$PWD/target/release/jitgate
 W=$(mktemp -d /tmp/jitgate-bench-https.XXXXXX)
+chmod 755 "$W"   # nginx workers (www-data) read the web root
 PIDS=()
 cleanup() {
     for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done

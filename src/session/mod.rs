@@ -19,7 +19,7 @@ use crate::audit::{AuditEvent, Log};
 use crate::grant::{Admission, GrantBus, GrantEventKind};
 use crate::metrics::Metrics;
 use crate::store::{SessionRecord, Store};
-use crate::types::{GrantId, SessionId, now};
+use crate::types::{GrantId, SessionId};
 
 /// How long the registry waits for a cut session to close its client socket before recording
 /// the end anyway.
@@ -330,7 +330,11 @@ impl Registry {
         let live = live.clone();
         let warning = self.expiry_warning;
         self.tracker.spawn(async move {
-            let left = Duration::from_secs((expires_at - now()).max(0) as u64);
+            // To the millisecond: the grant ends at `expires_at` exactly.
+            let end = std::time::UNIX_EPOCH + Duration::from_secs(expires_at.max(0) as u64);
+            let left = end
+                .duration_since(std::time::SystemTime::now())
+                .unwrap_or(Duration::ZERO);
             let deadline = tokio::time::Instant::now() + left;
             let id = live.record.lock().expect("record lock").id.clone();
             if left > warning && !warning.is_zero() {

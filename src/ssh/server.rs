@@ -759,9 +759,22 @@ impl Conn {
         };
         match verdict {
             Ok(()) => session.channel_success(channel),
+            Err(why) if matches!(want, Want::Shell | Want::Exec(_) | Want::Subsystem(_)) => {
+                // OpenSSH drops stderr that arrives with a failure reply; accept the request,
+                // say why, and end the channel with exit status 1 so the technician sees it.
+                tracing::info!(reason = %why, "channel request refused");
+                session.channel_success(channel)?;
+                session.extended_data(
+                    channel,
+                    1,
+                    format!("[jitgate] refused: {why}\r\n").into_bytes(),
+                )?;
+                session.exit_status_request(channel, 1)?;
+                session.eof(channel)?;
+                session.close(channel)
+            }
             Err(why) => {
                 if !matches!(want, Want::Env(_)) {
-                    // Tell the technician why, on the channel's stderr.
                     let _ = session.extended_data(
                         channel,
                         1,

@@ -9,6 +9,7 @@ mod control_plane;
 mod demo;
 mod denials;
 mod evidence;
+mod exceptions;
 mod fixture;
 mod flows;
 mod harness;

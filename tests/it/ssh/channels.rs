@@ -239,8 +239,9 @@ async fn file_transfer_refused_when_the_task_does_not_allow_sftp() {
 
     let (code, out, err) = transfer(&env, &g.token, "scp", &[src_s.clone(), at("scp.bin")]);
     assert_ne!(code, 0, "scp was not refused: {out} {err}");
+    // The technician sees why, not only OpenSSH's "subsystem request failed".
     assert!(
-        err.contains("subsystem request failed"),
+        err.contains("[jitgate] refused: task shell-only does not allow file transfer"),
         "scp stderr: {err:?}"
     );
     let (code, out, err) = transfer(
@@ -250,6 +251,10 @@ async fn file_transfer_refused_when_the_task_does_not_allow_sftp() {
         &["-O".into(), src_s.clone(), at("scp-legacy.bin")],
     );
     assert_ne!(code, 0, "scp -O was not refused: {out} {err}");
+    assert!(
+        err.contains("does not allow file transfer"),
+        "scp -O stderr: {err:?}"
+    );
     let script = format!("put {src_s} {}\n", remote.join("sftp.bin").display());
     let (code, out, err) = sftp(&env, &g.token, local.path(), &script);
     assert_ne!(code, 0, "sftp was not refused: {out} {err}");

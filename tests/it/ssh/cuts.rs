@@ -29,8 +29,9 @@ fn assert_exits_255(t: &mut Term) {
     );
 }
 
-/// `session.ended` for the one session of `grant`: cause, reason, kill latency < 1 s.
-async fn assert_ended(env: &Env, grant: &str, cause: &str, reason: &str) -> Value {
+/// `session.ended` for the one session of `grant`: cause, reason, kill latency < 1 s; the
+/// recording ends with a marker giving the reason.
+async fn assert_ended(env: &Env, grant: &str, cause: &str, reason: &str) {
     let s = ended_session(&env.gw, grant).await;
     let sid = s["id"].as_str().expect("session id");
     assert_eq!(s["end_cause"], cause, "{s}");
@@ -46,7 +47,22 @@ async fn assert_ended(env: &Env, grant: &str, cause: &str, reason: &str) -> Valu
         .unwrap_or_else(|| panic!("no kill_latency_ms in {r}"));
     assert!(latency < 1000, "kill latency {latency} ms: {r}");
     assert_eq!(s["kill_latency_ms"], r["kill_latency_ms"], "{s}");
-    r
+    let cast = std::path::Path::new(s["dir"].as_str().expect("dir")).join("1.cast");
+    let text = std::fs::read_to_string(&cast).expect("the shell's recording");
+    let marked = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .any(|ev| {
+            ev[1] == "m"
+                && ev[2]
+                    .as_str()
+                    .is_some_and(|m| m.contains("session terminated") && m.contains(reason))
+        });
+    assert!(
+        marked,
+        "no termination marker in {}:\n{text}",
+        cast.display()
+    );
 }
 
 #[tokio::test]
