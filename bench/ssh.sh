@@ -49,6 +49,7 @@ write_config() { # $1 = file, $2 = record_terminal
 public_name = "localhost"
 api_listen = "127.0.0.1:0"
 ssh_listen = "127.0.0.1:0"
+https_listen = "127.0.0.1:0"
 data_dir = "data-$2"
 certs_dir = "certs"
 recordings_dir = "recordings-$2"

@@ -459,6 +459,8 @@ impl Gateway {
                 s.inflight.bytes_in.load(Ordering::Relaxed),
                 s.inflight.bytes_out.load(Ordering::Relaxed),
             );
+            // Every exchange is on disk before session.json and session.ended digest the file.
+            s.log.flush().await;
             s.guard.closed().await;
             tokio::time::sleep(TOMBSTONE).await;
             if let Some(c) = cookie {
@@ -653,11 +655,11 @@ impl Gateway {
         let mut resp = match sent {
             Ok(r) => r,
             Err(why) => {
-                s.inflight.leave(0, bytes_in.load(Ordering::Relaxed));
                 exchange.status = 502;
                 exchange.refused = Some(why.clone());
                 exchange.duration_ms = started.elapsed().as_millis() as u64;
                 s.log.record(exchange).await;
+                s.inflight.leave(0, bytes_in.load(Ordering::Relaxed));
                 return pages::refused(StatusCode::BAD_GATEWAY, &why, None);
             }
         };

@@ -69,10 +69,16 @@ pub fn redact_query(q: &str) -> String {
         .join("&")
 }
 
+enum LogMsg {
+    Line(Exchange),
+    /// Write and sync everything queued before this, then answer.
+    Flush(tokio::sync::oneshot::Sender<()>),
+}
+
 /// Appends exchanges to a session's `http.jsonl`.
 #[derive(Clone)]
 pub struct HttpLog {
-    tx: mpsc::Sender<Exchange>,
+    tx: mpsc::Sender<LogMsg>,
 }
 
 impl HttpLog {
@@ -83,7 +89,7 @@ impl HttpLog {
             .write(true)
             .open(path)
             .await?;
-        let (tx, mut rx) = mpsc::channel::<Exchange>(1024);
+        let (tx, mut rx) = mpsc::channel::<LogMsg>(1024);
         tokio::spawn(async move {
             let mut w = tokio::io::BufWriter::new(file);
             while let Some(first) = rx.recv().await {
@@ -91,17 +97,29 @@ impl HttpLog {
                 while let Ok(more) = rx.try_recv() {
                     batch.push(more);
                 }
-                for e in batch {
-                    let mut line = serde_json::to_vec(&e).expect("exchanges serialize");
-                    line.push(b'\n');
-                    if let Err(err) = w.write_all(&line).await {
-                        tracing::error!(error = %err, "cannot write http.jsonl");
-                        return;
+                let mut acks = Vec::new();
+                for m in batch {
+                    match m {
+                        LogMsg::Line(e) => {
+                            let mut line = serde_json::to_vec(&e).expect("exchanges serialize");
+                            line.push(b'\n');
+                            if let Err(err) = w.write_all(&line).await {
+                                tracing::error!(error = %err, "cannot write http.jsonl");
+                                return;
+                            }
+                        }
+                        LogMsg::Flush(ack) => acks.push(ack),
                     }
                 }
                 if let Err(err) = w.flush().await {
                     tracing::error!(error = %err, "cannot flush http.jsonl");
                     return;
+                }
+                if !acks.is_empty() {
+                    let _ = w.get_ref().sync_all().await;
+                    for ack in acks {
+                        let _ = ack.send(());
+                    }
                 }
             }
             let _ = w.flush().await;
@@ -112,12 +130,20 @@ impl HttpLog {
 
     /// Record one exchange (waits if the writer is far behind).
     pub async fn record(&self, e: Exchange) {
-        let _ = self.tx.send(e).await;
+        let _ = self.tx.send(LogMsg::Line(e)).await;
     }
 
     /// Record without waiting (from `Drop`); dropped only if 1024 lines are queued.
     pub fn record_now(&self, e: Exchange) {
-        let _ = self.tx.try_send(e);
+        let _ = self.tx.try_send(LogMsg::Line(e));
+    }
+
+    /// Wait until every line recorded so far is on disk (before the file is digested).
+    pub async fn flush(&self) {
+        let (ack, done) = tokio::sync::oneshot::channel();
+        if self.tx.send(LogMsg::Flush(ack)).await.is_ok() {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), done).await;
+        }
     }
 
     /// Whether the writer has stopped (the file cannot be written).

@@ -38,9 +38,9 @@ pub fn bridge(
         let (c, u) = match tokio::join!(client, upstream) {
             (Ok(c), Ok(u)) => (c, u),
             _ => {
-                s.inflight.leave(0, 0);
                 exchange.aborted = true;
                 s.log.record(exchange).await;
+                s.inflight.leave(0, 0);
                 return;
             }
         };
@@ -57,7 +57,8 @@ pub fn bridge(
         exchange.bytes_out = to_client;
         exchange.aborted = aborted;
         exchange.duration_ms = started.elapsed().as_millis() as u64;
-        s.inflight.leave(to_client, to_target);
+        // Recorded before it counts as finished, so the session's end sees this line.
         s.log.record(exchange).await;
+        s.inflight.leave(to_client, to_target);
     });
 }

@@ -263,6 +263,7 @@ async fn session_index_filters_by_user_target_task_ticket_time_state_cause_break
 
     let all = set(&[&s1, &s2, &s3, &s4, &s5, &s6]);
     let ended5 = set(&[&s1, &s2, &s3, &s4, &s5]);
+    let mark_rfc3339 = jitgate::types::rfc3339(mark);
     let mark = mark.to_string();
     assert_eq!(listed(gw, "admin", &[]), all);
     assert_eq!(listed(gw, "admin", &["--live"]), set(&[&s6]));
@@ -292,6 +293,7 @@ async fn session_index_filters_by_user_target_task_ticket_time_state_cause_break
         (vec!["--protocol", "https"], BTreeSet::new()),
         (vec!["--until", &mark], set(&[&s1, &s2])),
         (vec!["--since", &mark], set(&[&s3, &s4, &s5, &s6])),
+        (vec!["--until", &mark_rfc3339], set(&[&s1, &s2])),
         (vec!["--since", &mark, "--user", "alice"], set(&[&s6])),
         (vec!["--end-cause", "ticket"], set(&[&s6])),
         (vec!["--end-cause", "client"], ended5.clone()),
@@ -491,6 +493,13 @@ async fn kill_9_with_two_live_sessions_then_restart_ends_them_with_digests_and_a
                 p.display()
             );
         }
+        // `jitgate replay` plays the partial recording.
+        let (code, out, err) = gw.run(&["replay", sid, "--speed", "100"], &[]);
+        assert_eq!(code, 0, "replay {sid}: {err}");
+        assert!(
+            out.contains(&format!("pre-{shown}")),
+            "replay {sid}: {out:?}"
+        );
         // session.json is completed with the same digests.
         let dir = PathBuf::from(s["dir"].as_str().unwrap());
         let manifest: Value =
