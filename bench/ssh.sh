@@ -23,6 +23,8 @@ ulimit -n 65536 2>/dev/null || true
 cargo build --release --locked --quiet
 J=$PWD/target/release/jitgate
 W=$(mktemp -d /tmp/jitgate-bench.XXXXXX)
+# sshd reads the principals file as the login user.
+chmod 755 "$W"
 PIDS=()
 cleanup() {
     for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
@@ -108,9 +110,9 @@ sshd_conf "$BASTION_PORT" > "$W/bastion_config"
 # A client certificate for direct and ProxyJump runs, signed by the same user CA.
 ssh-keygen -q -t ed25519 -N '' -f "$W/client"
 ssh-keygen -q -s "$W/certs/ssh_user_ca" -I bench-direct -n "$ACCOUNT" -V -5m:+2h "$W/client.pub"
-SSHO=(-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR -o BatchMode=yes)
-DIRECT=(ssh "${SSHO[@]}" -i "$W/client" -p "$SSHD_PORT" "$ACCOUNT@127.0.0.1")
-JUMP=(ssh "${SSHO[@]}" -i "$W/client" -o "ProxyCommand=ssh ${SSHO[*]} -i $W/client -p $BASTION_PORT -W %h:%p $ACCOUNT@127.0.0.1" -p "$SSHD_PORT" "$ACCOUNT@127.0.0.1")
+SSHO=(-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR)
+DIRECT=(ssh "${SSHO[@]}" -o BatchMode=yes -i "$W/client" -p "$SSHD_PORT" "$ACCOUNT@127.0.0.1")
+JUMP=(ssh "${SSHO[@]}" -o BatchMode=yes -i "$W/client" -o "ProxyCommand=ssh ${SSHO[*]} -i $W/client -p $BASTION_PORT -W %h:%p $ACCOUNT@127.0.0.1" -p "$SSHD_PORT" "$ACCOUNT@127.0.0.1")
 sleep 0.5
 
 start_gateway() { # $1 config -> sets GW_PID API SSH_PORT TOKEN
@@ -128,7 +130,7 @@ start_gateway() { # $1 config -> sets GW_PID API SSH_PORT TOKEN
     JITGATE_API_KEY=$API_KEY_B "$J" --config "$1" approve "$req" >/dev/null
     TOKEN=$(JITGATE_API_KEY=$API_KEY_A "$J" --config "$1" --json token "$req" | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')
 }
-gw_ssh() { sshpass -p "$TOKEN" ssh "${SSHO[@]}" -o BatchMode=no -o PreferredAuthentications=password -p "$SSH_PORT" alice@127.0.0.1 "$@"; }
+gw_ssh() { sshpass -p "$TOKEN" ssh "${SSHO[@]}" -o PreferredAuthentications=password -p "$SSH_PORT" alice@127.0.0.1 "$@"; }
 
 secs() { python3 -c 'import sys,time,subprocess; t=time.perf_counter(); subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, check=True); print("%.4f" % (time.perf_counter()-t))' "$@"; }
 bulk() { secs "$@" "head -c ${MB}M /dev/zero"; }
@@ -148,8 +150,8 @@ for _ in 1 2 3; do
         case $path in
             direct) t=$(bulk "${DIRECT[@]}") ;;
             jump) t=$(bulk "${JUMP[@]}") ;;
-            on) SSH_PORT=$SSH_ON TOKEN=$TOKEN_ON; t=$(secs sshpass -p "$TOKEN" ssh "${SSHO[@]}" -o BatchMode=no -o PreferredAuthentications=password -p "$SSH_PORT" alice@127.0.0.1 "head -c ${MB}M /dev/zero") ;;
-            off) SSH_PORT=$SSH_OFF TOKEN=$TOKEN_OFF; t=$(secs sshpass -p "$TOKEN" ssh "${SSHO[@]}" -o BatchMode=no -o PreferredAuthentications=password -p "$SSH_PORT" alice@127.0.0.1 "head -c ${MB}M /dev/zero") ;;
+            on) SSH_PORT=$SSH_ON TOKEN=$TOKEN_ON; t=$(secs sshpass -p "$TOKEN" ssh "${SSHO[@]}" -o PreferredAuthentications=password -p "$SSH_PORT" alice@127.0.0.1 "head -c ${MB}M /dev/zero") ;;
+            off) SSH_PORT=$SSH_OFF TOKEN=$TOKEN_OFF; t=$(secs sshpass -p "$TOKEN" ssh "${SSHO[@]}" -o PreferredAuthentications=password -p "$SSH_PORT" alice@127.0.0.1 "head -c ${MB}M /dev/zero") ;;
         esac
         cur=${best[$path]:-999}
         best[$path]=$(python3 -c "print(min($cur, $t))")
@@ -166,7 +168,7 @@ SSH_PORT=$SSH_ON TOKEN=$TOKEN_ON
 : > "$W/setup.direct"; : > "$W/setup.gw"
 for _ in $(seq "$RUNS"); do
     secs "${DIRECT[@]}" true >> "$W/setup.direct"
-    secs sshpass -p "$TOKEN" ssh "${SSHO[@]}" -o BatchMode=no -o PreferredAuthentications=password -p "$SSH_PORT" alice@127.0.0.1 true >> "$W/setup.gw"
+    secs sshpass -p "$TOKEN" ssh "${SSHO[@]}" -o PreferredAuthentications=password -p "$SSH_PORT" alice@127.0.0.1 true >> "$W/setup.gw"
 done
 sd=$(median < "$W/setup.direct"); sg=$(median < "$W/setup.gw")
 echo "set-up median: direct ${sd} s, gateway ${sg} s; gateway/direct $(ratio "$sg" "$sd")  (goal <= 1.1)"
@@ -176,7 +178,7 @@ rss() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 sleep 1
 before=$(rss "$GW_ON_PID")
 for i in $(seq "$N"); do
-    (sshpass -p "$TOKEN" ssh "${SSHO[@]}" -o BatchMode=no -o PreferredAuthentications=password -tt -p "$SSH_PORT" alice@127.0.0.1 "exec -a jitgate-bench-idle sleep 3600" < /dev/null > /dev/null 2>&1 &)
+    (sshpass -p "$TOKEN" ssh "${SSHO[@]}" -o PreferredAuthentications=password -tt -p "$SSH_PORT" alice@127.0.0.1 "exec -a jitgate-bench-idle sleep 3600" < /dev/null > /dev/null 2>&1 &)
     if (( i % 20 == 0 )); then sleep 0.5; fi
 done
 for _ in $(seq 120); do
