@@ -139,7 +139,7 @@ ratio() { python3 -c "print('%.2f' % ($1/$2))"; }
 
 echo "jitgate SSH benchmark: $MB MB bulk, $RUNS set-ups, $N idle sessions (2 cores, loopback)"
 start_gateway "$W/on.toml" on
-GW_ON_PID=$GW_PID; SSH_ON=$SSH_PORT; TOKEN_ON=$TOKEN
+GW_ON_PID=$GW_PID; SSH_ON=$SSH_PORT; TOKEN_ON=$TOKEN; API_ON=$API
 start_gateway "$W/off.toml" off
 SSH_OFF=$SSH_PORT; TOKEN_OFF=$TOKEN
 
@@ -174,6 +174,7 @@ sd=$(median < "$W/setup.direct"); sg=$(median < "$W/setup.gw")
 echo "set-up median: direct ${sd} s, gateway ${sg} s; gateway/direct $(ratio "$sg" "$sd")  (goal <= 1.1)"
 
 # Memory per idle interactive session, then one ticket close cutting all of them.
+export JITGATE_URL=$API_ON
 rss() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 sleep 1
 before=$(rss "$GW_ON_PID")
@@ -188,7 +189,11 @@ for _ in $(seq 120); do
 done
 sleep 2
 after=$(rss "$GW_ON_PID")
-echo "idle sessions live: $live; gateway RSS $before KiB -> $after KiB: $(( (after - before) / live )) KiB per idle session  (goal <= 96 KiB)"
+if [ "$live" -gt 0 ]; then
+    echo "idle sessions live: $live; gateway RSS $before KiB -> $after KiB: $(( (after - before) / live )) KiB per idle session  (goal <= 96 KiB)"
+else
+    echo "idle sessions: none became live; see $W/on.toml.out.err"
+fi
 
 JITGATE_API_KEY=$API_KEY_B "$J" --config "$W/on.toml" ticket close BENCH-on >/dev/null
 for _ in $(seq 100); do

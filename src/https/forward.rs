@@ -23,7 +23,7 @@ use crate::config::TargetConfig;
 pub type ReqBody = BoxBody<Bytes, BoxError>;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-const POOL_MAX: usize = 16;
+const POOL_MAX: usize = 256;
 
 /// Hop-by-hop headers, never forwarded (RFC 9110 §7.6.1).
 const HOP_BY_HOP: &[&str] = &[

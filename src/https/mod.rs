@@ -103,6 +103,8 @@ pub struct Gateway {
     metrics: Arc<Metrics>,
     by_cookie: Mutex<HashMap<String, Arc<HttpSession>>>,
     by_token: Mutex<HashMap<String, Arc<HttpSession>>>,
+    /// Per-token gates so concurrent first requests open one session.
+    opening: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -200,6 +202,7 @@ impl Gateway {
             metrics,
             by_cookie: Mutex::new(HashMap::new()),
             by_token: Mutex::new(HashMap::new()),
+            opening: Mutex::new(HashMap::new()),
         })
     }
 
@@ -350,13 +353,37 @@ impl Gateway {
         {
             return Ok(s);
         }
-        let s = self.admit(token, peer).await?;
-        self.by_token
+        // One admission per token even when its first requests arrive together.
+        let gate = self
+            .opening
+            .lock()
+            .expect("opening lock")
+            .entry(hash.clone())
+            .or_default()
+            .clone();
+        let _turn = gate.lock().await;
+        let existing = self
+            .by_token
             .lock()
             .expect("token lock")
-            .insert(hash.clone(), s.clone());
-        self.on_end(s.clone(), None, Some(hash));
-        Ok(s)
+            .get(&hash)
+            .cloned();
+        let result = match existing {
+            Some(s) => Ok(s),
+            None => match self.admit(token, peer).await {
+                Ok(s) => {
+                    self.by_token
+                        .lock()
+                        .expect("token lock")
+                        .insert(hash.clone(), s.clone());
+                    self.on_end(s.clone(), None, Some(hash.clone()));
+                    Ok(s)
+                }
+                Err(e) => Err(e),
+            },
+        };
+        self.opening.lock().expect("opening lock").remove(&hash);
+        result
     }
 
     /// Admit a token and open its session: recording, client certificate, target connection.

@@ -2,7 +2,10 @@
 //! counted, until either side closes or the session is cut.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use http::Request;
 use hyper::body::Incoming;
@@ -44,15 +47,17 @@ pub fn bridge(
                 return;
             }
         };
-        let mut c = TokioIo::new(c);
-        let mut u = TokioIo::new(u);
-        let (to_target, to_client, aborted) = tokio::select! {
-            r = tokio::io::copy_bidirectional(&mut c, &mut u) => {
-                let (a, b) = r.unwrap_or((0, 0));
-                (a, b, false)
-            }
-            _ = token.cancelled() => (0, 0, true),
+        let (cr, cw) = tokio::io::split(TokioIo::new(c));
+        let (ur, uw) = tokio::io::split(TokioIo::new(u));
+        let up = Arc::new(AtomicU64::new(0));
+        let down = Arc::new(AtomicU64::new(0));
+        let aborted = tokio::select! {
+            _ = async {
+                tokio::join!(pipe(cr, uw, up.clone()), pipe(ur, cw, down.clone()))
+            } => false,
+            _ = token.cancelled() => true,
         };
+        let (to_target, to_client) = (up.load(Ordering::Relaxed), down.load(Ordering::Relaxed));
         exchange.bytes_in = to_target;
         exchange.bytes_out = to_client;
         exchange.aborted = aborted;
@@ -61,4 +66,25 @@ pub fn bridge(
         s.log.record(exchange).await;
         s.inflight.leave(to_client, to_target);
     });
+}
+
+/// Copy one direction, counting bytes as they go (so a cut still knows how much passed).
+async fn pipe<R, W>(mut r: R, mut w: W, count: Arc<AtomicU64>)
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        match r.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                if w.write_all(&buf[..n]).await.is_err() {
+                    break;
+                }
+                count.fetch_add(n as u64, Ordering::Relaxed);
+            }
+        }
+    }
+    let _ = w.shutdown().await;
 }
