@@ -12,10 +12,14 @@
 //! - [`policy`]: built-in invariants and Cedar policies.
 //! - [`ticket`]: the local ticket provider and webhook ingestion.
 //! - [`grant`]: requests, approvals, grants, tokens, the grant event bus and admission.
-//! - [`pki`]: the CAs jitgate owns and the keys `jitgate init` creates.
+//! - [`metrics`]: Prometheus metrics shared by the API and the gateways.
+//! - [`pki`]: the CAs jitgate owns, the keys `jitgate init` creates, per-session certificates.
+//! - [`session`]: the registry of live sessions and the code that ends them.
+//! - [`recording`]: asciicast v2 writer and reader, `session.json`, replay.
+//! - [`ssh`], [`https`]: the two gateways.
 //! - [`evidence`]: signed, offline-verifiable evidence bundles of one session.
 //! - [`api`]: the control-plane REST API; [`server`]: listeners and shutdown.
-//! - [`client`]: the HTTPS client the CLI uses.
+//! - [`client`]: the HTTPS client the CLI uses; [`cli`]: the commands; [`demo`]: `jitgate demo`.
 #![forbid(unsafe_code)]
 
 pub mod api;
