@@ -91,14 +91,32 @@ impl HttpLog {
             .await?;
         let (tx, mut rx) = mpsc::channel::<LogMsg>(1024);
         tokio::spawn(async move {
-            let mut w = tokio::io::BufWriter::new(file);
-            while let Some(first) = rx.recv().await {
-                let mut batch = vec![first];
-                while let Ok(more) = rx.try_recv() {
-                    batch.push(more);
+            let mut w = tokio::io::BufWriter::with_capacity(64 * 1024, file);
+            // Lines reach the file at least every 200 ms (and on every flush request), not one
+            // write per exchange.
+            let mut tick = tokio::time::interval(std::time::Duration::from_millis(200));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut dirty = false;
+            let mut batch = Vec::with_capacity(64);
+            loop {
+                let n = tokio::select! {
+                    n = rx.recv_many(&mut batch, 64) => n,
+                    _ = tick.tick() => {
+                        if dirty {
+                            if let Err(err) = w.flush().await {
+                                tracing::error!(error = %err, "cannot flush http.jsonl");
+                                return;
+                            }
+                            dirty = false;
+                        }
+                        continue;
+                    }
+                };
+                if n == 0 {
+                    break;
                 }
                 let mut acks = Vec::new();
-                for m in batch {
+                for m in batch.drain(..) {
                     match m {
                         LogMsg::Line(e) => {
                             let mut line = serde_json::to_vec(&e).expect("exchanges serialize");
@@ -107,15 +125,17 @@ impl HttpLog {
                                 tracing::error!(error = %err, "cannot write http.jsonl");
                                 return;
                             }
+                            dirty = true;
                         }
                         LogMsg::Flush(ack) => acks.push(ack),
                     }
                 }
-                if let Err(err) = w.flush().await {
-                    tracing::error!(error = %err, "cannot flush http.jsonl");
-                    return;
-                }
                 if !acks.is_empty() {
+                    if let Err(err) = w.flush().await {
+                        tracing::error!(error = %err, "cannot flush http.jsonl");
+                        return;
+                    }
+                    dirty = false;
                     let _ = w.get_ref().sync_all().await;
                     for ack in acks {
                         let _ = ack.send(());
