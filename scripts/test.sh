@@ -32,4 +32,4 @@ cargo test --locked --all-targets 2>&1 | tee /tmp/jitgate-test.log
 # Repeat the closing summary so the last line shows how many tests ran.
 grep -E '^test result:' /tmp/jitgate-test.log | awk '
     { passed += $4; failed += $6; ignored += $8 }
-    END { printf "all test binaries: %d passed, %d failed, %d ignored\n", passed, failed, ignored }'
+    END { printf "tests: %d passed, %d failed, %d skipped\n", passed, failed, ignored }'
