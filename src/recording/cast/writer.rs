@@ -101,7 +101,8 @@ impl Writer {
         let mut w = Writer {
             name,
             file: tokio::fs::File::from_std(file),
-            buf: Vec::with_capacity(WRITE_AT + 4096),
+            // Grows to WRITE_AT only under heavy output: idle sessions stay small.
+            buf: Vec::with_capacity(4096),
             file_hash: digest::Context::new(&digest::SHA256),
             file_bytes: 0,
             output: Stream::new(),
