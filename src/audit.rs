@@ -16,7 +16,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 use tokio::sync::Mutex;
 
-use crate::crypto::{SigningKey, VerifyingKey, sha256_hex};
+use crate::crypto::{SigningKey, VerifyingKey};
 use crate::store::{AuditEntry, Store, StoreError};
 use crate::types::{
     GrantId, RequestId, SessionId, TargetName, TaskName, TicketRef, Ttl, UnixTime, UserName,
@@ -252,6 +252,22 @@ impl std::fmt::Debug for Log {
     }
 }
 
+/// Check one record on its own: its `hash` is the SHA-256 of its canonical form and its `sig`
+/// is `key`'s signature over those hash bytes. Returns the hash.
+pub fn check_record(m: &Map<String, Value>, key: &VerifyingKey) -> Result<[u8; 32], &'static str> {
+    let computed = crate::crypto::sha256(&canonical(m));
+    if str_field(m, "hash").as_deref() != Some(hex::encode(computed).as_str()) {
+        return Err("hash does not match the record's contents: the record was edited");
+    }
+    let sig_ok = str_field(m, "sig")
+        .and_then(|s| base64::engine::general_purpose::STANDARD.decode(s).ok())
+        .is_some_and(|sig| key.verify(&computed, &sig));
+    if !sig_ok {
+        return Err("signature is not valid for the audit public key");
+    }
+    Ok(computed)
+}
+
 /// Canonical bytes of a record for hashing: every field but `hash` and `sig`, keys sorted.
 fn canonical(record: &Map<String, Value>) -> Vec<u8> {
     let mut m = record.clone();
@@ -456,28 +472,10 @@ pub fn verify(
                 count,
             ));
         }
-        let computed = sha256_hex(&canonical(&m));
-        if str_field(&m, "hash").as_deref() != Some(computed.as_str()) {
-            return Ok(bad(
-                lineno,
-                seq,
-                "hash does not match the record's contents: the record was edited".into(),
-                count,
-            ));
-        }
-        let sig_ok = str_field(&m, "sig")
-            .and_then(|s| base64::engine::general_purpose::STANDARD.decode(s).ok())
-            .is_some_and(|sig| {
-                key.verify(&hex::decode(&computed).expect("hex we just made"), &sig)
-            });
-        if !sig_ok {
-            return Ok(bad(
-                lineno,
-                seq,
-                "signature is not valid for the audit public key".into(),
-                count,
-            ));
-        }
+        let computed = match check_record(&m, key) {
+            Ok(hash) => hex::encode(hash),
+            Err(why) => return Ok(bad(lineno, seq, why.into(), count)),
+        };
         prev = computed;
         count += 1;
     }

@@ -12,7 +12,8 @@
 //! - [`policy`]: built-in invariants and Cedar policies.
 //! - [`ticket`]: the local ticket provider and webhook ingestion.
 //! - [`grant`]: requests, approvals, grants, tokens, the grant event bus and admission.
-//! - [`metrics`]: Prometheus metrics shared by the API and the gateways.
+//! - [`metrics`]: Prometheus metrics shared by the API and the gateways; [`net`]: the bounded
+//!   accept loop and the cuttable socket every listener uses.
 //! - [`pki`]: the CAs jitgate owns, the keys `jitgate init` creates, per-session certificates.
 //! - [`session`]: the registry of live sessions and the code that ends them.
 //! - [`recording`]: asciicast v2 writer and reader, `session.json`, replay.
@@ -33,6 +34,7 @@ pub mod evidence;
 pub mod grant;
 pub mod https;
 pub mod metrics;
+pub mod net;
 pub mod pki;
 pub mod policy;
 pub mod recording;

@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -311,44 +310,33 @@ pub async fn serve_tls(
     shutdown: CancellationToken,
     tracker: &TaskTracker,
 ) {
-    let slots = Arc::new(Semaphore::new(MAX_API_CONNECTIONS));
-    loop {
-        let (tcp, peer) = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
+    crate::net::accept_loop(
+        listener,
+        MAX_API_CONNECTIONS,
+        "API",
+        &shutdown,
+        tracker,
+        |tcp, peer| {
+            let tls = tls.clone();
+            let router = router.clone();
+            let stop = shutdown.clone();
+            async move {
+                let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(tcp)).await {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => {
+                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%peer, "TLS handshake timed out");
+                        return;
+                    }
+                };
+                serve_connection(stream, peer, router, stop).await;
             }
-        };
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
-            tracing::warn!(%peer, "too many API connections; refusing one");
-            drop(tcp);
-            continue;
-        };
-        let _ = tcp.set_nodelay(true);
-        let tls = tls.clone();
-        let router = router.clone();
-        let stop = shutdown.clone();
-        tracker.spawn(async move {
-            let _permit = permit;
-            let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(tcp)).await {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
-                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!(%peer, "TLS handshake timed out");
-                    return;
-                }
-            };
-            serve_connection(stream, peer, router, stop).await;
-        });
-    }
+        },
+    )
+    .await;
 }
 
 async fn serve_connection<S>(

@@ -120,32 +120,11 @@ impl EvidenceError {
     }
 }
 
-/// Canonical bytes of an audit record for hashing: every field but `hash` and `sig`, keys sorted,
-/// compact — the rule [`crate::audit`] writes with (serde_json's `Map` is ordered by key).
-fn canonical(record: &Map<String, Value>) -> Vec<u8> {
-    let mut m = record.clone();
-    m.remove("hash");
-    m.remove("sig");
-    serde_json::to_vec(&Value::Object(m)).expect("JSON values serialize")
-}
-
-/// Check one audit log line on its own: a JSON object whose `hash` is the SHA-256 of its
-/// canonical form and whose `sig` is the audit key's signature over those hash bytes.
+/// Check one audit log line on its own (hash and signature, as [`crate::audit::verify`] does).
 fn check_record(line: &str, key: &VerifyingKey) -> Result<Map<String, Value>, String> {
-    use base64::Engine;
     let m: Map<String, Value> =
         serde_json::from_str(line).map_err(|e| format!("not a JSON object: {e}"))?;
-    let computed = crate::crypto::sha256(&canonical(&m));
-    if m.get("hash").and_then(Value::as_str) != Some(hex::encode(computed).as_str()) {
-        return Err("hash does not match the record's contents: the record was edited".into());
-    }
-    let sig = m
-        .get("sig")
-        .and_then(Value::as_str)
-        .and_then(|s| base64::engine::general_purpose::STANDARD.decode(s).ok());
-    if !sig.is_some_and(|sig| key.verify(&computed, &sig)) {
-        return Err("signature is not valid for the audit public key".into());
-    }
+    crate::audit::check_record(&m, key)?;
     Ok(m)
 }
 

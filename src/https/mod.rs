@@ -24,7 +24,7 @@ use http_body_util::combinators::BoxBody;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::Notify;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -215,70 +215,61 @@ impl Gateway {
         tracker: TaskTracker,
     ) {
         let acceptor = TlsAcceptor::from(Arc::new(tls));
-        let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-        loop {
-            let (tcp, peer) = tokio::select! {
-                _ = shutdown.cancelled() => break,
-                r = listener.accept() => match r {
-                    Ok(x) => x,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "HTTPS accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                }
-            };
-            let Ok(permit) = slots.clone().try_acquire_owned() else {
-                tracing::warn!(%peer, "too many HTTPS connections; refusing one");
-                continue;
-            };
-            let _ = tcp.set_nodelay(true);
-            let me = self.clone();
-            let acceptor = acceptor.clone();
-            let stop = shutdown.clone();
-            tracker.spawn(async move {
-                let _permit = permit;
-                let kill = CancellationToken::new();
-                let tcp = crate::ssh::killable::Killable::new(tcp, kill.clone());
-                let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await
-                {
-                    Ok(Ok(s)) => s,
-                    _ => return,
-                };
-                let svc = {
-                    let me = me.clone();
-                    let kill = kill.clone();
-                    hyper::service::service_fn(move |req| {
+        let stop_all = shutdown.clone();
+        crate::net::accept_loop(
+            listener,
+            MAX_CONNECTIONS,
+            "HTTPS",
+            &shutdown,
+            &tracker,
+            |tcp, peer| {
+                let me = self.clone();
+                let acceptor = acceptor.clone();
+                let stop = stop_all.clone();
+                async move {
+                    let kill = CancellationToken::new();
+                    let tcp = crate::net::killable::Killable::new(tcp, kill.clone());
+                    let tls =
+                        match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                            Ok(Ok(s)) => s,
+                            _ => return,
+                        };
+                    let svc = {
                         let me = me.clone();
                         let kill = kill.clone();
-                        async move {
-                            Ok::<_, std::convert::Infallible>(me.handle(req, peer, kill).await)
+                        hyper::service::service_fn(move |req| {
+                            let me = me.clone();
+                            let kill = kill.clone();
+                            async move {
+                                Ok::<_, std::convert::Infallible>(me.handle(req, peer, kill).await)
+                            }
+                        })
+                    };
+                    let mut builder =
+                        hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                    builder
+                        .http1()
+                        .timer(TokioTimer::new())
+                        .header_read_timeout(Duration::from_secs(15))
+                        .max_buf_size(64 * 1024);
+                    builder
+                        .http2()
+                        .timer(TokioTimer::new())
+                        .max_concurrent_streams(128)
+                        .max_header_list_size(64 * 1024);
+                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), svc);
+                    tokio::pin!(conn);
+                    tokio::select! {
+                        _ = conn.as_mut() => {}
+                        _ = stop.cancelled() => {
+                            conn.as_mut().graceful_shutdown();
+                            let _ = tokio::time::timeout(Duration::from_secs(2), conn).await;
                         }
-                    })
-                };
-                let mut builder =
-                    hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-                builder
-                    .http1()
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(Duration::from_secs(15))
-                    .max_buf_size(64 * 1024);
-                builder
-                    .http2()
-                    .timer(TokioTimer::new())
-                    .max_concurrent_streams(128)
-                    .max_header_list_size(64 * 1024);
-                let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), svc);
-                tokio::pin!(conn);
-                tokio::select! {
-                    _ = conn.as_mut() => {}
-                    _ = stop.cancelled() => {
-                        conn.as_mut().graceful_shutdown();
-                        let _ = tokio::time::timeout(Duration::from_secs(2), conn).await;
                     }
                 }
-            });
-        }
+            },
+        )
+        .await;
     }
 
     async fn handle(

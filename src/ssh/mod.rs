@@ -5,7 +5,6 @@
 //! message, recorded, and cut when the grant ends.
 
 pub mod bridge;
-pub mod killable;
 pub mod server;
 pub mod upstream;
 

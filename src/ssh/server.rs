@@ -10,7 +10,7 @@ use std::time::Duration;
 use russh::server::{self, Auth, Msg, Session};
 use russh::{Channel, ChannelId, MethodKind, MethodSet};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Notify, OnceCell, Semaphore};
+use tokio::sync::{Notify, OnceCell};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -101,31 +101,20 @@ impl Gateway {
         shutdown: CancellationToken,
         tracker: TaskTracker,
     ) {
-        let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-        loop {
-            let (tcp, peer) = tokio::select! {
-                _ = shutdown.cancelled() => break,
-                r = listener.accept() => match r {
-                    Ok(x) => x,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "SSH accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                }
-            };
-            let Ok(permit) = slots.clone().try_acquire_owned() else {
-                tracing::warn!(%peer, "too many SSH connections; refusing one");
-                continue;
-            };
-            let _ = tcp.set_nodelay(true);
-            let me = self.clone();
-            let stop = shutdown.clone();
-            tracker.spawn(async move {
-                let _permit = permit;
-                me.connection(tcp, peer, stop).await;
-            });
-        }
+        let stop = shutdown.clone();
+        crate::net::accept_loop(
+            listener,
+            MAX_CONNECTIONS,
+            "SSH",
+            &shutdown,
+            &tracker,
+            |tcp, peer| {
+                let me = self.clone();
+                let stop = stop.clone();
+                async move { me.connection(tcp, peer, stop).await }
+            },
+        )
+        .await;
     }
 
     /// A client that presented a valid token but never completed the second factor.
@@ -166,7 +155,7 @@ impl Gateway {
             failures: 0,
         };
         let kill = CancellationToken::new();
-        let tcp = super::killable::Killable::new(tcp, kill.clone());
+        let tcp = crate::net::killable::Killable::new(tcp, kill.clone());
         let running = match tokio::time::timeout(
             HELLO_TIMEOUT,
             server::run_stream(self.config.clone(), tcp, handler),

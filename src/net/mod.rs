@@ -1,0 +1,53 @@
+//! Listener plumbing shared by the API and both gateways: a bounded accept loop, and a socket
+//! wrapper the gateway can cut from outside.
+
+pub mod killable;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Accept connections on `listener` until `shutdown`, at most `max` at a time (more are closed
+/// at once), and run `serve` for each on `tracker`. `what` names the listener in logs.
+pub async fn accept_loop<F, Fut>(
+    listener: TcpListener,
+    max: usize,
+    what: &'static str,
+    shutdown: &CancellationToken,
+    tracker: &TaskTracker,
+    mut serve: F,
+) where
+    F: FnMut(TcpStream, SocketAddr) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let slots = Arc::new(Semaphore::new(max));
+    loop {
+        let (tcp, peer) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "{what} accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            }
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            tracing::warn!(%peer, "too many {what} connections; refusing one");
+            continue;
+        };
+        let _ = tcp.set_nodelay(true);
+        let fut = serve(tcp, peer);
+        tracker.spawn(async move {
+            let _permit = permit;
+            fut.await;
+        });
+    }
+}
