@@ -233,7 +233,7 @@ pub enum AuditError {
 }
 
 struct Tail {
-    file: File,
+    file: Arc<File>,
     seq: u64,
     hash: String,
 }
@@ -243,7 +243,7 @@ pub struct Log {
     path: PathBuf,
     key: Arc<SigningKey>,
     store: Arc<dyn Store>,
-    tail: Mutex<Tail>,
+    tail: Arc<Mutex<Tail>>,
 }
 
 impl std::fmt::Debug for Log {
@@ -316,7 +316,11 @@ impl Log {
             path,
             key,
             store,
-            tail: Mutex::new(Tail { file, seq, hash }),
+            tail: Arc::new(Mutex::new(Tail {
+                file: Arc::new(file),
+                seq,
+                hash,
+            })),
         })
     }
 
@@ -326,12 +330,41 @@ impl Log {
     }
 
     /// Append one event by `actor` (a user name, `system`, or a ticket source); returns its seq.
+    ///
+    /// The append runs as its own task, so a caller that gives up (a dropped request) never
+    /// leaves a record half done: in the file but not the index, or the chain's tail behind.
+    /// The file write and fsync run on the blocking pool, off the gateway's worker threads.
     pub async fn record(&self, actor: &str, event: AuditEvent) -> Result<u64, AuditError> {
-        let mut tail = self.tail.lock().await;
         let Value::Object(fields) = serde_json::to_value(&event).expect("events serialize") else {
             unreachable!("events are structs")
         };
-        let mut m = fields;
+        let append = Append {
+            tail: self.tail.clone(),
+            key: self.key.clone(),
+            store: self.store.clone(),
+            path: self.path.clone(),
+        };
+        match tokio::spawn(append.run(actor.to_string(), fields)).await {
+            Ok(r) => r,
+            Err(e) => Err(AuditError::Io {
+                path: self.path.clone(),
+                source: std::io::Error::other(format!("the audit writer failed: {e}")),
+            }),
+        }
+    }
+}
+
+/// One append, owning what it needs so it can finish on its own.
+struct Append {
+    tail: Arc<Mutex<Tail>>,
+    key: Arc<SigningKey>,
+    store: Arc<dyn Store>,
+    path: PathBuf,
+}
+
+impl Append {
+    async fn run(self, actor: String, mut m: Map<String, Value>) -> Result<u64, AuditError> {
+        let mut tail = self.tail.lock().await;
         let seq = tail.seq + 1;
         let ts = crate::types::rfc3339_millis(time::OffsetDateTime::now_utc());
         m.insert("seq".into(), Value::from(seq));
@@ -344,14 +377,19 @@ impl Log {
         m.insert("hash".into(), Value::from(hash.clone()));
         m.insert("sig".into(), Value::from(sig));
         let line = serde_json::to_string(&Value::Object(m.clone())).expect("serializes");
-        let io = |source| AuditError::Io {
+        let file = tail.file.clone();
+        let bytes = format!("{line}\n").into_bytes();
+        tokio::task::spawn_blocking(move || {
+            let mut f: &File = &file;
+            f.write_all(&bytes)?;
+            f.sync_data()
+        })
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())))
+        .map_err(|source| AuditError::Io {
             path: self.path.clone(),
             source,
-        };
-        tail.file
-            .write_all(format!("{line}\n").as_bytes())
-            .map_err(io)?;
-        tail.file.sync_data().map_err(io)?;
+        })?;
         self.store
             .append_audit(&AuditEntry {
                 seq,

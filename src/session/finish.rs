@@ -34,6 +34,18 @@ pub(super) fn write_manifest(live: &Live, files: Option<&[FileEntry]>) -> std::i
     m.write(&live.dir)
 }
 
+/// The store's view of a session's files.
+fn recorded(entries: &[FileEntry]) -> Vec<RecordedFile> {
+    entries
+        .iter()
+        .map(|e| RecordedFile {
+            name: e.name.clone(),
+            sha256: e.sha256.clone(),
+            bytes: e.bytes,
+        })
+        .collect()
+}
+
 fn digest_file(path: &std::path::Path) -> (String, u64) {
     match std::fs::read(path) {
         Ok(bytes) => (crate::crypto::sha256_hex(&bytes), bytes.len() as u64),
@@ -69,43 +81,46 @@ impl Registry {
         if let Some(l) = latency {
             self.metrics.kill_latency(l.as_secs_f64());
         }
-        let infos = live.files.lock().expect("files lock").clone();
-        let entries: Vec<FileEntry> = infos
-            .iter()
-            .map(|f| {
-                let (sha256, bytes) = digest_file(&live.dir.join(&f.name));
-                FileEntry {
-                    name: f.name.clone(),
-                    sha256,
-                    bytes,
-                    channel: f.channel,
-                    kind: f.kind.clone(),
-                    command: f.command.clone(),
-                    binary: f.summary.as_ref().is_some_and(|s| s.binary),
-                    output_bytes: f.summary.as_ref().map_or(0, |s| s.output_bytes),
-                    input_bytes: f.summary.as_ref().map_or(0, |s| s.input_bytes),
-                }
-            })
-            .collect();
-        let record = {
-            let mut r = live.record.lock().expect("record lock");
-            r.ended_at = Some(now());
-            r.end_cause = Some(ending.cause.as_str().into());
-            r.end_reason = Some(ending.reason.clone());
-            r.kill_latency_ms = latency.map(|l| l.as_millis() as u64);
-            r.files = entries
+        // Digests and `session.json` are file work: the blocking pool does it, so a burst of
+        // ending sessions does not stall the worker threads other sessions' cuts run on.
+        let l = live.clone();
+        let end_reason = ending.reason.clone();
+        let end_cause = ending.cause.as_str();
+        let record = tokio::task::spawn_blocking(move || {
+            let infos = l.files.lock().expect("files lock").clone();
+            let entries: Vec<FileEntry> = infos
                 .iter()
-                .map(|e| RecordedFile {
-                    name: e.name.clone(),
-                    sha256: e.sha256.clone(),
-                    bytes: e.bytes,
+                .map(|f| {
+                    let (sha256, bytes) = digest_file(&l.dir.join(&f.name));
+                    FileEntry {
+                        name: f.name.clone(),
+                        sha256,
+                        bytes,
+                        channel: f.channel,
+                        kind: f.kind.clone(),
+                        command: f.command.clone(),
+                        binary: f.summary.as_ref().is_some_and(|s| s.binary),
+                        output_bytes: f.summary.as_ref().map_or(0, |s| s.output_bytes),
+                        input_bytes: f.summary.as_ref().map_or(0, |s| s.input_bytes),
+                    }
                 })
                 .collect();
-            r.clone()
-        };
-        if let Err(e) = write_manifest(live, Some(&entries)) {
-            tracing::error!(session = %record.id, error = %e, "cannot write session.json");
-        }
+            let record = {
+                let mut r = l.record.lock().expect("record lock");
+                r.ended_at = Some(now());
+                r.end_cause = Some(end_cause.into());
+                r.end_reason = Some(end_reason);
+                r.kill_latency_ms = latency.map(|l| l.as_millis() as u64);
+                r.files = recorded(&entries);
+                r.clone()
+            };
+            if let Err(e) = write_manifest(&l, Some(&entries)) {
+                tracing::error!(session = %record.id, error = %e, "cannot write session.json");
+            }
+            record
+        })
+        .await
+        .expect("the session's end record task does not panic");
         if let Err(e) = self.store.put_session(&record).await {
             tracing::error!(session = %record.id, error = %e, "cannot store the session's end");
         }
@@ -203,14 +218,7 @@ impl Registry {
             rec.ended_at = Some(ended);
             rec.end_cause = Some("restart".into());
             rec.end_reason = Some(reason.clone());
-            rec.files = entries
-                .iter()
-                .map(|e| RecordedFile {
-                    name: e.name.clone(),
-                    sha256: e.sha256.clone(),
-                    bytes: e.bytes,
-                })
-                .collect();
+            rec.files = recorded(&entries);
             if let Some(m) = &mut manifest {
                 m.ended_at = Some(rfc3339(ended));
                 m.end_reason = Some(reason.clone());

@@ -280,7 +280,10 @@ impl Registry {
             dir,
             started: Instant::now(),
         });
-        finish::write_manifest(&live, None)
+        let l = live.clone();
+        tokio::task::spawn_blocking(move || finish::write_manifest(&l, None))
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())))
             .map_err(|e| SessionError::Recording(live.dir.clone(), e))?;
         self.store.put_session(&record).await?;
         self.audit
@@ -524,7 +527,13 @@ impl SessionGuard {
 
     /// The client's socket is closed: the registry records the end now.
     pub async fn closed(&self) {
-        *self.live.closed_at.lock().expect("closed lock") = Some(Instant::now());
+        self.closed_at(Instant::now()).await;
+    }
+
+    /// The gateway closed the client's socket at `at` (the end of a cut's kill latency); the
+    /// registry records the end now, with the recordings already finished.
+    pub async fn closed_at(&self, at: Instant) {
+        *self.live.closed_at.lock().expect("closed lock") = Some(at);
         let has_ending = self.live.ending.lock().expect("ending lock").is_some();
         if !has_ending {
             self.registry.terminate(

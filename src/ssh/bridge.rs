@@ -9,6 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use russh::server::Msg;
 use russh::{Channel, ChannelMsg, ChannelReadHalf, ChannelWriteHalf, Pty};
+use tokio_util::task::task_tracker::TaskTrackerToken;
 
 use super::server::Active;
 use super::{Want, allowed, env_allowed};
@@ -62,8 +63,16 @@ type ClientTx = Arc<ChannelWriteHalf<Msg>>;
 ///
 /// The two directions run as two loops so that a full window one way never stops the other
 /// way from draining (an SFTP upload needs the target's acknowledgements to keep flowing).
-pub(crate) async fn session_channel(active: Arc<Active>, client: Channel<Msg>) {
+///
+/// `ready` is held until a cut's notice and channel closes are queued, so the connection sends
+/// its disconnect after them.
+pub(crate) async fn session_channel(
+    active: Arc<Active>,
+    client: Channel<Msg>,
+    ready: TaskTrackerToken,
+) {
     let mut p = Pump::new(active);
+    p.ready = Some(ready);
     let (c_rx, c_tx) = client.split();
     p.run(c_rx, Arc::new(c_tx)).await;
 }
@@ -88,6 +97,7 @@ struct Pump {
     file_no: u32,
     kind_label: &'static str,
     counters: Arc<Counters>,
+    ready: Option<TaskTrackerToken>,
 }
 
 async fn down_done(down: &mut Option<tokio::task::JoinHandle<()>>) {
@@ -114,6 +124,7 @@ impl Pump {
             file_no: 0,
             kind_label: "",
             counters: Arc::default(),
+            ready: None,
         }
     }
 
@@ -397,19 +408,30 @@ impl Pump {
             &format!("session terminated: {reason}"),
         )
         .await;
-        if let Some(tx) = &self.up {
-            let _ = tx.close().await;
-        }
-        let close = async {
+        let closes = async {
+            if let Some(tx) = &self.up {
+                let _ = tx.close().await;
+            }
             let _ = c_tx.eof().await;
             let _ = c_tx.close().await;
+        };
+        let _ = tokio::time::timeout(Duration::from_millis(300), closes).await;
+        // Queued: the connection may be disconnected now; the last pump here does it.
+        self.active.notices.close();
+        self.ready = None;
+        if self.active.notices.is_empty() {
+            self.active
+                .disconnect_both(&reason, Some(self.active.client_handle()))
+                .await;
+        }
+        let acknowledged = async {
             while let Some(m) = c_rx.wait().await {
                 if matches!(m, ChannelMsg::Close) {
                     break;
                 }
             }
         };
-        let _ = tokio::time::timeout(Duration::from_millis(300), close).await;
+        let _ = tokio::time::timeout(Duration::from_millis(300), acknowledged).await;
     }
 
     async fn wrap_up(&mut self) {

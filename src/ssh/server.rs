@@ -156,6 +156,7 @@ impl Gateway {
         };
         let kill = CancellationToken::new();
         let tcp = crate::net::killable::Killable::new(tcp, kill.clone());
+        let close_mark = tcp.close_mark();
         let running = match tokio::time::timeout(
             HELLO_TIMEOUT,
             server::run_stream(self.config.clone(), tcp, handler),
@@ -213,24 +214,16 @@ impl Gateway {
                 .ending()
                 .map(|e| e.reason)
                 .unwrap_or_else(|| "session ended".into());
-            // The pumps print the reason and close their channels; give them a moment.
+            // Nothing here waits on a peer's reply: the client is cut as soon as the reason,
+            // the channel closes and the disconnects are on their way, in that order. The
+            // last pump to queue its notice sends the disconnects itself (one hop less);
+            // this covers a connection without channels.
             active.pumps.close();
-            let _ = tokio::time::timeout(Duration::from_millis(500), active.pumps.wait()).await;
-            // Target side first: processes there get SIGHUP.
-            let _ = tokio::time::timeout(
-                Duration::from_millis(300),
-                active.disconnect_upstream(&reason),
-            )
-            .await;
-            let _ = tokio::time::timeout(
-                Duration::from_millis(300),
-                handle.disconnect(
-                    russh::Disconnect::ByApplication,
-                    format!("[jitgate] session terminated: {reason}"),
-                    "en".into(),
-                ),
-            )
-            .await;
+            active.notices.close();
+            let _ = tokio::time::timeout(Duration::from_millis(300), active.notices.wait()).await;
+            active.disconnect_both(&reason, Some(&handle)).await;
+            // russh closes our side once the disconnect is written, then waits for the
+            // client to close its side.
             if tokio::time::timeout(Duration::from_millis(500), &mut running)
                 .await
                 .is_err()
@@ -238,16 +231,21 @@ impl Gateway {
                 // The client is not taking the disconnect (e.g. it stopped reading): cut the
                 // socket.
                 tracing::info!(session = %active.guard.id(), "client did not take the disconnect; cutting the socket");
+                close_mark.set_now();
                 kill.cancel();
                 let _ = tokio::time::timeout(Duration::from_secs(1), &mut running).await;
             }
+            // The recordings get their final markers and are closed.
+            let _ = tokio::time::timeout(Duration::from_secs(2), active.pumps.wait()).await;
+            let at = close_mark.get().unwrap_or_else(std::time::Instant::now);
+            active.guard.closed_at(at).await;
         } else {
             token.cancel();
             active.pumps.close();
             let _ = tokio::time::timeout(Duration::from_secs(2), active.pumps.wait()).await;
             active.disconnect_upstream("client disconnected").await;
+            active.guard.closed().await;
         }
-        active.guard.closed().await;
     }
 }
 
@@ -268,6 +266,10 @@ pub(crate) struct Active {
     upstream: OnceCell<Result<Arc<Upstream>, UpstreamError>>,
     pub(crate) gw: Arc<Gateway>,
     pub(crate) pumps: TaskTracker,
+    /// Held by each session-channel pump until its cut notice and channel closes are queued.
+    pub(crate) notices: TaskTracker,
+    /// Set once a cut's disconnects are queued.
+    disconnected: AtomicBool,
     pub(crate) next_file: std::sync::atomic::AtomicU32,
     client: OnceLock<server::Handle>,
 }
@@ -351,6 +353,27 @@ impl Active {
                     "en",
                 )
                 .await;
+        }
+    }
+
+    /// A cut's last step, once: the target's disconnect (processes there get SIGHUP), then
+    /// the client's with the reason. Queued only; nothing waits for the peers.
+    pub(crate) async fn disconnect_both(&self, reason: &str, client: Option<&server::Handle>) {
+        if self.disconnected.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let _ = tokio::time::timeout(Duration::from_millis(300), self.disconnect_upstream(reason))
+            .await;
+        if let Some(h) = client.or(self.client.get()) {
+            let _ = tokio::time::timeout(
+                Duration::from_millis(300),
+                h.disconnect(
+                    russh::Disconnect::ByApplication,
+                    format!("[jitgate] session terminated: {reason}"),
+                    "en".into(),
+                ),
+            )
+            .await;
         }
     }
 }
@@ -442,6 +465,8 @@ impl Conn {
             upstream: OnceCell::new(),
             gw: self.gw.clone(),
             pumps: TaskTracker::new(),
+            notices: TaskTracker::new(),
+            disconnected: AtomicBool::new(false),
             next_file: std::sync::atomic::AtomicU32::new(1),
             client: OnceLock::new(),
         });
@@ -607,8 +632,9 @@ impl server::Handler for Conn {
         }
         reply.accept().await;
         let a = active.clone();
+        let ready = active.notices.token();
         active.pumps.spawn(async move {
-            bridge::session_channel(a, channel).await;
+            bridge::session_channel(a, channel, ready).await;
         });
         Ok(())
     }

@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use aws_lc_rs::digest;
 use bytes::Bytes;
-use tokio::io::AsyncWriteExt as _;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::MissedTickBehavior;
 
@@ -68,7 +67,10 @@ impl Stream {
 /// State of one cast file, owned by its writer task.
 pub(super) struct Writer {
     name: String,
-    file: tokio::fs::File,
+    /// Written directly: the lines go to the page cache in whole batches (at most once per
+    /// 64 KiB or per second), which costs less than a blocking-pool hand-off per write. Only
+    /// the final fsync goes to the blocking pool.
+    file: std::fs::File,
     /// Complete lines not yet handed to the file.
     buf: Vec<u8>,
     /// SHA-256 and size of every byte put into `buf` (= the file's bytes once flushed).
@@ -100,7 +102,7 @@ impl Writer {
     ) -> Self {
         let mut w = Writer {
             name,
-            file: tokio::fs::File::from_std(file),
+            file,
             // Grows to WRITE_AT only under heavy output: idle sessions stay small.
             buf: Vec::with_capacity(4096),
             file_hash: digest::Context::new(&digest::SHA256),
@@ -262,7 +264,7 @@ impl Writer {
     /// Hand the buffered lines to the file (whole lines only).
     async fn write_out(&mut self) -> Result<(), RecordingError> {
         if !self.buf.is_empty() {
-            let r = self.file.write_all(&self.buf).await;
+            let r = self.file.write_all(&self.buf);
             r.map_err(|e| self.write_error(e))?;
             self.buf.clear();
         }
@@ -272,8 +274,6 @@ impl Writer {
     /// Write out and wait until the file has the data.
     async fn flush(&mut self) -> Result<(), RecordingError> {
         self.write_out().await?;
-        let r = self.file.flush().await;
-        r.map_err(|e| self.write_error(e))?;
         self.dirty = false;
         Ok(())
     }
@@ -292,7 +292,12 @@ impl Writer {
             }
         }
         self.flush().await?;
-        let r = self.file.sync_all().await;
+        let r = match self.file.try_clone() {
+            Ok(f) => tokio::task::spawn_blocking(move || f.sync_all())
+                .await
+                .unwrap_or_else(|e| Err(io::Error::other(e.to_string()))),
+            Err(e) => Err(e),
+        };
         r.map_err(|e| self.write_error(e))?;
         let hex = |ctx: &digest::Context| hex::encode(ctx.clone().finish().as_ref());
         Ok(CastSummary {
