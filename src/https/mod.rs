@@ -13,7 +13,7 @@ mod websocket;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -91,8 +91,76 @@ pub struct HttpSession {
     log: HttpLog,
     upstream: Upstream,
     inflight: Arc<Inflight>,
-    /// Kill switches of client connections that carried this session's requests.
-    conns: Mutex<Vec<CancellationToken>>,
+    /// Kill switches of the live client connections that carried this session's requests.
+    conns: Mutex<HashMap<u64, CancellationToken>>,
+}
+
+/// A client connection's kill switch and its hold on the sessions it carries.
+///
+/// Each session gets the connection's kill switch once, and the connection gets a child of the
+/// session's cancellation token: requests check and wait on the child, so concurrent
+/// connections of one session do not all contend on the session token's lock.
+struct ConnKill {
+    id: u64,
+    token: CancellationToken,
+    sessions: Mutex<Vec<(Weak<HttpSession>, CancellationToken)>>,
+    /// The last bearer token this connection presented and its session, so that a client
+    /// repeating it on a kept-alive connection skips parsing, hashing and the shared map.
+    bearer: Mutex<Option<(String, Weak<HttpSession>)>>,
+}
+
+impl ConnKill {
+    fn new(token: CancellationToken) -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        Self {
+            id: NEXT.fetch_add(1, Ordering::Relaxed),
+            token,
+            sessions: Mutex::new(Vec::new()),
+            bearer: Mutex::new(None),
+        }
+    }
+
+    /// The session of `token` if this connection presented it last.
+    fn cached(&self, token: &str) -> Option<Arc<HttpSession>> {
+        match &*self.bearer.lock().expect("bearer lock") {
+            Some((t, s)) if t == token => s.upgrade(),
+            _ => None,
+        }
+    }
+
+    fn cache(&self, token: String, s: &Arc<HttpSession>) {
+        *self.bearer.lock().expect("bearer lock") = Some((token, Arc::downgrade(s)));
+    }
+
+    /// Register with `s` (once) and return this connection's view of the session's cut.
+    fn register(&self, s: &Arc<HttpSession>) -> CancellationToken {
+        let mut held = self.sessions.lock().expect("sessions lock");
+        if let Some((_, cut)) = held
+            .iter()
+            .find(|(w, _)| std::ptr::eq(w.as_ptr(), Arc::as_ptr(s)))
+        {
+            return cut.clone();
+        }
+        s.conns
+            .lock()
+            .expect("conns lock")
+            .insert(self.id, self.token.clone());
+        let cut = s.guard.token().child_token();
+        held.push((Arc::downgrade(s), cut.clone()));
+        cut
+    }
+}
+
+impl Drop for ConnKill {
+    fn drop(&mut self) {
+        // The connection is gone (an upgraded websocket watches the session token itself).
+        let held = std::mem::take(self.sessions.get_mut().expect("sessions lock"));
+        for (w, _) in held {
+            if let Some(s) = w.upgrade() {
+                s.conns.lock().expect("conns lock").remove(&self.id);
+            }
+        }
+    }
 }
 
 /// The HTTPS gateway.
@@ -229,6 +297,7 @@ impl Gateway {
                 async move {
                     let kill = CancellationToken::new();
                     let tcp = crate::net::killable::Killable::new(tcp, kill.clone());
+                    let kill = Arc::new(ConnKill::new(kill));
                     let tls =
                         match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                             Ok(Ok(s)) => s,
@@ -276,18 +345,23 @@ impl Gateway {
         self: Arc<Self>,
         req: Request<Incoming>,
         peer: SocketAddr,
-        kill: CancellationToken,
+        kill: Arc<ConnKill>,
     ) -> Response<RespBody> {
-        let path = req.uri().path().to_string();
-        match path.as_str() {
+        match req.uri().path() {
             "/_jitgate/login" => return self.login(req, peer).await,
             "/_jitgate/logout" => return self.logout(req),
             _ => {}
         }
         let session = if let Some(token) = bearer(&req) {
-            match self.session_for_token(&token, peer).await {
-                Ok(s) => s,
-                Err(why) => return pages::refused(StatusCode::FORBIDDEN, &why, None),
+            match kill.cached(&token) {
+                Some(s) => s,
+                None => match self.session_for_token(&token, peer).await {
+                    Ok(s) => {
+                        kill.cache(token, &s);
+                        s
+                    }
+                    Err(why) => return pages::refused(StatusCode::FORBIDDEN, &why, None),
+                },
             }
         } else if let Some(handle) = cookie_handle(&req) {
             match self
@@ -303,7 +377,8 @@ impl Gateway {
         } else {
             return pages::login_needed(&req, "no grant token");
         };
-        if session.guard.token().is_cancelled() {
+        let cut = kill.register(&session);
+        if cut.is_cancelled() {
             let why = session
                 .guard
                 .ending()
@@ -315,14 +390,7 @@ impl Gateway {
                 None,
             );
         }
-        {
-            let mut conns = session.conns.lock().expect("conns lock");
-            conns.retain(|c| !c.is_cancelled());
-            if conns.len() < 256 {
-                conns.push(kill);
-            }
-        }
-        self.forward(session, req, peer).await
+        self.forward(session, req, peer, cut).await
     }
 
     /// Find or create the session of a bearer token.
@@ -449,7 +517,7 @@ impl Gateway {
             log,
             upstream,
             inflight: Arc::default(),
-            conns: Mutex::new(Vec::new()),
+            conns: Mutex::new(HashMap::new()),
         }))
     }
 
@@ -468,7 +536,7 @@ impl Gateway {
                 .await
                 .is_err()
             {
-                for c in s.conns.lock().expect("conns lock").iter() {
+                for c in s.conns.lock().expect("conns lock").values() {
                     c.cancel();
                 }
                 let _ = tokio::time::timeout(Duration::from_secs(1), s.inflight.drained()).await;
@@ -559,6 +627,7 @@ impl Gateway {
         s: Arc<HttpSession>,
         req: Request<Incoming>,
         peer: SocketAddr,
+        token: CancellationToken,
     ) -> Response<RespBody> {
         let started = Instant::now();
         let method = req.method().clone();
@@ -665,7 +734,6 @@ impl Gateway {
         let body = CountIn::new(body, bytes_in.clone(), MAX_REQUEST_BODY).boxed();
         let up_req: Request<ReqBody> = Request::from_parts(parts, body);
         s.inflight.enter();
-        let token = s.guard.token();
         let sent = tokio::select! {
             r = s.upstream.send(up_req, is_ws) => r,
             _ = token.cancelled() => Err("the session was terminated".into()),
