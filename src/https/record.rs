@@ -79,6 +79,14 @@ enum LogMsg {
 #[derive(Clone)]
 pub struct HttpLog {
     tx: mpsc::Sender<LogMsg>,
+    /// Lines handed to tasks because the queue was full, not yet queued.
+    overflow: Arc<Overflow>,
+}
+
+#[derive(Default)]
+struct Overflow {
+    pending: AtomicU64,
+    drained: tokio::sync::Notify,
 }
 
 impl HttpLog {
@@ -145,7 +153,10 @@ impl HttpLog {
             let _ = w.flush().await;
             let _ = w.get_ref().sync_all().await;
         });
-        Ok(Self { tx })
+        Ok(Self {
+            tx,
+            overflow: Arc::default(),
+        })
     }
 
     /// Record one exchange (waits if the writer is far behind).
@@ -153,13 +164,34 @@ impl HttpLog {
         let _ = self.tx.send(LogMsg::Line(e)).await;
     }
 
-    /// Record without waiting (from `Drop`); dropped only if 1024 lines are queued.
+    /// Record without waiting (from `Drop`). When the writer is behind, a task waits for room
+    /// instead, so no exchange is left out of the recording.
     pub fn record_now(&self, e: Exchange) {
-        let _ = self.tx.try_send(LogMsg::Line(e));
+        if let Err(mpsc::error::TrySendError::Full(line)) = self.tx.try_send(LogMsg::Line(e)) {
+            let tx = self.tx.clone();
+            let overflow = self.overflow.clone();
+            overflow.pending.fetch_add(1, Ordering::AcqRel);
+            tokio::spawn(async move {
+                let _ = tx.send(line).await;
+                if overflow.pending.fetch_sub(1, Ordering::AcqRel) == 1 {
+                    overflow.drained.notify_waiters();
+                }
+            });
+        }
     }
 
     /// Wait until every line recorded so far is on disk (before the file is digested).
     pub async fn flush(&self) {
+        let queued = async {
+            loop {
+                let drained = self.overflow.drained.notified();
+                if self.overflow.pending.load(Ordering::Acquire) == 0 {
+                    break;
+                }
+                drained.await;
+            }
+        };
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), queued).await;
         let (ack, done) = tokio::sync::oneshot::channel();
         if self.tx.send(LogMsg::Flush(ack)).await.is_ok() {
             let _ = tokio::time::timeout(std::time::Duration::from_secs(5), done).await;
@@ -337,5 +369,44 @@ mod tests {
             "user=dave&access_token=***&page=2&Password=***&sig=***"
         );
         assert_eq!(redact_query("q=hello"), "q=hello");
+    }
+
+    #[tokio::test]
+    async fn a_burst_beyond_the_queue_is_recorded_whole_before_flush_returns() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("http.jsonl");
+        let log = HttpLog::create(&path).await.unwrap();
+        // Without yielding, the writer cannot drain: most of these overflow the queue.
+        for i in 0..3000 {
+            log.record_now(Exchange {
+                ts: "2026-01-01T00:00:00.000Z".into(),
+                method: "GET".into(),
+                path: format!("/page/{i}"),
+                query: None,
+                status: 200,
+                bytes_in: 0,
+                bytes_out: 1,
+                duration_ms: 0,
+                upgrade: None,
+                refused: None,
+                aborted: false,
+            });
+        }
+        log.flush().await;
+        let text = std::fs::read_to_string(&path).unwrap();
+        let paths: std::collections::HashSet<String> = text
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["path"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect();
+        assert_eq!(
+            paths.len(),
+            3000,
+            "every exchange is in the file once flush returns"
+        );
     }
 }
