@@ -153,8 +153,20 @@ impl Pump {
                 }
                 msg = c_rx.wait() => {
                     let Some(msg) = msg else { break };
-                    if !self.on_client(msg, &c_tx).await {
-                        break;
+                    // A cut does not wait for this message's work (opening the target
+                    // channel, or room in the target's window).
+                    let handled = tokio::select! {
+                        biased;
+                        _ = token.cancelled() => None,
+                        keep = self.on_client(msg, &c_tx) => Some(keep),
+                    };
+                    match handled {
+                        Some(true) => {}
+                        Some(false) => break,
+                        None => {
+                            self.terminate(&mut c_rx, &c_tx).await;
+                            break;
+                        }
                     }
                 }
                 _ = down_done(&mut self.down) => {
