@@ -330,6 +330,11 @@ impl Term {
         Self::spawn("ssh", &args, 24, 80)
     }
 
+    /// The program's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Everything the terminal showed so far.
     pub fn transcript(&self) -> String {
         String::from_utf8_lossy(&self.out.lock().expect("pty output")).into_owned()

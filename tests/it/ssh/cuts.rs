@@ -99,6 +99,49 @@ async fn ticket_close_cuts_a_live_shell_within_a_second() {
     }
 }
 
+#[tokio::test]
+async fn a_client_that_stops_reading_is_still_cut_within_a_second() {
+    let env = Env::start();
+    let g = grant(&env.gw, "alice", "ops", "INC-1", "15m");
+    let mut t = shell(&env, &g.token);
+    t.send("sleep 4202 & echo bg-$((2+2))\r");
+    t.expect("bg-4", Duration::from_secs(5));
+    // The technician's ssh freezes: it reads nothing and acknowledges nothing from now on.
+    let pid = t.pid().to_string();
+    let signal = |sig: &str| {
+        let ok = std::process::Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill {sig} {pid}");
+    };
+    signal("-STOP");
+    let (code, out, err) = env.gw.cli("admin", &["ticket", "close", "INC-1"]);
+    assert_eq!(code, 0, "ticket close: {out} {err}");
+    // The gateway does not wait for the frozen client: the target side is closed and the end
+    // is recorded, with a kill latency taken when the gateway closed the connection.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while running("sleep 4202") {
+        assert!(
+            Instant::now() < deadline,
+            "the target's processes outlived the cut of a frozen client"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let s = ended_session(&env.gw, &g.grant).await;
+    assert_eq!(s["end_cause"], "ticket", "{s}");
+    let latency = s["kill_latency_ms"].as_u64().expect("kill latency");
+    assert!(latency < 1000, "kill latency {latency} ms: {s}");
+    // Resumed, the client reads what the gateway sent before it closed: the reason, then the
+    // disconnect.
+    signal("-CONT");
+    t.expect(
+        "[jitgate] session terminated: ticket INC-1 closed",
+        Duration::from_secs(5),
+    );
+    assert_exits_255(&mut t);
+}
+
 /// Whether a process of the target login matches `pattern`.
 fn running(pattern: &str) -> bool {
     std::process::Command::new("pgrep")
