@@ -432,9 +432,7 @@ impl Pump {
         self.active.notices.close();
         self.ready = None;
         if self.active.notices.is_empty() {
-            self.active
-                .disconnect_both(&reason, Some(self.active.client_handle()))
-                .await;
+            self.active.disconnect_both(&reason, None).await;
         }
         let acknowledged = async {
             while let Some(m) = c_rx.wait().await {

@@ -357,7 +357,8 @@ impl Active {
     }
 
     /// A cut's last step, once: the target's disconnect (processes there get SIGHUP), then
-    /// the client's with the reason. Queued only; nothing waits for the peers.
+    /// the client's with the reason. Queued only; nothing waits for the peers. `client` is for
+    /// a connection that never opened a channel (the handle is recorded at the first one).
     pub(crate) async fn disconnect_both(&self, reason: &str, client: Option<&server::Handle>) {
         if self.disconnected.swap(true, Ordering::AcqRel) {
             return;

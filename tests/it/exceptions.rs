@@ -15,10 +15,12 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::flows::{approve, audited, grant_state, open_ticket, request, request_state, token};
+use crate::flows::{
+    approve, approved_token, audited, grant_state, open_ticket, request, request_state, token,
+};
 use crate::harness::{Gateway, Opts, Policy, api_key, now, output};
 use crate::ssh::{
-    Background, Env, Grant, Term, ended_session, grant, live_session, session_ended_record,
+    Background, Env, Granted, Term, ended_session, grant, live_session, session_ended_record,
     sessions_of, sha256_file, ssh_askpass_cmd, ssh_exec,
 };
 use crate::sshd::{LOGIN, Sshd};
@@ -89,21 +91,12 @@ fn env(policy: Policy, extra: &str) -> Env {
 }
 
 /// Open `ticket` for `user`, request `task` on `target`, approve as bob, fetch the token.
-fn grant_on(gw: &Gateway, user: &str, task: &str, target: &str, ticket: &str) -> Grant {
+fn grant_on(gw: &Gateway, user: &str, task: &str, target: &str, ticket: &str) -> Granted {
     open_ticket(gw, ticket, user);
     let (code, v, err) = request(gw, user, task, target, ticket, "30m", "integration test");
     assert_eq!(code, 0, "request {task} on {target} as {user}: {v} {err}");
     let id = v["id"].as_str().expect("request id").to_string();
-    let (code, v, err) = approve(gw, "bob", &id);
-    assert_eq!(code, 0, "approve {id}: {v} {err}");
-    assert_eq!(v["state"], "approved", "{v}");
-    let grant = v["grant"].as_str().expect("grant id").to_string();
-    let (t, _) = token(gw, user, &id);
-    Grant {
-        request: id,
-        grant,
-        token: t,
-    }
+    approved_token(gw, user, id)
 }
 
 /// `jitgate break-glass --json` as `user` on `box`; must succeed.
@@ -414,7 +407,7 @@ fn kill_9(gw: &Gateway) {
 }
 
 /// Log in on a pty, type a command, and wait until its output is flushed to the session's cast.
-async fn shell_with_flushed_output(gw: &Gateway, user: &str, g: &Grant, n: u32) -> (Term, Value) {
+async fn shell_with_flushed_output(gw: &Gateway, user: &str, g: &Granted, n: u32) -> (Term, Value) {
     let mut t = Term::ssh_login(gw, user, &g.token);
     t.expect("$ ", Duration::from_secs(10));
     t.send(&format!("echo pre-$(({n}+1000))\r"));

@@ -87,10 +87,8 @@ pub fn token(gw: &Gateway, user: &str, id: &str) -> (String, Value) {
     (t, v)
 }
 
-/// alice on `ticket` (opened here): reset-credential on dc-01, approved by bob, token fetched.
-pub fn granted(gw: &Gateway, user: &str, ticket: &str) -> Granted {
-    open_ticket(gw, ticket, user);
-    let id = pending(gw, user, "reset-credential", "dc-01", ticket);
+/// Approve request `id` as bob and fetch its token as `user`.
+pub fn approved_token(gw: &Gateway, user: &str, id: String) -> Granted {
     let (code, v, err) = approve(gw, "bob", &id);
     assert_eq!(code, 0, "approve {id}: {v} {err}");
     assert_eq!(v["state"], "approved", "{v}");
@@ -101,6 +99,38 @@ pub fn granted(gw: &Gateway, user: &str, ticket: &str) -> Granted {
         grant,
         token: t,
     }
+}
+
+/// The `session.ended` audit record of `session` (waits up to 10 s).
+pub async fn session_ended_record(gw: &Gateway, session: &str) -> Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let recs: Vec<Value> = gw
+            .audit("session.ended")
+            .await
+            .into_iter()
+            .filter(|r| r["session"] == session)
+            .collect();
+        assert!(
+            recs.len() <= 1,
+            "session.ended twice for {session}: {recs:?}"
+        );
+        if let Some(r) = recs.into_iter().next() {
+            return r;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no session.ended for {session} within 10 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// alice on `ticket` (opened here): reset-credential on dc-01, approved by bob, token fetched.
+pub fn granted(gw: &Gateway, user: &str, ticket: &str) -> Granted {
+    open_ticket(gw, ticket, user);
+    let id = pending(gw, user, "reset-credential", "dc-01", ticket);
+    approved_token(gw, user, id)
 }
 
 /// The request `id` as admin sees it through the API.

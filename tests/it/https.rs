@@ -19,7 +19,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::flows::{Granted, approve, open_ticket, request, token};
+pub use crate::flows::session_ended_record;
+use crate::flows::{Granted, approved_token, open_ticket, request};
 use crate::harness::{Gateway, Opts, Policy, output};
 use crate::nginx::{Nginx, sha256_file};
 
@@ -72,16 +73,7 @@ impl Env {
         let (code, v, err) = request(gw, user, task, "console", ticket, "30m", "integration test");
         assert_eq!(code, 0, "request {task} as {user}: {v} {err}");
         let id = v["id"].as_str().expect("request id").to_string();
-        let (code, v, err) = approve(gw, "bob", &id);
-        assert_eq!(code, 0, "approve {id}: {v} {err}");
-        assert_eq!(v["state"], "approved", "{v}");
-        let grant = v["grant"].as_str().expect("grant id").to_string();
-        let (t, _) = token(gw, user, &id);
-        Granted {
-            request: id,
-            grant,
-            token: t,
-        }
+        approved_token(gw, user, id)
     }
 
     /// `host:port` of the HTTPS gateway.
@@ -238,31 +230,6 @@ async fn ended_session(gw: &Gateway, grant: &str) -> Value {
     let list = ended_sessions(gw, grant).await;
     assert_eq!(list.len(), 1, "one session of {grant} expected: {list:?}");
     list[0].clone()
-}
-
-/// The `session.ended` audit record of `session` (waits up to 10 s).
-async fn session_ended_record(gw: &Gateway, session: &str) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let recs: Vec<Value> = gw
-            .audit("session.ended")
-            .await
-            .into_iter()
-            .filter(|r| r["session"] == session)
-            .collect();
-        assert!(
-            recs.len() <= 1,
-            "session.ended twice for {session}: {recs:?}"
-        );
-        if let Some(r) = recs.into_iter().next() {
-            return r;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no session.ended for {session} within 10 s"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// The recording folder of a session.

@@ -17,7 +17,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::flows::{approve, open_ticket, request, token};
+pub use crate::flows::{Granted, session_ended_record};
+use crate::flows::{approved_token, open_ticket, request};
 use crate::harness::{Gateway, Opts, Out, Policy, output};
 use crate::sshd::Sshd;
 
@@ -81,31 +82,14 @@ impl Env {
     }
 }
 
-/// A grant whose token was fetched.
-#[derive(Debug, Clone)]
-pub struct Grant {
-    pub request: String,
-    pub grant: String,
-    pub token: String,
-}
-
 /// Open `ticket` for `user`, request `task` on `box` for `ttl`, approve as bob, fetch the token.
-pub fn grant(gw: &Gateway, user: &str, task: &str, ticket: &str, ttl: &str) -> Grant {
+pub fn grant(gw: &Gateway, user: &str, task: &str, ticket: &str, ttl: &str) -> Granted {
     open_ticket(gw, ticket, user);
     let (code, v, err) = request(gw, user, task, "box", ticket, ttl, "integration test");
     assert_eq!(code, 0, "request {task} as {user}: {v} {err}");
     assert_eq!(v["state"], "pending", "{v}");
     let id = v["id"].as_str().expect("request id").to_string();
-    let (code, v, err) = approve(gw, "bob", &id);
-    assert_eq!(code, 0, "approve {id}: {v} {err}");
-    assert_eq!(v["state"], "approved", "{v}");
-    let grant = v["grant"].as_str().expect("grant id").to_string();
-    let (t, _) = token(gw, user, &id);
-    Grant {
-        request: id,
-        grant,
-        token: t,
-    }
+    approved_token(gw, user, id)
 }
 
 /// Quiet clients: only errors on stderr. ssh takes the first value it is given for an option,
@@ -236,31 +220,6 @@ pub async fn live_session(gw: &Gateway, grant: &str) -> Value {
         assert!(
             Instant::now() < deadline,
             "no live session of {grant} within 10 s: {list:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// The `session.ended` audit record of `session` (waits up to 10 s).
-pub async fn session_ended_record(gw: &Gateway, session: &str) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let recs: Vec<Value> = gw
-            .audit("session.ended")
-            .await
-            .into_iter()
-            .filter(|r| r["session"] == session)
-            .collect();
-        assert!(
-            recs.len() <= 1,
-            "session.ended twice for {session}: {recs:?}"
-        );
-        if let Some(r) = recs.into_iter().next() {
-            return r;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no session.ended for {session} within 10 s"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
