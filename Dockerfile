@@ -6,6 +6,7 @@
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
+COPY vendor ./vendor
 COPY src ./src
 COPY tests ./tests
 RUN cargo build --release --locked --bin jitgate

@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::FutureExt as _;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -44,10 +45,8 @@ pub async fn accept_loop<F, Fut>(
             continue;
         };
         let _ = tcp.set_nodelay(true);
-        let fut = serve(tcp, peer);
-        tracker.spawn(async move {
-            let _permit = permit;
-            fut.await;
-        });
+        // `map` rather than `async move { fut.await }`: an async block would hold the
+        // connection's future twice over (as captured and as awaited) for the connection's life.
+        tracker.spawn(serve(tcp, peer).map(move |()| drop(permit)));
     }
 }

@@ -284,7 +284,9 @@ impl Active {
     pub(crate) async fn upstream(&self) -> Result<Arc<Upstream>, UpstreamError> {
         self.upstream
             .get_or_init(|| async {
-                let r = self.connect_upstream().await;
+                // Boxed: the connect future is large and needed once, while every pump that
+                // awaits `upstream()` would otherwise carry its space for the session's life.
+                let r = Box::pin(self.connect_upstream()).await;
                 if let Err(e) = &r {
                     tracing::warn!(session = %self.guard.id(), error = %e, "target connection failed");
                     if matches!(e, UpstreamError::HostKey { .. }) {
@@ -546,7 +548,9 @@ impl server::Handler for Conn {
         if self.failures >= MAX_TOKEN_FAILURES {
             return Ok(Auth::reject());
         }
-        self.after_token(user, password, false).await
+        // Authentication work is boxed: russh keeps room for every handler future inside the
+        // connection's task for the connection's whole life, and this runs once.
+        Box::pin(self.after_token(user, password, false)).await
     }
 
     async fn auth_keyboard_interactive<'a>(
@@ -567,7 +571,7 @@ impl server::Handler for Conn {
             Some(mut answers) => {
                 let answer = answers.next().unwrap_or_default();
                 let token = String::from_utf8_lossy(&answer).trim().to_string();
-                self.after_token(user, &token, true).await
+                Box::pin(self.after_token(user, &token, true)).await
             }
         }
     }
@@ -601,7 +605,7 @@ impl server::Handler for Conn {
         }
         self.pubkey_ok = true;
         if self.admission.is_some() {
-            return self.complete().await;
+            return Box::pin(self.complete()).await;
         }
         Ok(Auth::Reject {
             proceed_with_methods: Some(token_methods()),

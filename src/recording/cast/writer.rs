@@ -18,6 +18,9 @@ use crate::recording::text::{Utf8Decoder, looks_binary};
 const FLUSH_EVERY: Duration = Duration::from_secs(1);
 /// Buffered bytes that trigger a write before the next flush tick.
 const WRITE_AT: usize = 64 * 1024;
+/// The line buffer's capacity at start and after each flush: idle sessions stay small, and a
+/// burst of output grows it only until the next flush.
+const IDLE_BUF: usize = 1024;
 /// Messages taken from the channel per wake-up.
 const BATCH: usize = 64;
 /// Data written as events on a channel without a PTY before it is treated as a bulk transfer.
@@ -103,8 +106,7 @@ impl Writer {
         let mut w = Writer {
             name,
             file,
-            // Grows to WRITE_AT only under heavy output: idle sessions stay small.
-            buf: Vec::with_capacity(4096),
+            buf: Vec::with_capacity(IDLE_BUF),
             file_hash: digest::Context::new(&digest::SHA256),
             file_bytes: 0,
             output: Stream::new(),
@@ -139,7 +141,8 @@ impl Writer {
         }
         let mut tick = tokio::time::interval(FLUSH_EVERY);
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        let mut batch = Vec::with_capacity(BATCH);
+        // Grows with the backlog, up to BATCH messages.
+        let mut batch = Vec::new();
         loop {
             tokio::select! {
                 n = rx.recv_many(&mut batch, BATCH) => {
@@ -274,6 +277,7 @@ impl Writer {
     /// Write out and wait until the file has the data.
     async fn flush(&mut self) -> Result<(), RecordingError> {
         self.write_out().await?;
+        self.buf.shrink_to(IDLE_BUF);
         self.dirty = false;
         Ok(())
     }
