@@ -242,3 +242,16 @@ sleep 1
 open_idle_sessions "$TOKEN"
 sleep 2
 cut_round BENCH-paused "peers paused while the ticket closes" pause
+
+# The same cut with the peers sharing the CPU again, the gateway's threads at the lowest
+# real-time priority (as `chrt -r 1` or systemd's CPUSchedulingPolicy=rr give it): how a
+# deployment keeps cuts prompt on a host shared with busy processes.
+if chrt -a -r -p 1 "$GW_ON_PID" >/dev/null 2>&1; then
+    API=$API_ON grant_token "$W/on.toml" BENCH-rr
+    sleep 1
+    open_idle_sessions "$TOKEN"
+    sleep 2
+    cut_round BENCH-rr "peers sharing the CPU, gateway at real-time priority rr 1"
+else
+    echo "ticket close cut (gateway at real-time priority): skipped, chrt could not set SCHED_RR"
+fi
