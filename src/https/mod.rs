@@ -5,6 +5,7 @@
 //! session is cut (in-flight streams aborted, websockets closed, later requests refused) when
 //! its grant ends.
 
+mod admission;
 pub mod forward;
 mod pages;
 pub mod record;
@@ -13,7 +14,7 @@ mod websocket;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -29,12 +30,12 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::{Allow, TargetKind, TaskConfig};
+use crate::config::{Allow, TaskConfig};
 use crate::grant::Admission;
-use crate::grant::admission::AdmitRequest;
 use crate::metrics::Metrics;
 use crate::pki::Keys;
-use crate::session::{Cause, FileInfo, NewSession, Registry, SessionGuard};
+use crate::session::{Cause, Registry, SessionGuard};
+use admission::{ConnKill, bearer, cookie_handle, strip_our_cookie};
 use forward::{ReqBody, Upstream};
 use record::{BoxError, CountIn, Exchange, HttpLog, Pending, Tap};
 
@@ -93,74 +94,6 @@ pub struct HttpSession {
     inflight: Arc<Inflight>,
     /// Kill switches of the live client connections that carried this session's requests.
     conns: Mutex<HashMap<u64, CancellationToken>>,
-}
-
-/// A client connection's kill switch and its hold on the sessions it carries.
-///
-/// Each session gets the connection's kill switch once, and the connection gets a child of the
-/// session's cancellation token: requests check and wait on the child, so concurrent
-/// connections of one session do not all contend on the session token's lock.
-struct ConnKill {
-    id: u64,
-    token: CancellationToken,
-    sessions: Mutex<Vec<(Weak<HttpSession>, CancellationToken)>>,
-    /// The last bearer token this connection presented and its session, so that a client
-    /// repeating it on a kept-alive connection skips parsing, hashing and the shared map.
-    bearer: Mutex<Option<(String, Weak<HttpSession>)>>,
-}
-
-impl ConnKill {
-    fn new(token: CancellationToken) -> Self {
-        static NEXT: AtomicU64 = AtomicU64::new(1);
-        Self {
-            id: NEXT.fetch_add(1, Ordering::Relaxed),
-            token,
-            sessions: Mutex::new(Vec::new()),
-            bearer: Mutex::new(None),
-        }
-    }
-
-    /// The session of `token` if this connection presented it last.
-    fn cached(&self, token: &str) -> Option<Arc<HttpSession>> {
-        match &*self.bearer.lock().expect("bearer lock") {
-            Some((t, s)) if t == token => s.upgrade(),
-            _ => None,
-        }
-    }
-
-    fn cache(&self, token: String, s: &Arc<HttpSession>) {
-        *self.bearer.lock().expect("bearer lock") = Some((token, Arc::downgrade(s)));
-    }
-
-    /// Register with `s` (once) and return this connection's view of the session's cut.
-    fn register(&self, s: &Arc<HttpSession>) -> CancellationToken {
-        let mut held = self.sessions.lock().expect("sessions lock");
-        if let Some((_, cut)) = held
-            .iter()
-            .find(|(w, _)| std::ptr::eq(w.as_ptr(), Arc::as_ptr(s)))
-        {
-            return cut.clone();
-        }
-        s.conns
-            .lock()
-            .expect("conns lock")
-            .insert(self.id, self.token.clone());
-        let cut = s.guard.token().child_token();
-        held.push((Arc::downgrade(s), cut.clone()));
-        cut
-    }
-}
-
-impl Drop for ConnKill {
-    fn drop(&mut self) {
-        // The connection is gone (an upgraded websocket watches the session token itself).
-        let held = std::mem::take(self.sessions.get_mut().expect("sessions lock"));
-        for (w, _) in held {
-            if let Some(s) = w.upgrade() {
-                s.conns.lock().expect("conns lock").remove(&self.id);
-            }
-        }
-    }
 }
 
 /// The HTTPS gateway.
@@ -233,26 +166,6 @@ pub fn http_allowed(task: &TaskConfig, method: &Method, path: &str) -> bool {
             _ => false,
         }
     })
-}
-
-fn cookie_handle(req: &Request<Incoming>) -> Option<String> {
-    req.headers()
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|c| c.trim().split_once('='))
-        .find(|(k, _)| *k == COOKIE)
-        .map(|(_, v)| v.to_string())
-}
-
-fn bearer(req: &Request<Incoming>) -> Option<String> {
-    let v = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
-    let t = v
-        .strip_prefix("Bearer ")
-        .or_else(|| v.strip_prefix("bearer "))?
-        .trim();
-    t.starts_with("jgt_").then(|| t.to_string())
 }
 
 impl Gateway {
@@ -391,235 +304,6 @@ impl Gateway {
             );
         }
         self.forward(session, req, peer, cut).await
-    }
-
-    /// Find or create the session of a bearer token.
-    async fn session_for_token(
-        self: &Arc<Self>,
-        token: &str,
-        peer: SocketAddr,
-    ) -> Result<Arc<HttpSession>, String> {
-        let hash = match crate::types::GrantToken::parse(token) {
-            Ok(t) => t.hash(),
-            Err(e) => return Err(e.to_string()),
-        };
-        if let Some(s) = self
-            .by_token
-            .lock()
-            .expect("token lock")
-            .get(&hash)
-            .cloned()
-        {
-            return Ok(s);
-        }
-        // One admission per token even when its first requests arrive together.
-        let gate = self
-            .opening
-            .lock()
-            .expect("opening lock")
-            .entry(hash.clone())
-            .or_default()
-            .clone();
-        let _turn = gate.lock().await;
-        let existing = self
-            .by_token
-            .lock()
-            .expect("token lock")
-            .get(&hash)
-            .cloned();
-        let result = match existing {
-            Some(s) => Ok(s),
-            None => match self.admit(token, peer).await {
-                Ok(s) => {
-                    self.by_token
-                        .lock()
-                        .expect("token lock")
-                        .insert(hash.clone(), s.clone());
-                    self.on_end(s.clone(), None, Some(hash.clone()));
-                    Ok(s)
-                }
-                Err(e) => Err(e),
-            },
-        };
-        self.opening.lock().expect("opening lock").remove(&hash);
-        result
-    }
-
-    /// Admit a token and open its session: recording, client certificate, target connection.
-    async fn admit(
-        self: &Arc<Self>,
-        token: &str,
-        peer: SocketAddr,
-    ) -> Result<Arc<HttpSession>, String> {
-        let admission = self
-            .grants
-            .admit(AdmitRequest {
-                token,
-                user: None,
-                protocol: TargetKind::Https,
-                source: peer.ip(),
-            })
-            .await
-            .map_err(|d| {
-                self.metrics.admission("https", "denied");
-                d.message
-            })?;
-        self.metrics.admission("https", "admitted");
-        let guard = self
-            .registry
-            .open(
-                &admission,
-                NewSession {
-                    protocol: "https",
-                    source: peer.to_string(),
-                },
-            )
-            .await
-            .map_err(|e| e.to_string())?;
-        let log = match HttpLog::create(&guard.dir().join("http.jsonl")).await {
-            Ok(l) => l,
-            Err(e) => {
-                let why = format!(
-                    "recording failed (cannot create http.jsonl: {e}); the session was refused because it cannot be recorded"
-                );
-                guard.end(Cause::Recording, &why);
-                guard.closed().await;
-                return Err(why);
-            }
-        };
-        guard.add_file(FileInfo {
-            name: "http.jsonl".into(),
-            channel: 0,
-            kind: "http".into(),
-            command: None,
-            summary: None,
-        });
-        let fail = |why: String| why;
-        let (cert, key) = self
-            .keys
-            .mint_client_cert(
-                admission.user().name.as_str(),
-                admission.grant().as_str(),
-                admission.expires_at(),
-            )
-            .map_err(|e| fail(e.to_string()))?;
-        let upstream = match Upstream::new(admission.target(), &cert, &key) {
-            Ok(u) => u,
-            Err(why) => {
-                guard.end(Cause::Error, &why);
-                guard.closed().await;
-                return Err(why);
-            }
-        };
-        Ok(Arc::new(HttpSession {
-            admission,
-            guard,
-            log,
-            upstream,
-            inflight: Arc::default(),
-            conns: Mutex::new(HashMap::new()),
-        }))
-    }
-
-    /// When the session is cut: abort what is in flight, record the end, keep a tombstone.
-    fn on_end(
-        self: &Arc<Self>,
-        s: Arc<HttpSession>,
-        cookie: Option<String>,
-        token_hash: Option<String>,
-    ) {
-        let me = self.clone();
-        tokio::spawn(async move {
-            s.guard.token().cancelled().await;
-            // In-flight bodies see the token and stop; connections that are stuck get cut.
-            if tokio::time::timeout(Duration::from_millis(300), s.inflight.drained())
-                .await
-                .is_err()
-            {
-                for c in s.conns.lock().expect("conns lock").values() {
-                    c.cancel();
-                }
-                let _ = tokio::time::timeout(Duration::from_secs(1), s.inflight.drained()).await;
-            }
-            s.guard.add_bytes(
-                s.inflight.bytes_in.load(Ordering::Relaxed),
-                s.inflight.bytes_out.load(Ordering::Relaxed),
-            );
-            // Every exchange is on disk before session.json and session.ended digest the file.
-            s.log.flush().await;
-            s.guard.closed().await;
-            tokio::time::sleep(TOMBSTONE).await;
-            if let Some(c) = cookie {
-                me.by_cookie.lock().expect("cookie lock").remove(&c);
-            }
-            if let Some(h) = token_hash {
-                me.by_token.lock().expect("token lock").remove(&h);
-            }
-        });
-    }
-
-    async fn login(
-        self: &Arc<Self>,
-        req: Request<Incoming>,
-        peer: SocketAddr,
-    ) -> Response<RespBody> {
-        if req.method() != Method::POST {
-            return pages::login_form(None);
-        }
-        let body = match http_body_util::Limited::new(req.into_body(), 4096)
-            .collect()
-            .await
-        {
-            Ok(b) => b.to_bytes(),
-            Err(_) => return pages::login_form(Some("the form is too large")),
-        };
-        let token = form_value(&body, "token").unwrap_or_default();
-        let next = form_value(&body, "next")
-            .filter(|n| n.starts_with('/') && !n.starts_with("//") && !n.starts_with("/_jitgate"))
-            .unwrap_or_else(|| "/".into());
-        let session = match self.admit(token.trim(), peer).await {
-            Ok(s) => s,
-            Err(why) => return pages::login_form(Some(&why)),
-        };
-        let handle = format!("c_{}", crate::types::random_id(52));
-        self.by_cookie
-            .lock()
-            .expect("cookie lock")
-            .insert(handle.clone(), session.clone());
-        self.on_end(session.clone(), Some(handle.clone()), None);
-        let mut r = full(
-            StatusCode::SEE_OTHER,
-            "text/plain; charset=utf-8",
-            String::new(),
-        );
-        r.headers_mut().insert(
-            header::SET_COOKIE,
-            HeaderValue::from_str(&format!(
-                "{COOKIE}={handle}; Path=/; Secure; HttpOnly; SameSite=Strict"
-            ))
-            .expect("cookie is ascii"),
-        );
-        r.headers_mut().insert(
-            header::LOCATION,
-            HeaderValue::from_str(&next).unwrap_or(HeaderValue::from_static("/")),
-        );
-        r
-    }
-
-    fn logout(self: &Arc<Self>, req: Request<Incoming>) -> Response<RespBody> {
-        if let Some(handle) = cookie_handle(&req)
-            && let Some(s) = self.by_cookie.lock().expect("cookie lock").remove(&handle)
-        {
-            s.guard.end(Cause::Client, "logged out");
-        }
-        let mut r = pages::login_form(Some("logged out"));
-        r.headers_mut().insert(
-            header::SET_COOKIE,
-            HeaderValue::from_static(
-                "__Host-jitgate=; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age=0",
-            ),
-        );
-        r
     }
 
     async fn forward(
@@ -829,61 +513,6 @@ impl ClonePartsForUpgrade for http::request::Parts {
     }
 }
 
-fn strip_our_cookie(h: &mut http::HeaderMap) {
-    let values: Vec<String> = h
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .map(|v| {
-            v.split(';')
-                .map(str::trim)
-                .filter(|c| !c.starts_with(&format!("{COOKIE}=")))
-                .collect::<Vec<_>>()
-                .join("; ")
-        })
-        .filter(|v| !v.is_empty())
-        .collect();
-    h.remove(header::COOKIE);
-    for v in values {
-        if let Ok(v) = HeaderValue::from_str(&v) {
-            h.append(header::COOKIE, v);
-        }
-    }
-}
-
-/// A field of an `application/x-www-form-urlencoded` body.
-fn form_value(body: &[u8], name: &str) -> Option<String> {
-    let text = std::str::from_utf8(body).ok()?;
-    text.split('&').find_map(|pair| {
-        let (k, v) = pair.split_once('=')?;
-        (k == name).then(|| percent_decode(v))
-    })
-}
-
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < b.len() => {
-                let hex = std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("zz");
-                match u8::from_str_radix(hex, 16) {
-                    Ok(v) => {
-                        out.push(v);
-                        i += 2;
-                    }
-                    Err(_) => out.push(b'%'),
-                }
-            }
-            c => out.push(c),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -917,15 +546,5 @@ mod tests {
         assert!(http_allowed(&t, &Method::GET, "/admin/x"));
         assert!(!http_allowed(&t, &Method::GET, "/adminx"));
         assert!(!http_allowed(&t, &Method::GET, "/other"));
-    }
-
-    #[test]
-    fn form_values_are_decoded() {
-        assert_eq!(
-            form_value(b"a=1&token=jgt_ab%2Bc&next=%2Fx", "token").as_deref(),
-            Some("jgt_ab+c")
-        );
-        assert_eq!(form_value(b"token=a+b", "token").as_deref(), Some("a b"));
-        assert_eq!(form_value(b"x=%zz", "x").as_deref(), Some("%zz"));
     }
 }
