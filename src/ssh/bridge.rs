@@ -11,7 +11,7 @@ use russh::server::Msg;
 use russh::{Channel, ChannelMsg, ChannelReadHalf, ChannelWriteHalf, Pty};
 use tokio_util::task::task_tracker::TaskTrackerToken;
 
-use super::server::Active;
+use super::active::Active;
 use super::{Want, allowed, env_allowed};
 use crate::grant::Admission;
 use crate::recording::cast::{CastOptions, CastRecorder};

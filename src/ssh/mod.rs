@@ -4,6 +4,7 @@
 //! opens with a certificate minted for this session only. Every channel is bridged message by
 //! message, recorded, and cut when the grant ends.
 
+pub mod active;
 pub mod bridge;
 pub mod server;
 pub mod upstream;

@@ -10,18 +10,18 @@ use std::time::Duration;
 use russh::server::{self, Auth, Msg, Session};
 use russh::{Channel, ChannelId, MethodKind, MethodSet};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Notify, OnceCell};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::upstream::{self, Upstream, UpstreamError};
+use super::active::Active;
 use super::{Want, allowed, bridge};
 use crate::config::{Allow, TargetKind};
 use crate::grant::Admission;
 use crate::grant::admission::AdmitRequest;
 use crate::metrics::Metrics;
-use crate::pki::{Keys, SshCertSpec};
-use crate::session::{NewSession, Registry, SessionGuard};
+use crate::pki::Keys;
+use crate::session::{NewSession, Registry};
 
 /// Time a client has to finish authenticating.
 const AUTH_TIMEOUT: Duration = Duration::from_secs(60);
@@ -259,128 +259,6 @@ struct Shared {
     incomplete: std::sync::Mutex<Option<(String, String, Option<crate::types::GrantId>)>>,
 }
 
-/// An admitted connection: its session and its target connection.
-pub(crate) struct Active {
-    pub(crate) guard: SessionGuard,
-    pub(crate) admission: Admission,
-    upstream: OnceCell<Result<Arc<Upstream>, UpstreamError>>,
-    pub(crate) gw: Arc<Gateway>,
-    pub(crate) pumps: TaskTracker,
-    /// Held by each session-channel pump until its cut notice and channel closes are queued.
-    pub(crate) notices: TaskTracker,
-    /// Set once a cut's disconnects are queued.
-    disconnected: AtomicBool,
-    pub(crate) next_file: std::sync::atomic::AtomicU32,
-    client: OnceLock<server::Handle>,
-}
-
-impl Active {
-    /// The client connection's handle (set once authenticated).
-    pub(crate) fn client_handle(&self) -> &server::Handle {
-        self.client.get().expect("set when authentication succeeds")
-    }
-
-    /// The target connection, connecting on first use.
-    pub(crate) async fn upstream(&self) -> Result<Arc<Upstream>, UpstreamError> {
-        self.upstream
-            .get_or_init(|| async {
-                // Boxed: the connect future is large and needed once, while every pump that
-                // awaits `upstream()` would otherwise carry its space for the session's life.
-                let r = Box::pin(self.connect_upstream()).await;
-                if let Err(e) = &r {
-                    tracing::warn!(session = %self.guard.id(), error = %e, "target connection failed");
-                    if matches!(e, UpstreamError::HostKey { .. }) {
-                        let _ = self
-                            .gw
-                            .grants
-                            .audit()
-                            .record(
-                                "system",
-                                crate::audit::AuditEvent::TargetRefused {
-                                    session: self.guard.id().clone(),
-                                    target: self.admission.target().name.clone(),
-                                    reason: e.to_string(),
-                                },
-                            )
-                            .await;
-                    }
-                }
-                r.map(Arc::new)
-            })
-            .await
-            .clone()
-    }
-
-    async fn connect_upstream(&self) -> Result<Upstream, UpstreamError> {
-        let a = &self.admission;
-        let principal = a.principal().unwrap_or_default().to_string();
-        let mut key_id = format!(
-            "jitgate session={} grant={} user={} ticket={}",
-            self.guard.id(),
-            a.grant(),
-            a.user().name,
-            a.ticket()
-        );
-        if let Some(v) = &a.user().vendor {
-            key_id.push_str(&format!(" vendor={v}"));
-        }
-        let task = a.task();
-        let cert = self
-            .gw
-            .keys
-            .mint_ssh_cert(&SshCertSpec {
-                principal: &principal,
-                key_id,
-                valid_before: a.expires_at().max(0) as u64,
-                permit_pty: task.allow.contains(&Allow::Pty),
-                permit_port_forwarding: task.allow.contains(&Allow::PortForward),
-                force_command: task.force_command.as_deref(),
-                source_address: task.source_address.as_deref(),
-            })
-            .map_err(|e| UpstreamError::Connect {
-                target: a.target().name.to_string(),
-                address: a.target().address.clone().unwrap_or_default(),
-                reason: e.to_string(),
-            })?;
-        upstream::connect(a.target(), &principal, cert).await
-    }
-
-    async fn disconnect_upstream(&self, reason: &str) {
-        if let Some(Ok(up)) = self.upstream.get() {
-            let _ = up
-                .handle
-                .disconnect(
-                    russh::Disconnect::ByApplication,
-                    &format!("jitgate: {reason}"),
-                    "en",
-                )
-                .await;
-        }
-    }
-
-    /// A cut's last step, once: the target's disconnect (processes there get SIGHUP), then
-    /// the client's with the reason. Queued only; nothing waits for the peers. `client` is for
-    /// a connection that never opened a channel (the handle is recorded at the first one).
-    pub(crate) async fn disconnect_both(&self, reason: &str, client: Option<&server::Handle>) {
-        if self.disconnected.swap(true, Ordering::AcqRel) {
-            return;
-        }
-        let _ = tokio::time::timeout(Duration::from_millis(300), self.disconnect_upstream(reason))
-            .await;
-        if let Some(h) = client.or(self.client.get()) {
-            let _ = tokio::time::timeout(
-                Duration::from_millis(300),
-                h.disconnect(
-                    russh::Disconnect::ByApplication,
-                    format!("[jitgate] session terminated: {reason}"),
-                    "en".into(),
-                ),
-            )
-            .await;
-        }
-    }
-}
-
 /// One connection's russh handler.
 struct Conn {
     gw: Arc<Gateway>,
@@ -462,17 +340,7 @@ impl Conn {
                 return Ok(Auth::reject());
             }
         };
-        let active = Arc::new(Active {
-            guard,
-            admission,
-            upstream: OnceCell::new(),
-            gw: self.gw.clone(),
-            pumps: TaskTracker::new(),
-            notices: TaskTracker::new(),
-            disconnected: AtomicBool::new(false),
-            next_file: std::sync::atomic::AtomicU32::new(1),
-            client: OnceLock::new(),
-        });
+        let active = Arc::new(Active::new(guard, admission, self.gw.clone()));
         // Start reaching the target while the client opens its channels.
         {
             let a = active.clone();
@@ -615,7 +483,7 @@ impl server::Handler for Conn {
 
     async fn auth_succeeded(&mut self, session: &mut Session) -> Result<(), Self::Error> {
         if let Some(a) = self.active() {
-            let _ = a.client.set(session.handle());
+            a.set_client(session.handle());
         }
         Ok(())
     }
@@ -630,7 +498,7 @@ impl server::Handler for Conn {
             drop(reply);
             return Ok(());
         };
-        let _ = active.client.set(session.handle());
+        active.set_client(session.handle());
         if active.guard.token().is_cancelled() {
             drop(reply);
             return Ok(());
