@@ -1,0 +1,185 @@
+//! Session routes: the session index with its filters, one session, and `kill`.
+
+use axum::Json;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::auth::Caller;
+use super::error::ApiError;
+use super::tickets::ticket_id;
+use super::{ApiResult, AppState, ReasonBody, ok};
+use crate::config::Role;
+use crate::types::UserName;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct SessionQuery {
+    live: Option<bool>,
+    user: Option<String>,
+    ticket: Option<String>,
+    grant: Option<String>,
+    target: Option<String>,
+    task: Option<String>,
+    protocol: Option<String>,
+    /// RFC 3339 time or Unix seconds.
+    since: Option<String>,
+    until: Option<String>,
+    end_cause: Option<String>,
+    break_glass: Option<bool>,
+    vendor: Option<String>,
+    limit: Option<u32>,
+}
+
+/// `2026-11-29T10:00:00Z`, `2026-11-29` or Unix seconds.
+pub(super) fn parse_time(what: &str, s: &str) -> Result<i64, ApiError> {
+    s.parse::<i64>()
+        .ok()
+        .or_else(|| crate::config::parse_expiry(s))
+        .ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "{what} {s:?} is not a time; use RFC 3339, YYYY-MM-DD or Unix seconds"
+            ))
+        })
+}
+
+/// Sessions visible to the caller: their own, or all for approvers, reviewers and admins.
+pub(super) async fn list_sessions(
+    State(state): State<AppState>,
+    caller: Caller,
+    q: Result<Query<SessionQuery>, QueryRejection>,
+) -> ApiResult {
+    let Query(q) = q?;
+    let mut user = match q.user.as_deref() {
+        Some(u) => Some(
+            u.parse::<UserName>()
+                .map_err(|e| ApiError::bad_request(format!("user: {e}")))?,
+        ),
+        None => None,
+    };
+    if !crate::grant::can_see_all(&caller.0) {
+        user = Some(caller.0.name.clone());
+    }
+    let filter = crate::store::SessionFilter {
+        user,
+        grant: match q.grant.as_deref() {
+            Some(g) => Some(
+                crate::types::GrantId::parse(g)
+                    .ok_or_else(|| ApiError::bad_request("grant ids look like gr_..."))?,
+            ),
+            None => None,
+        },
+        ticket: match q.ticket.as_deref() {
+            Some(t) => Some(ticket_id(t)?),
+            None => None,
+        },
+        live: q.live,
+        target: match q.target.as_deref() {
+            Some(t) => Some(
+                t.parse()
+                    .map_err(|e: String| ApiError::bad_request(format!("target: {e}")))?,
+            ),
+            None => None,
+        },
+        task: match q.task.as_deref() {
+            Some(t) => Some(
+                t.parse()
+                    .map_err(|e: String| ApiError::bad_request(format!("task: {e}")))?,
+            ),
+            None => None,
+        },
+        protocol: match q.protocol.as_deref() {
+            None => None,
+            Some(p @ ("ssh" | "https")) => Some(p.to_string()),
+            Some(_) => return Err(ApiError::bad_request("protocol must be ssh or https")),
+        },
+        since: q
+            .since
+            .as_deref()
+            .map(|s| parse_time("since", s))
+            .transpose()?,
+        until: q
+            .until
+            .as_deref()
+            .map(|s| parse_time("until", s))
+            .transpose()?,
+        end_cause: q.end_cause.clone(),
+        break_glass: q.break_glass,
+        vendor: match q.vendor.as_deref() {
+            Some("true") => Some(true),
+            Some("false") => Some(false),
+            _ => None,
+        },
+        vendor_name: q
+            .vendor
+            .as_deref()
+            .filter(|v| *v != "true" && *v != "false")
+            .map(str::to_string),
+        limit: Some(q.limit.unwrap_or(500).min(5000)),
+    };
+    let list = state
+        .grants
+        .store()
+        .sessions(&filter)
+        .await
+        .map_err(|e| ApiError::from(crate::grant::GrantError::from(e)))?;
+    ok(list)
+}
+
+pub(super) async fn get_session(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult {
+    let sid = crate::types::SessionId::parse(&id).ok_or_else(|| {
+        ApiError::not_found(format!(
+            "session {id} does not exist; ids look like ses_..."
+        ))
+    })?;
+    let s = state
+        .grants
+        .store()
+        .session(&sid)
+        .await
+        .map_err(|e| ApiError::from(crate::grant::GrantError::from(e)))?
+        .filter(|s| s.user == caller.0.name || crate::grant::can_see_all(&caller.0))
+        .ok_or_else(|| ApiError::not_found(format!("session {id} does not exist")))?;
+    ok(s)
+}
+
+pub(super) async fn kill_session(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    body: Result<Json<ReasonBody>, JsonRejection>,
+) -> ApiResult {
+    caller.require(&[Role::Admin, Role::Approver], "kill sessions")?;
+    let Json(b) = body?;
+    let reason = b.reason.trim();
+    if reason.is_empty() || reason.chars().count() > 1000 {
+        return Err(ApiError::bad_request(
+            "give a reason of 1 to 1000 characters",
+        ));
+    }
+    let sid = crate::types::SessionId::parse(&id).ok_or_else(|| {
+        ApiError::not_found(format!(
+            "session {id} does not exist; ids look like ses_..."
+        ))
+    })?;
+    let text = format!("killed by {}: {reason}", caller.0.name);
+    if !state.sessions.terminate(
+        &sid,
+        crate::session::Cause::Killed,
+        &text,
+        std::time::Instant::now(),
+    ) {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "conflict",
+            format!("session {id} is not live"),
+        ));
+    }
+    ok(json!({ "id": sid, "state": "terminating", "reason": text }))
+}
