@@ -386,8 +386,12 @@ pub fn rfc3339(t: UnixTime) -> String {
 
 /// RFC 3339 text with milliseconds, UTC (`2026-11-29T01:46:46.123Z`).
 pub fn rfc3339_millis(t: time::OffsetDateTime) -> String {
+    use std::fmt::Write as _;
     let t = t.to_offset(time::UtcOffset::UTC);
-    format!(
+    // Sized once: `format!` would grow the string several times (this runs per HTTP exchange).
+    let mut s = String::with_capacity(24);
+    let _ = write!(
+        s,
         "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
         t.year(),
         t.month() as u8,
@@ -396,7 +400,8 @@ pub fn rfc3339_millis(t: time::OffsetDateTime) -> String {
         t.minute(),
         t.second(),
         t.millisecond()
-    )
+    );
+    s
 }
 
 #[cfg(test)]

@@ -228,6 +228,7 @@ impl Gateway {
             }
         };
         Ok(Arc::new(HttpSession {
+            headers: HttpSession::headers(&admission, &upstream),
             admission,
             guard,
             log,

@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::header::{self, HeaderValue};
+use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use http_body_util::combinators::BoxBody;
@@ -94,6 +94,28 @@ pub struct HttpSession {
     inflight: Arc<Inflight>,
     /// Kill switches of the live client connections that carried this session's requests.
     conns: Mutex<HashMap<u64, CancellationToken>>,
+    /// Set on every forwarded request: `X-Jitgate-User`, `-Grant`, `-Ticket` and `Host`.
+    headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+impl HttpSession {
+    /// The headers every forwarded request of `admission` carries (values that are not valid
+    /// header text are left out, as before).
+    fn headers(admission: &Admission, upstream: &Upstream) -> Vec<(HeaderName, HeaderValue)> {
+        [
+            ("x-jitgate-user", admission.user().name.as_str().to_string()),
+            ("x-jitgate-grant", admission.grant().as_str().to_string()),
+            ("x-jitgate-ticket", admission.ticket().as_str().to_string()),
+            ("host", upstream.authority()),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| Some((HeaderName::from_static(k), HeaderValue::from_str(&v).ok()?)))
+        .collect()
+    }
 }
 
 /// The HTTPS gateway.
@@ -143,14 +165,14 @@ pub fn path_matches(pattern: &str, path: &str) -> bool {
 }
 
 fn path_matches_exact(pattern: &str, path: &str, prefix: bool) -> bool {
-    let pat: Vec<&str> = pattern.split('/').collect();
-    let segs: Vec<&str> = path.split('/').collect();
-    if segs.len() < pat.len() || (!prefix && segs.len() != pat.len()) {
+    let (pat, segs) = (pattern.split('/').count(), path.split('/').count());
+    if segs < pat || (!prefix && segs != pat) {
         return false;
     }
-    pat.iter()
-        .zip(&segs)
-        .all(|(p, s)| *p == "*" && !s.is_empty() || p == s)
+    pattern
+        .split('/')
+        .zip(path.split('/'))
+        .all(|(p, s)| p == "*" && !s.is_empty() || p == s)
 }
 
 /// Whether the task's `http_allow` admits `method path`.
@@ -400,18 +422,16 @@ impl Gateway {
             Some(prev) => format!("{prev}, {}", peer.ip()),
             None => peer.ip().to_string(),
         };
-        let set = |h: &mut http::HeaderMap, k: &'static str, v: &str| {
-            if let Ok(v) = HeaderValue::from_str(v) {
-                h.insert(k, v);
-            }
-        };
-        set(h, "x-forwarded-for", &xff);
-        set(h, "x-forwarded-proto", "https");
-        set(h, "x-forwarded-host", &gateway_host);
-        set(h, "x-jitgate-user", s.admission.user().name.as_str());
-        set(h, "x-jitgate-grant", s.admission.grant().as_str());
-        set(h, "x-jitgate-ticket", s.admission.ticket().as_str());
-        set(h, "host", &s.upstream.authority());
+        if let Ok(v) = HeaderValue::from_str(&xff) {
+            h.insert(X_FORWARDED_FOR, v);
+        }
+        h.insert(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
+        if let Ok(v) = HeaderValue::from_str(&gateway_host) {
+            h.insert(X_FORWARDED_HOST, v);
+        }
+        for (k, v) in &s.headers {
+            h.insert(k, v.clone());
+        }
         parts.uri = uri;
         parts.version = http::Version::HTTP_11;
         let bytes_in = Arc::new(AtomicU64::new(0));
