@@ -376,7 +376,7 @@ impl Append {
         let sig = base64::engine::general_purpose::STANDARD.encode(self.key.sign(&hash_bytes));
         m.insert("hash".into(), Value::from(hash.clone()));
         m.insert("sig".into(), Value::from(sig));
-        let line = serde_json::to_string(&Value::Object(m.clone())).expect("serializes");
+        let line = serde_json::to_string(&m).expect("serializes");
         let file = tail.file.clone();
         let bytes = format!("{line}\n").into_bytes();
         tokio::task::spawn_blocking(move || {
@@ -390,11 +390,13 @@ impl Append {
             path: self.path.clone(),
             source,
         })?;
+        let event = str_field(&m, "event").unwrap_or_default();
+        tracing::debug!(seq, event = %event, "audit record written");
         self.store
             .append_audit(&AuditEntry {
                 seq,
                 ts,
-                event: str_field(&m, "event").unwrap_or_default(),
+                event,
                 hash: hash.clone(),
                 request: str_field(&m, "request"),
                 grant: str_field(&m, "grant"),
@@ -404,8 +406,6 @@ impl Append {
             .await?;
         tail.seq = seq;
         tail.hash = hash;
-        let name = str_field(&m, "event").unwrap_or_default();
-        tracing::debug!(seq, event = %name, "audit record written");
         Ok(seq)
     }
 }
