@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # HTTPS gateway benchmark: prints figures measured in one run, as ratios against nginx.
 #   bash bench/https.sh          (as root; installs nginx/wrk when missing)
-# One nginx plays the admin console (TLS, `ssl_verify_client on` with jitgate's CA) and, in a
-# second server block, the reference reverse proxy: the same server certificate as the gateway,
+# One nginx plays the admin console (TLS, `ssl_verify_client on` with jitgate's CA) and a
+# second one the reference reverse proxy: the same server certificate as the gateway,
 # an mTLS upstream with a client certificate from jitgate's CA, upstream keep-alive, and a
 # buffered access log (jitgate records every exchange, so the proxy logs each request too).
 # Env: BENCH_CONNS (wrk connections, default 32), BENCH_SECONDS (per wrk run, default 6),
@@ -97,20 +97,29 @@ ossl x509 -req -in "$W/client.csr" -CA "$W/certs/tls_ca.pem" -CAkey "$W/certs/tl
 mkdir -p "$W/www" "$W/nginx-tmp"
 head -c 2048 /dev/urandom | base64 -w 100 > "$W/www/page.html"   # a ~2.7 KB page
 head -c "${MB}M" /dev/urandom > "$W/www/big.bin"
-cat > "$W/nginx.conf" <<CFG
+# Two nginx instances: the console, and the reference reverse proxy in front of it. Separate
+# processes, as jitgate and the console are: one instance serving both could hand a proxied
+# request to the console inside the same worker, a shortcut no real deployment has.
+nginx_conf() { # $1 name, $2 server block
+    cat <<CFG
 worker_processes auto;
-pid $W/nginx.pid;
-error_log $W/nginx-error.log;
+pid $W/$1.pid;
+error_log $W/$1-error.log;
 events { worker_connections 4096; }
 http {
     access_log off;
     sendfile on;
-    client_body_temp_path $W/nginx-tmp/body;
-    proxy_temp_path $W/nginx-tmp/proxy;
-    fastcgi_temp_path $W/nginx-tmp/fastcgi;
-    uwsgi_temp_path $W/nginx-tmp/uwsgi;
-    scgi_temp_path $W/nginx-tmp/scgi;
-    # The console: trusts only client certificates from jitgate's CA.
+    client_body_temp_path $W/nginx-tmp/$1-body;
+    proxy_temp_path $W/nginx-tmp/$1-proxy;
+    fastcgi_temp_path $W/nginx-tmp/$1-fastcgi;
+    uwsgi_temp_path $W/nginx-tmp/$1-uwsgi;
+    scgi_temp_path $W/nginx-tmp/$1-scgi;
+$2
+}
+CFG
+}
+# The console: trusts only client certificates from jitgate's CA.
+nginx_conf console "
     server {
         listen 127.0.0.1:$TARGET_PORT ssl;
         ssl_certificate $W/console.pem;
@@ -119,9 +128,10 @@ http {
         ssl_verify_client on;
         keepalive_requests 100000;
         root $W/www;
-    }
-    # The reference reverse proxy: the gateway's server certificate, mTLS to the console, and
-    # a buffered access log, as jitgate records every exchange in http.jsonl.
+    }" > "$W/console.conf"
+# The reference reverse proxy: the gateway's server certificate, mTLS to the console, and a
+# buffered access log, as jitgate records every exchange in http.jsonl.
+nginx_conf proxy "
     upstream console { server 127.0.0.1:$TARGET_PORT; keepalive 64; }
     server {
         listen 127.0.0.1:$PROXY_PORT ssl;
@@ -132,7 +142,7 @@ http {
         location / {
             proxy_pass https://console;
             proxy_http_version 1.1;
-            proxy_set_header Connection "";
+            proxy_set_header Connection \"\";
             proxy_ssl_certificate $W/client.pem;
             proxy_ssl_certificate_key $W/client.key;
             proxy_ssl_trusted_certificate $W/console-ca.pem;
@@ -141,10 +151,10 @@ http {
             proxy_ssl_session_reuse on;
             proxy_buffering off;
         }
-    }
-}
-CFG
-"$NGINX" -p "$W" -e "$W/nginx-error.log" -c "$W/nginx.conf" -g 'daemon off;' & PIDS+=($!)
+    }" > "$W/proxy.conf"
+for n in console proxy; do
+    "$NGINX" -p "$W" -e "$W/$n-error.log" -c "$W/$n.conf" -g 'daemon off;' & PIDS+=($!)
+done
 
 "$J" --config "$W/jitgate.toml" serve > "$W/serve.out" 2> "$W/serve.err" & GW_PID=$!
 PIDS+=("$GW_PID")
@@ -166,7 +176,7 @@ for _ in $(seq 50); do curl -s -o /dev/null --cacert "$W/certs/ca.pem" "$PROXY/p
 # Sanity: both paths serve the page (the gateway with the token, the proxy without).
 for u in "$GW" "$PROXY"; do
     code=$(curl -s -o /dev/null -w '%{http_code}' --cacert "$W/certs/ca.pem" -H "$AUTH" "$u/page.html")
-    [ "$code" = 200 ] || { echo "$u/page.html answered $code"; cat "$W/serve.err" "$W/nginx-error.log"; exit 1; }
+    [ "$code" = 200 ] || { echo "$u/page.html answered $code"; cat "$W/serve.err" "$W/console-error.log" "$W/proxy-error.log"; exit 1; }
 done
 
 ratio() { python3 -c "print('%.2f' % ($1/$2))"; }

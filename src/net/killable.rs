@@ -5,7 +5,7 @@
 
 use std::io;
 use std::pin::Pin;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -14,18 +14,49 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 /// When the gateway closed its side of a connection: the first write shutdown (FIN sent
 /// after the last message) or the first I/O after the connection was killed.
-#[derive(Clone, Debug, Default)]
-pub struct CloseMark(Arc<OnceLock<Instant>>);
+#[derive(Clone, Default)]
+pub struct CloseMark(Arc<MarkInner>);
+
+type Hook = Box<dyn FnOnce() + Send>;
+
+#[derive(Default)]
+struct MarkInner {
+    at: OnceLock<Instant>,
+    hook: Mutex<Option<Hook>>,
+}
+
+impl std::fmt::Debug for CloseMark {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("CloseMark").field(&self.get()).finish()
+    }
+}
 
 impl CloseMark {
     /// The instant the gateway's side closed, if it has.
     pub fn get(&self) -> Option<Instant> {
-        self.0.get().copied()
+        self.0.at.get().copied()
     }
 
     /// Note that the gateway's side is closed now (kept if already noted).
     pub fn set_now(&self) -> Instant {
-        *self.0.get_or_init(Instant::now)
+        let at = *self.0.at.get_or_init(Instant::now);
+        self.run_hook();
+        at
+    }
+
+    /// Call `f` once, when the side closes (at once if it has).
+    pub fn on_close(&self, f: impl FnOnce() + Send + 'static) {
+        *self.0.hook.lock().expect("close hook lock") = Some(Box::new(f));
+        if self.0.at.get().is_some() {
+            self.run_hook();
+        }
+    }
+
+    fn run_hook(&self) {
+        let hook = self.0.hook.lock().expect("close hook lock").take();
+        if let Some(f) = hook {
+            f();
+        }
     }
 }
 
@@ -128,6 +159,29 @@ mod tests {
         kill.cancel();
         let err = reader.await.unwrap().unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::ConnectionAborted);
+    }
+
+    #[test]
+    fn the_close_hook_runs_once_whether_set_before_or_after_the_close() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let calls = Arc::new(AtomicUsize::new(0));
+        let before = CloseMark::default();
+        let c = calls.clone();
+        before.on_close(move || {
+            c.fetch_add(1, Ordering::SeqCst);
+        });
+        assert_eq!(calls.load(Ordering::SeqCst), 0, "not closed yet");
+        before.set_now();
+        before.set_now();
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        let after = CloseMark::default();
+        after.set_now();
+        let c = calls.clone();
+        after.on_close(move || {
+            c.fetch_add(1, Ordering::SeqCst);
+        });
+        after.set_now();
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
     }
 
     #[tokio::test]

@@ -174,7 +174,7 @@ pub fn verify_files(dir: &Path, m: &SessionManifest) -> Result<(), String> {
 }
 
 /// SHA-256 (hex) and size of a file, read in blocks.
-fn hash_file(path: &Path) -> io::Result<(String, u64)> {
+pub fn hash_file(path: &Path) -> io::Result<(String, u64)> {
     let mut file = std::fs::File::open(path)?;
     let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
     let mut buf = vec![0u8; 64 * 1024];

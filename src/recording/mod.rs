@@ -23,7 +23,7 @@ pub mod replay;
 mod text;
 
 pub use cast::{CastOptions, CastRecorder, CastSummary};
-pub use manifest::{FileEntry, SessionManifest, verify_files};
+pub use manifest::{FileEntry, SessionManifest, hash_file, verify_files};
 pub use replay::{Header, read_cast, replay};
 
 /// What went wrong while writing or reading a recording.

@@ -46,11 +46,10 @@ fn recorded(entries: &[FileEntry]) -> Vec<RecordedFile> {
         .collect()
 }
 
+/// A recording file's digest and size, read in blocks (a raw side file can be large); an
+/// unreadable file gets an empty digest.
 fn digest_file(path: &std::path::Path) -> (String, u64) {
-    match std::fs::read(path) {
-        Ok(bytes) => (crate::crypto::sha256_hex(&bytes), bytes.len() as u64),
-        Err(_) => (String::new(), 0),
-    }
+    crate::recording::hash_file(path).unwrap_or_default()
 }
 
 impl Registry {
@@ -63,6 +62,9 @@ impl Registry {
             }
             *done = true;
         }
+        // Other sessions' cuts first: this is file work, theirs is closing sockets.
+        self.cut_landed(live);
+        self.cuts.landed(super::CUTS_FIRST_MAX).await;
         let ending = live
             .ending
             .lock()

@@ -8,6 +8,7 @@ mod finish;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -24,6 +25,9 @@ use crate::types::{GrantId, SessionId};
 /// How long the registry waits for a cut session to close its client socket before recording
 /// the end anyway.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
+
+/// The longest a session's end record waits for other sessions' cuts to land (see [`Cuts`]).
+const CUTS_FIRST_MAX: Duration = Duration::from_secs(2);
 
 /// Why a session ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,15 +94,57 @@ pub(crate) struct Live {
     closed_at: Mutex<Option<Instant>>,
     finished: Mutex<bool>,
     warning: watch::Sender<Option<String>>,
+    /// Counted in [`Registry::cuts`]: cut, and the client's socket is not closed yet.
+    cut_pending: AtomicBool,
     files: Mutex<Vec<FileInfo>>,
     events: Mutex<Vec<serde_json::Value>>,
     dir: PathBuf,
     started: Instant,
 }
 
+/// Sessions being cut whose client socket is not closed yet. A session's end record (final
+/// digests, `session.json`, the store and the audit event) is file work with fsyncs; it waits
+/// until no cut is pending (at most [`CUTS_FIRST_MAX`]), so when a ticket close cuts hundreds
+/// of sessions at once the gateway spends its CPU closing their sockets first, and records
+/// the ends right after.
+#[derive(Default)]
+struct Cuts {
+    pending: AtomicUsize,
+    none_pending: Notify,
+}
+
+impl Cuts {
+    fn begin(&self) {
+        self.pending.fetch_add(1, Ordering::AcqRel);
+    }
+
+    fn end(&self) {
+        if self.pending.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.none_pending.notify_waiters();
+        }
+    }
+
+    /// Until no cut is pending, or `max` has passed.
+    async fn landed(&self, max: Duration) {
+        let deadline = tokio::time::Instant::now() + max;
+        loop {
+            let notified = self.none_pending.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.pending.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
 /// Live sessions by id, with their grants.
 pub struct Registry {
     live: Mutex<HashMap<SessionId, Arc<Live>>>,
+    cuts: Cuts,
     root: CancellationToken,
     store: Arc<dyn Store>,
     audit: Arc<Log>,
@@ -148,6 +194,7 @@ impl Registry {
     ) -> Arc<Self> {
         Arc::new(Self {
             live: Mutex::new(HashMap::new()),
+            cuts: Cuts::default(),
             root,
             store,
             audit,
@@ -275,6 +322,7 @@ impl Registry {
             closed_at: Mutex::new(None),
             finished: Mutex::new(false),
             warning: watch::channel(None).0,
+            cut_pending: AtomicBool::new(false),
             files: Mutex::new(Vec::new()),
             events: Mutex::new(Vec::new()),
             dir,
@@ -407,6 +455,12 @@ impl Registry {
             });
         }
         tracing::info!(session = %id, cause = cause.as_str(), %reason, "terminating session");
+        if cause.is_cut()
+            && live.closed_at.lock().expect("closed lock").is_none()
+            && !live.cut_pending.swap(true, Ordering::AcqRel)
+        {
+            self.cuts.begin();
+        }
         live.cancel.cancel();
         let me = self.clone();
         self.tracker.spawn(async move {
@@ -417,6 +471,14 @@ impl Registry {
             me.finish(&live).await;
         });
         true
+    }
+
+    /// `live`'s client socket is closed (or its end is being recorded): its cut, if any, has
+    /// landed.
+    fn cut_landed(&self, live: &Live) {
+        if live.cut_pending.swap(false, Ordering::AcqRel) {
+            self.cuts.end();
+        }
     }
 
     /// Live sessions.
@@ -525,6 +587,20 @@ impl SessionGuard {
             .terminate(&self.id, cause, reason, Instant::now());
     }
 
+    /// What the client socket's close mark calls when the gateway closes that socket: the
+    /// session's cut has landed, so end records held back for it may go ahead.
+    pub fn on_client_closed(&self) -> impl FnOnce() + Send + 'static {
+        let live = self.live.clone();
+        let registry = self.registry.clone();
+        move || registry.cut_landed(&live)
+    }
+
+    /// Until no session's cut is pending, or `max` has passed: end-of-session file work
+    /// (a recording's final fsync) goes after closing sockets.
+    pub async fn after_pending_cuts(&self, max: Duration) {
+        self.registry.cuts.landed(max).await;
+    }
+
     /// The client's socket is closed: the registry records the end now.
     pub async fn closed(&self) {
         self.closed_at(Instant::now()).await;
@@ -534,6 +610,7 @@ impl SessionGuard {
     /// registry records the end now, with the recordings already finished.
     pub async fn closed_at(&self, at: Instant) {
         *self.live.closed_at.lock().expect("closed lock") = Some(at);
+        self.registry.cut_landed(&self.live);
         let has_ending = self.live.ending.lock().expect("ending lock").is_some();
         if !has_ending {
             self.registry.terminate(

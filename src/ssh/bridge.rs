@@ -449,6 +449,11 @@ impl Pump {
         let to_client = self.counters.to_client.load(Ordering::Relaxed);
         self.active.guard.add_bytes(to_target, to_client);
         if let Some(cast) = self.cast.take() {
+            // Within the connection task's wait for its pumps (2 s).
+            self.active
+                .guard
+                .after_pending_cuts(Duration::from_millis(500))
+                .await;
             match cast.finish().await {
                 Ok(summary) => self.active.guard.file_finished(summary),
                 Err(e) => {

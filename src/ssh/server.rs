@@ -197,6 +197,7 @@ impl Gateway {
         let Some(active) = shared.active.get().cloned() else {
             return;
         };
+        close_mark.on_close(active.guard.on_client_closed());
         let token = active.guard.token();
         // Phase 2: the session runs until the client leaves or the registry cuts it.
         let mut cut = false;
