@@ -1,0 +1,198 @@
+//! The append side: [`Log`] signs, chains and writes records, then indexes them in the store.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use base64::Engine;
+use serde_json::{Map, Value};
+use tokio::sync::Mutex;
+
+use super::{AuditError, AuditEvent, GENESIS, LOG_FILE, canonical, str_field};
+use crate::crypto::SigningKey;
+use crate::store::{AuditEntry, Store};
+
+struct Tail {
+    file: Arc<File>,
+    seq: u64,
+    hash: String,
+}
+
+/// The append side of the audit log. One writer per data directory.
+pub struct Log {
+    path: PathBuf,
+    key: Arc<SigningKey>,
+    store: Arc<dyn Store>,
+    tail: Arc<Mutex<Tail>>,
+}
+
+impl std::fmt::Debug for Log {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Log").field("path", &self.path).finish()
+    }
+}
+
+impl Log {
+    /// Open the log in `data_dir`, checking that its last record agrees with the store's head.
+    pub async fn open(
+        data_dir: &Path,
+        key: Arc<SigningKey>,
+        store: Arc<dyn Store>,
+    ) -> Result<Self, AuditError> {
+        let path = data_dir.join(LOG_FILE);
+        let io = |source| AuditError::Io {
+            path: path.clone(),
+            source,
+        };
+        std::fs::create_dir_all(data_dir).map_err(io)?;
+        let (seq, hash) = last_record(&path)?;
+        let head = store.audit_head().await?;
+        if let Some((db_seq, db_hash)) = &head {
+            // The log may be one record ahead (crash between the file write and the index
+            // write); it may never be behind or different.
+            if seq < *db_seq || (seq == *db_seq && &hash != db_hash) {
+                return Err(AuditError::HeadMismatch {
+                    path,
+                    log_seq: seq,
+                    db_seq: *db_seq,
+                });
+            }
+        }
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(io)?;
+        Ok(Self {
+            path,
+            key,
+            store,
+            tail: Arc::new(Mutex::new(Tail {
+                file: Arc::new(file),
+                seq,
+                hash,
+            })),
+        })
+    }
+
+    /// Path of the JSONL file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Append one event by `actor` (a user name, `system`, or a ticket source); returns its seq.
+    ///
+    /// The append runs as its own task, so a caller that gives up (a dropped request) never
+    /// leaves a record half done: in the file but not the index, or the chain's tail behind.
+    /// The file write and fsync run on the blocking pool, off the gateway's worker threads.
+    pub async fn record(&self, actor: &str, event: AuditEvent) -> Result<u64, AuditError> {
+        let Value::Object(fields) = serde_json::to_value(&event).expect("events serialize") else {
+            unreachable!("events are structs")
+        };
+        let append = Append {
+            tail: self.tail.clone(),
+            key: self.key.clone(),
+            store: self.store.clone(),
+            path: self.path.clone(),
+        };
+        match tokio::spawn(append.run(actor.to_string(), fields)).await {
+            Ok(r) => r,
+            Err(e) => Err(AuditError::Io {
+                path: self.path.clone(),
+                source: std::io::Error::other(format!("the audit writer failed: {e}")),
+            }),
+        }
+    }
+}
+
+/// One append, owning what it needs so it can finish on its own.
+struct Append {
+    tail: Arc<Mutex<Tail>>,
+    key: Arc<SigningKey>,
+    store: Arc<dyn Store>,
+    path: PathBuf,
+}
+
+impl Append {
+    async fn run(self, actor: String, mut m: Map<String, Value>) -> Result<u64, AuditError> {
+        let mut tail = self.tail.lock().await;
+        let seq = tail.seq + 1;
+        let ts = crate::types::rfc3339_millis(time::OffsetDateTime::now_utc());
+        m.insert("seq".into(), Value::from(seq));
+        m.insert("ts".into(), Value::from(ts.clone()));
+        m.insert("actor".into(), Value::from(actor));
+        m.insert("prev".into(), Value::from(tail.hash.clone()));
+        let hash_bytes = crate::crypto::sha256(&canonical(&m));
+        let hash = hex::encode(hash_bytes);
+        let sig = base64::engine::general_purpose::STANDARD.encode(self.key.sign(&hash_bytes));
+        m.insert("hash".into(), Value::from(hash.clone()));
+        m.insert("sig".into(), Value::from(sig));
+        let line = serde_json::to_string(&m).expect("serializes");
+        let file = tail.file.clone();
+        let bytes = format!("{line}\n").into_bytes();
+        tokio::task::spawn_blocking(move || {
+            let mut f: &File = &file;
+            f.write_all(&bytes)?;
+            f.sync_data()
+        })
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())))
+        .map_err(|source| AuditError::Io {
+            path: self.path.clone(),
+            source,
+        })?;
+        let event = str_field(&m, "event").unwrap_or_default();
+        tracing::debug!(seq, event = %event, "audit record written");
+        self.store
+            .append_audit(&AuditEntry {
+                seq,
+                ts,
+                event,
+                hash: hash.clone(),
+                request: str_field(&m, "request"),
+                grant: str_field(&m, "grant"),
+                session: str_field(&m, "session"),
+                record: line,
+            })
+            .await?;
+        tail.seq = seq;
+        tail.hash = hash;
+        Ok(seq)
+    }
+}
+
+/// The last record's `(seq, hash)`, or `(0, GENESIS)` for an empty or missing log.
+fn last_record(path: &Path) -> Result<(u64, String), AuditError> {
+    let file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((0, GENESIS.into())),
+        Err(source) => {
+            return Err(AuditError::Io {
+                path: path.into(),
+                source,
+            });
+        }
+    };
+    let mut last = (0, GENESIS.to_string());
+    for (i, line) in BufReader::new(file).lines().enumerate() {
+        let line = line.map_err(|source| AuditError::Io {
+            path: path.into(),
+            source,
+        })?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let v: Map<String, Value> =
+            serde_json::from_str(&line).map_err(|e| AuditError::Damaged {
+                path: path.into(),
+                line: i + 1,
+                reason: e.to_string(),
+            })?;
+        last = (
+            v.get("seq").and_then(Value::as_u64).unwrap_or(0),
+            str_field(&v, "hash").unwrap_or_default(),
+        );
+    }
+    Ok(last)
+}
