@@ -166,6 +166,18 @@ impl Where {
     }
 }
 
+impl SqliteStore {
+    /// The record `sql` selects with `arg` as `?1`, if any.
+    async fn one<T: DeserializeOwned + Send + 'static>(
+        &self,
+        sql: &'static str,
+        arg: String,
+    ) -> Result<Option<T>, StoreError> {
+        self.with(move |c| Ok(rows::<T>(c, sql, &[&arg])?.into_iter().next()))
+            .await
+    }
+}
+
 fn limit(l: Option<u32>) -> u32 {
     l.unwrap_or(1000).min(10_000)
 }
@@ -192,15 +204,8 @@ impl Store for SqliteStore {
     }
 
     async fn ticket(&self, id: &TicketRef) -> Result<Option<Ticket>, StoreError> {
-        let id = id.to_string();
-        self.with(move |c| {
-            Ok(
-                rows::<Ticket>(c, "SELECT data FROM tickets WHERE id = ?1", &[&id])?
-                    .into_iter()
-                    .next(),
-            )
-        })
-        .await
+        self.one("SELECT data FROM tickets WHERE id = ?1", id.to_string())
+            .await
     }
 
     async fn put_request(&self, r: &Request) -> Result<(), StoreError> {
@@ -226,15 +231,8 @@ impl Store for SqliteStore {
     }
 
     async fn request(&self, id: &RequestId) -> Result<Option<Request>, StoreError> {
-        let id = id.to_string();
-        self.with(move |c| {
-            Ok(
-                rows::<Request>(c, "SELECT data FROM requests WHERE id = ?1", &[&id])?
-                    .into_iter()
-                    .next(),
-            )
-        })
-        .await
+        self.one("SELECT data FROM requests WHERE id = ?1", id.to_string())
+            .await
     }
 
     async fn requests(&self, f: &RequestFilter) -> Result<Vec<Request>, StoreError> {
@@ -278,26 +276,15 @@ impl Store for SqliteStore {
     }
 
     async fn grant(&self, id: &GrantId) -> Result<Option<Grant>, StoreError> {
-        let id = id.to_string();
-        self.with(move |c| {
-            Ok(
-                rows::<Grant>(c, "SELECT data FROM grants WHERE id = ?1", &[&id])?
-                    .into_iter()
-                    .next(),
-            )
-        })
-        .await
+        self.one("SELECT data FROM grants WHERE id = ?1", id.to_string())
+            .await
     }
 
     async fn grant_by_token_hash(&self, hash: &str) -> Result<Option<Grant>, StoreError> {
-        let hash = hash.to_string();
-        self.with(move |c| {
-            Ok(
-                rows::<Grant>(c, "SELECT data FROM grants WHERE token_hash = ?1", &[&hash])?
-                    .into_iter()
-                    .next(),
-            )
-        })
+        self.one(
+            "SELECT data FROM grants WHERE token_hash = ?1",
+            hash.to_string(),
+        )
         .await
     }
 
@@ -341,15 +328,8 @@ impl Store for SqliteStore {
     }
 
     async fn session(&self, id: &SessionId) -> Result<Option<SessionRecord>, StoreError> {
-        let id = id.to_string();
-        self.with(move |c| {
-            Ok(
-                rows::<SessionRecord>(c, "SELECT data FROM sessions WHERE id = ?1", &[&id])?
-                    .into_iter()
-                    .next(),
-            )
-        })
-        .await
+        self.one("SELECT data FROM sessions WHERE id = ?1", id.to_string())
+            .await
     }
 
     async fn sessions(&self, f: &SessionFilter) -> Result<Vec<SessionRecord>, StoreError> {
@@ -398,15 +378,8 @@ impl Store for SqliteStore {
     }
 
     async fn review(&self, id: &str) -> Result<Option<Review>, StoreError> {
-        let id = id.to_string();
-        self.with(move |c| {
-            Ok(
-                rows::<Review>(c, "SELECT data FROM reviews WHERE id = ?1", &[&id])?
-                    .into_iter()
-                    .next(),
-            )
-        })
-        .await
+        self.one("SELECT data FROM reviews WHERE id = ?1", id.to_string())
+            .await
     }
 
     async fn reviews(
