@@ -122,6 +122,7 @@ CFG
 nginx_conf console "
     server {
         listen 127.0.0.1:$TARGET_PORT ssl;
+        ssl_protocols TLSv1.2 TLSv1.3;
         ssl_certificate $W/console.pem;
         ssl_certificate_key $W/console.key;
         ssl_client_certificate $W/certs/ca.pem;
@@ -135,6 +136,8 @@ nginx_conf proxy "
     upstream console { server 127.0.0.1:$TARGET_PORT; keepalive 64; }
     server {
         listen 127.0.0.1:$PROXY_PORT ssl;
+        # TLS 1.3 as the gateway offers it (nginx 1.22 defaults to TLS 1.2 at most).
+        ssl_protocols TLSv1.2 TLSv1.3;
         ssl_certificate $W/certs/server.pem;
         ssl_certificate_key $W/certs/server.key;
         keepalive_requests 100000;

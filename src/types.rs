@@ -404,9 +404,68 @@ pub fn rfc3339_millis(t: time::OffsetDateTime) -> String {
     s
 }
 
+/// Now, as [`rfc3339_millis`] writes it. Runs per HTTP exchange: the date and time of day are
+/// computed once per second per thread, only the milliseconds each time.
+pub fn rfc3339_millis_now() -> String {
+    use std::cell::RefCell;
+    use std::fmt::Write as _;
+    thread_local! {
+        /// The last second formatted on this thread: `(unix second, "YYYY-MM-DDTHH:MM:SS")`.
+        static SECOND: RefCell<(i64, String)> = const { RefCell::new((i64::MIN, String::new())) };
+    }
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let (secs, millis) = (since.as_secs() as i64, since.subsec_millis());
+    let mut s = String::with_capacity(24);
+    SECOND.with_borrow_mut(|(second, text)| {
+        if *second != secs {
+            let t = time::OffsetDateTime::from_unix_timestamp(secs)
+                .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+            text.clear();
+            let _ = write!(
+                text,
+                "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
+                t.year(),
+                t.month() as u8,
+                t.day(),
+                t.hour(),
+                t.minute(),
+                t.second()
+            );
+            *second = secs;
+        }
+        s.push_str(text);
+    });
+    s.push('.');
+    for d in [millis / 100, millis / 10 % 10, millis % 10] {
+        s.push(char::from(b'0' + d as u8));
+    }
+    s.push('Z');
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_cached_clock_formats_as_rfc3339_millis() {
+        use time::format_description::well_known::Rfc3339;
+        let before = time::OffsetDateTime::now_utc() - time::Duration::milliseconds(1);
+        // Twice: the second call reuses this thread's cached date and time of day.
+        let (first, second) = (rfc3339_millis_now(), rfc3339_millis_now());
+        let after = time::OffsetDateTime::now_utc();
+        for got in [&first, &second] {
+            assert_eq!(got.len(), 24, "{got}");
+            let t = time::OffsetDateTime::parse(got, &Rfc3339).expect("RFC 3339");
+            assert!(
+                before <= t && t <= after,
+                "{got} is not between {before} and {after}"
+            );
+        }
+        assert!(first <= second, "{first} then {second}");
+    }
 
     #[test]
     fn ttl_parses_human_durations() {

@@ -201,9 +201,14 @@ impl Upstream {
         Ok(resp)
     }
 
-    /// The target URI for a client path and query.
-    pub fn uri_for(&self, path_and_query: &str) -> Result<Uri, String> {
-        format!("{}{}", self.base_path, path_and_query)
+    /// The target URI (origin form) for the client's request URI: its path and query under
+    /// the target's base path.
+    pub fn uri_for(&self, client: &Uri) -> Result<Uri, String> {
+        let pq = client.path_and_query();
+        if self.base_path.is_empty() {
+            return Ok(pq.cloned().map_or_else(|| Uri::from_static("/"), Uri::from));
+        }
+        format!("{}{}", self.base_path, pq.map_or("/", |p| p.as_str()))
             .parse()
             .map_err(|e| format!("bad path: {e}"))
     }
@@ -221,6 +226,11 @@ impl Upstream {
 
 /// Remove hop-by-hop headers and those named in `Connection`.
 pub fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
+    // Most messages carry none: one pass over the names, no lookups (this runs twice per
+    // forwarded request).
+    if !h.keys().any(is_hop_by_hop) {
+        return;
+    }
     let named: Vec<HeaderName> = h
         .get_all(header::CONNECTION)
         .iter()
@@ -239,6 +249,10 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
         }
         h.remove(*n);
     }
+}
+
+fn is_hop_by_hop(n: &HeaderName) -> bool {
+    HOP_BY_HOP.contains(&n.as_str())
 }
 
 /// Drop the `Domain` attribute so a target's cookie sticks to the gateway's host.

@@ -341,7 +341,7 @@ impl Gateway {
         let query = req.uri().query().map(record::redact_query);
         let is_ws = websocket::is_upgrade(&req);
         let mut exchange = Exchange {
-            ts: crate::types::rfc3339_millis(time::OffsetDateTime::now_utc()),
+            ts: crate::types::rfc3339_millis_now(),
             method: method.to_string(),
             path: path.chars().take(2048).collect(),
             query,
@@ -389,13 +389,7 @@ impl Gateway {
         let (mut parts, body) = req.into_parts();
         let client_upgrade =
             is_ws.then(|| hyper::upgrade::on(Request::from_parts(parts.clone_for_upgrade(), ())));
-        let pq = parts
-            .uri
-            .path_and_query()
-            .map(|p| p.as_str())
-            .unwrap_or("/")
-            .to_string();
-        let uri = match s.upstream.uri_for(&pq) {
+        let uri = match s.upstream.uri_for(&parts.uri) {
             Ok(u) => u,
             Err(why) => return pages::refused(StatusCode::BAD_REQUEST, &why, None),
         };
