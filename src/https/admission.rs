@@ -11,9 +11,11 @@ use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::forward::Upstream;
+use super::forward::{Driver, ReqBody, Upstream};
 use super::record::HttpLog;
 use super::{COOKIE, Gateway, HttpSession, RespBody, TOMBSTONE, full, pages};
 use crate::config::TargetKind;
@@ -32,17 +34,90 @@ pub(super) struct ConnKill {
     /// The last bearer token this connection presented and its session, so that a client
     /// repeating it on a kept-alive connection skips parsing, hashing and the shared map.
     bearer: Mutex<Option<(String, Weak<HttpSession>)>>,
+    /// This connection's own target connection per session (keyed by the session's address,
+    /// kept unique by the `Weak` in `sessions`); `None` while a request is using it.
+    upstreams: Mutex<Vec<(usize, Option<SendRequest<ReqBody>>)>>,
+    /// Hands a new target connection's I/O to this connection's task.
+    drivers: mpsc::UnboundedSender<Driver>,
+}
+
+/// Which target connection a request goes out on.
+enum Route {
+    Own(SendRequest<ReqBody>),
+    Connect,
+    Pool,
 }
 
 impl ConnKill {
-    pub(super) fn new(token: CancellationToken) -> Self {
+    pub(super) fn new(token: CancellationToken, drivers: mpsc::UnboundedSender<Driver>) -> Self {
         static NEXT: AtomicU64 = AtomicU64::new(1);
         Self {
             id: NEXT.fetch_add(1, Ordering::Relaxed),
             token,
             sessions: Mutex::new(Vec::new()),
             bearer: Mutex::new(None),
+            upstreams: Mutex::new(Vec::new()),
+            drivers,
         }
+    }
+
+    /// Send `req` to `s`'s target. A request goes out on this connection's own target
+    /// connection, which this connection's task drives, so that it and its answer cross no task
+    /// boundary. While that one is busy (concurrent HTTP/2 streams), the session's pool serves.
+    pub(super) async fn send(
+        &self,
+        s: &Arc<HttpSession>,
+        req: Request<ReqBody>,
+    ) -> Result<Response<Incoming>, String> {
+        let key = Arc::as_ptr(s) as usize;
+        let route = {
+            let mut ups = self.upstreams.lock().expect("upstreams lock");
+            match ups.iter_mut().find(|(k, _)| *k == key) {
+                None => {
+                    ups.push((key, None));
+                    Route::Connect
+                }
+                Some((_, slot)) => match slot.take() {
+                    None => Route::Pool,
+                    Some(up) if up.is_ready() => Route::Own(up),
+                    Some(up) if !up.is_closed() => {
+                        *slot = Some(up);
+                        Route::Pool
+                    }
+                    Some(_) => Route::Connect,
+                },
+            }
+        };
+        let mut up = match route {
+            Route::Own(up) => up,
+            Route::Pool => return s.upstream.send(req, false).await,
+            Route::Connect => match s.upstream.connect_driven().await {
+                Ok((up, driver)) => {
+                    if let Err(mpsc::error::SendError(driver)) = self.drivers.send(driver) {
+                        tokio::spawn(driver);
+                    }
+                    up
+                }
+                Err(e) => {
+                    self.upstreams
+                        .lock()
+                        .expect("upstreams lock")
+                        .retain(|(k, _)| *k != key);
+                    return Err(e);
+                }
+            },
+        };
+        let resp = up.send_request(req).await;
+        if let Some((_, slot)) = self
+            .upstreams
+            .lock()
+            .expect("upstreams lock")
+            .iter_mut()
+            .find(|(k, _)| *k == key)
+        {
+            *slot = Some(up);
+        }
+        resp.map_err(|e| format!("the target did not answer: {e}"))
     }
 
     /// The session of `token` if this connection presented it last.

@@ -22,6 +22,15 @@ use crate::config::TargetConfig;
 /// Request bodies sent to targets.
 pub type ReqBody = BoxBody<Bytes, BoxError>;
 
+type Connection = hyper::client::conn::http1::Connection<
+    TokioIo<tokio_rustls::client::TlsStream<TcpStream>>,
+    ReqBody,
+>;
+
+/// The I/O of one target connection, run by the client connection's own task: a request and
+/// its answer then cross no task boundary in the gateway.
+pub type Driver = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const POOL_MAX: usize = 256;
 
@@ -142,7 +151,8 @@ impl Upstream {
         }
     }
 
-    async fn connect(&self) -> Result<SendRequest<ReqBody>, String> {
+    /// A new connection to the target: TCP, TLS with the session's client certificate, HTTP/1.1.
+    async fn handshake(&self) -> Result<(SendRequest<ReqBody>, Connection), String> {
         let tcp = tokio::time::timeout(
             CONNECT_TIMEOUT,
             TcpStream::connect((self.host.as_str(), self.port)),
@@ -160,14 +170,30 @@ impl Upstream {
         .map_err(|e| {
             format!("TLS with the target failed ({e}); its certificate must be signed by the target's server_ca")
         })?;
-        let (sender, conn) = hyper::client::conn::http1::Builder::new()
+        hyper::client::conn::http1::Builder::new()
             .handshake(TokioIo::new(tls))
             .await
-            .map_err(|e| format!("HTTP with the target failed: {e}"))?;
+            .map_err(|e| format!("HTTP with the target failed: {e}"))
+    }
+
+    /// A new connection run by a task of its own (websockets and the session-wide pool).
+    async fn connect(&self) -> Result<SendRequest<ReqBody>, String> {
+        let (sender, conn) = self.handshake().await?;
         tokio::spawn(async move {
             let _ = conn.with_upgrades().await;
         });
         Ok(sender)
+    }
+
+    /// A new connection whose I/O the caller drives (see [`Driver`]).
+    pub async fn connect_driven(&self) -> Result<(SendRequest<ReqBody>, Driver), String> {
+        let (sender, conn) = self.handshake().await?;
+        Ok((
+            sender,
+            Box::pin(async move {
+                let _ = conn.await;
+            }),
+        ))
     }
 
     /// Send `req`; pooled connections are reused when idle.

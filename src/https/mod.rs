@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures_util::StreamExt as _;
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
@@ -232,7 +233,8 @@ impl Gateway {
                 async move {
                     let kill = CancellationToken::new();
                     let tcp = crate::net::killable::Killable::new(tcp, kill.clone());
-                    let kill = Arc::new(ConnKill::new(kill));
+                    let (drivers_tx, mut drivers_rx) = tokio::sync::mpsc::unbounded_channel();
+                    let kill = Arc::new(ConnKill::new(kill, drivers_tx));
                     let tls =
                         match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                             Ok(Ok(s)) => s,
@@ -263,11 +265,24 @@ impl Gateway {
                         .max_header_list_size(64 * 1024);
                     let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), svc);
                     tokio::pin!(conn);
-                    tokio::select! {
-                        _ = conn.as_mut() => {}
-                        _ = stop.cancelled() => {
-                            conn.as_mut().graceful_shutdown();
-                            let _ = tokio::time::timeout(Duration::from_secs(2), conn).await;
+                    // This connection's own target connections run here too, next to it.
+                    let mut drivers = futures_util::stream::FuturesUnordered::new();
+                    let grace = tokio::time::sleep(Duration::from_secs(365 * 86400));
+                    tokio::pin!(grace);
+                    let mut stopping = false;
+                    loop {
+                        tokio::select! {
+                            _ = conn.as_mut() => break,
+                            Some(d) = drivers_rx.recv() => drivers.push(d),
+                            Some(()) = drivers.next(), if !drivers.is_empty() => {}
+                            _ = stop.cancelled(), if !stopping => {
+                                stopping = true;
+                                conn.as_mut().graceful_shutdown();
+                                grace
+                                    .as_mut()
+                                    .reset(tokio::time::Instant::now() + Duration::from_secs(2));
+                            }
+                            _ = grace.as_mut(), if stopping => break,
                         }
                     }
                 }
@@ -325,7 +340,7 @@ impl Gateway {
                 None,
             );
         }
-        self.forward(session, req, peer, cut).await
+        self.forward(session, req, peer, cut, &kill).await
     }
 
     async fn forward(
@@ -334,6 +349,7 @@ impl Gateway {
         req: Request<Incoming>,
         peer: SocketAddr,
         token: CancellationToken,
+        conn: &ConnKill,
     ) -> Response<RespBody> {
         let started = Instant::now();
         let method = req.method().clone();
@@ -433,7 +449,13 @@ impl Gateway {
         let up_req: Request<ReqBody> = Request::from_parts(parts, body);
         s.inflight.enter();
         let sent = tokio::select! {
-            r = s.upstream.send(up_req, is_ws) => r,
+            r = async {
+                if is_ws {
+                    s.upstream.send(up_req, true).await
+                } else {
+                    conn.send(&s, up_req).await
+                }
+            } => r,
             _ = token.cancelled() => Err("the session was terminated".into()),
         };
         let mut resp = match sent {

@@ -73,6 +73,75 @@ async fn a_200_mb_download_streams_without_the_gateway_growing() {
     assert_eq!(e[0]["aborted"], false, "{}", e[0]);
 }
 
+#[tokio::test]
+async fn concurrent_http2_streams_on_one_connection_all_reach_the_console() {
+    let env = Env::start();
+    let digest = env.nginx.write_blob("slow/two.bin", 2);
+    let g = env.grant("alice", "console-read", "INC-5");
+    // One HTTP/2 connection (curl multiplexes --parallel transfers): a 2 s download on the
+    // slow location keeps one target connection busy while ten quick requests run beside it.
+    let auth = format!("Authorization: Bearer {}", g.token);
+    let base = env.gw.https_url();
+    let mut cmd = std::process::Command::new("curl");
+    cmd.args([
+        "-sS",
+        "--http2",
+        "--parallel",
+        "--parallel-max",
+        "16",
+        "--max-time",
+        "30",
+    ])
+    .arg("--cacert")
+    .arg(env.gw.ca())
+    .args(["-H", &auth])
+    .args([
+        "-w",
+        "%{http_code} %{http_version} %{num_connects} %{url}\\n",
+    ]);
+    let slow = env.scratch("two");
+    cmd.arg("-o").arg(&slow).arg(format!("{base}/slow/two.bin"));
+    let quick: Vec<_> = (0..10).map(|i| env.scratch(&format!("quick{i}"))).collect();
+    for (i, f) in quick.iter().enumerate() {
+        cmd.arg("-o").arg(f).arg(format!("{base}/users/u{i}"));
+    }
+    let (code, out, err) = crate::harness::output(cmd);
+    assert_eq!(code, 0, "curl: {err}\n{out}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 11, "{out}");
+    let mut connects = 0;
+    for l in &lines {
+        let w: Vec<&str> = l.split_whitespace().collect();
+        assert_eq!(w[..2], ["200", "2"], "{l}");
+        connects += w[2].parse::<u32>().expect("num_connects");
+    }
+    assert_eq!(
+        connects, 1,
+        "the transfers did not share one connection:\n{out}"
+    );
+    assert_eq!(
+        sha256_file(&slow),
+        digest,
+        "the slow download's bytes differ"
+    );
+    for f in &quick {
+        assert_eq!(
+            fs::read_to_string(f).expect("quick reply"),
+            crate::nginx::UNLOCKED
+        );
+    }
+
+    done(&env, "alice", &g);
+    let s = ended_session(&env.gw, &g.grant).await;
+    let log = http_log(&s);
+    assert_eq!(log.len(), 11, "{log:?}");
+    assert!(log.iter().all(|e| e["status"] == 200), "{log:?}");
+    assert_eq!(
+        exchanges(&log, "GET", "/slow/two.bin")[0]["bytes_out"],
+        2u64 << 20
+    );
+}
+
 /// A WebSocket client over TLS to the gateway.
 type Tls = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
 
