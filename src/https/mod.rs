@@ -395,6 +395,8 @@ impl Gateway {
                 None,
             );
         }
+        // When the disk falls far behind, requests wait rather than the buffer growing.
+        s.log.room().await;
         let gateway_host = req
             .headers()
             .get(header::HOST)

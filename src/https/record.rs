@@ -1,11 +1,11 @@
 //! `http.jsonl`: one line per exchange (time, method, path, redacted query, status, bytes each
-//! way, duration, upgrade, refusals), written by one task behind a bounded channel, and body
+//! way, duration, upgrade, refusals), buffered by the requests and written by one task, and body
 //! wrappers that count bytes and stop a stream the moment its session is cut.
 
 use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -13,7 +13,7 @@ use bytes::Bytes;
 use hyper::body::{Body, Frame, SizeHint};
 use serde::Serialize;
 use tokio::io::AsyncWriteExt;
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 /// Boxed error type of bodies passing through the gateway.
@@ -69,24 +69,47 @@ pub fn redact_query(q: &str) -> String {
         .join("&")
 }
 
-enum LogMsg {
-    Line(Exchange),
-    /// Write and sync everything queued before this, then answer.
-    Flush(tokio::sync::oneshot::Sender<()>),
-}
+/// Buffered lines written out at once past this size (the writer also writes every 200 ms).
+const WRITE_AT: usize = 64 * 1024;
+/// Past this much unwritten text (the disk is not keeping up), new requests wait.
+const MAX_UNWRITTEN: usize = 16 * 1024 * 1024;
 
-/// Appends exchanges to a session's `http.jsonl`.
+/// Appends exchanges to a session's `http.jsonl`. A request writes its line into the session's
+/// buffer itself, with no hand-off to another task; one writer task per session writes the
+/// buffer out at least every 200 ms, at once past 64 KiB, and on [`flush`](Self::flush).
 #[derive(Clone)]
 pub struct HttpLog {
-    tx: mpsc::Sender<LogMsg>,
-    /// Lines handed to tasks because the queue was full, not yet queued.
-    overflow: Arc<Overflow>,
+    shared: Arc<LogShared>,
+    /// The last handle dropped tells the writer to write what is left and stop.
+    _handles: Arc<Handles>,
+}
+
+struct LogShared {
+    state: std::sync::Mutex<LogState>,
+    /// Bytes buffered and not written yet (read without the lock).
+    unwritten: AtomicUsize,
+    /// Wakes the writer: a full buffer, a flush, or the last handle gone.
+    wake: Notify,
+    /// The writer wrote (room for requests waiting on [`MAX_UNWRITTEN`]).
+    wrote: Notify,
+    /// The file cannot be written; the session is ended with that reason.
+    failed: AtomicBool,
 }
 
 #[derive(Default)]
-struct Overflow {
-    pending: AtomicU64,
-    drained: tokio::sync::Notify,
+struct LogState {
+    lines: Vec<u8>,
+    flushes: Vec<tokio::sync::oneshot::Sender<()>>,
+    closing: bool,
+}
+
+struct Handles(Arc<LogShared>);
+
+impl Drop for Handles {
+    fn drop(&mut self) {
+        self.0.state.lock().expect("http log lock").closing = true;
+        self.0.wake.notify_one();
+    }
 }
 
 impl HttpLog {
@@ -97,110 +120,113 @@ impl HttpLog {
             .write(true)
             .open(path)
             .await?;
-        let (tx, mut rx) = mpsc::channel::<LogMsg>(1024);
-        tokio::spawn(async move {
-            let mut w = tokio::io::BufWriter::with_capacity(64 * 1024, file);
-            // Lines reach the file at least every 200 ms (and on every flush request), not one
-            // write per exchange.
-            let mut tick = tokio::time::interval(std::time::Duration::from_millis(200));
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            let mut dirty = false;
-            let mut batch = Vec::with_capacity(64);
-            loop {
-                let n = tokio::select! {
-                    n = rx.recv_many(&mut batch, 64) => n,
-                    _ = tick.tick() => {
-                        if dirty {
-                            if let Err(err) = w.flush().await {
-                                tracing::error!(error = %err, "cannot flush http.jsonl");
-                                return;
-                            }
-                            dirty = false;
-                        }
-                        continue;
-                    }
-                };
-                if n == 0 {
-                    break;
-                }
-                let mut acks = Vec::new();
-                for m in batch.drain(..) {
-                    match m {
-                        LogMsg::Line(e) => {
-                            let mut line = serde_json::to_vec(&e).expect("exchanges serialize");
-                            line.push(b'\n');
-                            if let Err(err) = w.write_all(&line).await {
-                                tracing::error!(error = %err, "cannot write http.jsonl");
-                                return;
-                            }
-                            dirty = true;
-                        }
-                        LogMsg::Flush(ack) => acks.push(ack),
-                    }
-                }
-                if !acks.is_empty() {
-                    if let Err(err) = w.flush().await {
-                        tracing::error!(error = %err, "cannot flush http.jsonl");
-                        return;
-                    }
-                    dirty = false;
-                    let _ = w.get_ref().sync_all().await;
-                    for ack in acks {
-                        let _ = ack.send(());
-                    }
-                }
-            }
-            let _ = w.flush().await;
-            let _ = w.get_ref().sync_all().await;
+        let shared = Arc::new(LogShared {
+            state: std::sync::Mutex::new(LogState::default()),
+            unwritten: AtomicUsize::new(0),
+            wake: Notify::new(),
+            wrote: Notify::new(),
+            failed: AtomicBool::new(false),
         });
+        tokio::spawn(write_out(shared.clone(), file));
         Ok(Self {
-            tx,
-            overflow: Arc::default(),
+            _handles: Arc::new(Handles(shared.clone())),
+            shared,
         })
     }
 
-    /// Record one exchange (waits if the writer is far behind).
+    /// Record one exchange; waits first while the disk is far behind.
     pub async fn record(&self, e: Exchange) {
-        let _ = self.tx.send(LogMsg::Line(e)).await;
+        self.room().await;
+        self.record_now(e);
     }
 
-    /// Record without waiting (from `Drop`). When the writer is behind, a task waits for room
-    /// instead, so no exchange is left out of the recording.
+    /// Record one exchange now (also from `Drop`).
     pub fn record_now(&self, e: Exchange) {
-        if let Err(mpsc::error::TrySendError::Full(line)) = self.tx.try_send(LogMsg::Line(e)) {
-            let tx = self.tx.clone();
-            let overflow = self.overflow.clone();
-            overflow.pending.fetch_add(1, Ordering::AcqRel);
-            tokio::spawn(async move {
-                let _ = tx.send(line).await;
-                if overflow.pending.fetch_sub(1, Ordering::AcqRel) == 1 {
-                    overflow.drained.notify_waiters();
-                }
-            });
+        let len = {
+            let mut st = self.shared.state.lock().expect("http log lock");
+            serde_json::to_writer(&mut st.lines, &e).expect("exchanges serialize");
+            st.lines.push(b'\n');
+            self.shared
+                .unwritten
+                .store(st.lines.len(), Ordering::Release);
+            st.lines.len()
+        };
+        if len >= WRITE_AT {
+            self.shared.wake.notify_one();
+        }
+    }
+
+    /// Until the unwritten text is under [`MAX_UNWRITTEN`] (at once, unless the disk stalls).
+    pub async fn room(&self) {
+        while self.shared.unwritten.load(Ordering::Acquire) > MAX_UNWRITTEN && !self.is_closed() {
+            let wrote = self.shared.wrote.notified();
+            if self.shared.unwritten.load(Ordering::Acquire) <= MAX_UNWRITTEN {
+                break;
+            }
+            let _ = tokio::time::timeout(std::time::Duration::from_millis(200), wrote).await;
         }
     }
 
     /// Wait until every line recorded so far is on disk (before the file is digested).
     pub async fn flush(&self) {
-        let queued = async {
-            loop {
-                let drained = self.overflow.drained.notified();
-                if self.overflow.pending.load(Ordering::Acquire) == 0 {
-                    break;
-                }
-                drained.await;
-            }
-        };
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), queued).await;
         let (ack, done) = tokio::sync::oneshot::channel();
-        if self.tx.send(LogMsg::Flush(ack)).await.is_ok() {
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), done).await;
-        }
+        self.shared
+            .state
+            .lock()
+            .expect("http log lock")
+            .flushes
+            .push(ack);
+        self.shared.wake.notify_one();
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), done).await;
     }
 
     /// Whether the writer has stopped (the file cannot be written).
     pub fn is_closed(&self) -> bool {
-        self.tx.is_closed()
+        self.shared.failed.load(Ordering::Acquire)
+    }
+}
+
+/// The writer task: takes the buffer, writes it, syncs on a flush and at the end.
+async fn write_out(shared: Arc<LogShared>, mut file: tokio::fs::File) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(200));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut out = Vec::new();
+    loop {
+        tokio::select! {
+            _ = shared.wake.notified() => {}
+            _ = tick.tick() => {}
+        }
+        let (flushes, closing) = {
+            let mut st = shared.state.lock().expect("http log lock");
+            std::mem::swap(&mut st.lines, &mut out);
+            shared.unwritten.store(0, Ordering::Release);
+            (std::mem::take(&mut st.flushes), st.closing)
+        };
+        if !out.is_empty() {
+            let written = async {
+                file.write_all(&out).await?;
+                file.flush().await
+            };
+            if let Err(err) = written.await {
+                tracing::error!(error = %err, "cannot write http.jsonl");
+                shared.failed.store(true, Ordering::Release);
+                shared.wrote.notify_waiters();
+                return;
+            }
+            out.clear();
+            // A burst's buffer is not kept for the session's life.
+            out.shrink_to(WRITE_AT);
+            shared.wrote.notify_waiters();
+        }
+        if !flushes.is_empty() || closing {
+            let _ = file.sync_all().await;
+            for ack in flushes {
+                let _ = ack.send(());
+            }
+        }
+        if closing {
+            return;
+        }
     }
 }
 
@@ -372,29 +398,51 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_burst_beyond_the_queue_is_recorded_whole_before_flush_returns() {
+    async fn a_burst_is_recorded_whole_before_flush_returns() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("http.jsonl");
         let log = HttpLog::create(&path).await.unwrap();
-        // Without yielding, the writer cannot drain: most of these overflow the queue.
+        // Without yielding, the writer cannot run: all of it waits in the buffer.
         for i in 0..3000 {
-            log.record_now(Exchange {
-                ts: "2026-01-01T00:00:00.000Z".into(),
-                method: "GET".into(),
-                path: format!("/page/{i}"),
-                query: None,
-                status: 200,
-                bytes_in: 0,
-                bytes_out: 1,
-                duration_ms: 0,
-                upgrade: None,
-                refused: None,
-                aborted: false,
-            });
+            log.record_now(exchange(i));
         }
         log.flush().await;
-        let text = std::fs::read_to_string(&path).unwrap();
-        let paths: std::collections::HashSet<String> = text
+        assert_eq!(
+            paths(&path).len(),
+            3000,
+            "every exchange is in the file once flush returns"
+        );
+        // What is left when the last handle goes is written too.
+        log.record_now(exchange(3000));
+        drop(log);
+        for _ in 0..100 {
+            if paths(&path).len() == 3001 {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        panic!("the last line was not written after the log was dropped");
+    }
+
+    fn exchange(i: usize) -> Exchange {
+        Exchange {
+            ts: "2026-01-01T00:00:00.000Z".into(),
+            method: "GET".into(),
+            path: format!("/page/{i}"),
+            query: None,
+            status: 200,
+            bytes_in: 0,
+            bytes_out: 1,
+            duration_ms: 0,
+            upgrade: None,
+            refused: None,
+            aborted: false,
+        }
+    }
+
+    fn paths(path: &Path) -> std::collections::HashSet<String> {
+        std::fs::read_to_string(path)
+            .unwrap()
             .lines()
             .map(|l| {
                 serde_json::from_str::<serde_json::Value>(l).unwrap()["path"]
@@ -402,11 +450,6 @@ mod tests {
                     .unwrap()
                     .to_string()
             })
-            .collect();
-        assert_eq!(
-            paths.len(),
-            3000,
-            "every exchange is in the file once flush returns"
-        );
+            .collect()
     }
 }
