@@ -269,13 +269,18 @@ impl Gateway {
                     let mut drivers = futures_util::stream::FuturesUnordered::new();
                     let grace = tokio::time::sleep(Duration::from_secs(365 * 86400));
                     tokio::pin!(grace);
+                    // Polled on every wake of this task: a token of this connection's own, so
+                    // that connections do not contend on the gateway-wide token's lock.
+                    let stop = stop.child_token();
+                    let stopped = stop.cancelled();
+                    tokio::pin!(stopped);
                     let mut stopping = false;
                     loop {
                         tokio::select! {
                             _ = conn.as_mut() => break,
                             Some(d) = drivers_rx.recv() => drivers.push(d),
                             Some(()) = drivers.next(), if !drivers.is_empty() => {}
-                            _ = stop.cancelled(), if !stopping => {
+                            _ = stopped.as_mut(), if !stopping => {
                                 stopping = true;
                                 conn.as_mut().graceful_shutdown();
                                 grace
