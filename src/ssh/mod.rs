@@ -6,6 +6,7 @@
 
 pub mod active;
 pub mod bridge;
+mod conn;
 pub mod server;
 pub mod upstream;
 
