@@ -388,27 +388,31 @@ pub fn rfc3339(t: UnixTime) -> String {
 pub fn rfc3339_millis(t: time::OffsetDateTime) -> String {
     use std::fmt::Write as _;
     let t = t.to_offset(time::UtcOffset::UTC);
-    // Sized once: `format!` would grow the string several times (this runs per HTTP exchange).
     let mut s = String::with_capacity(24);
+    write_date_time(&mut s, t);
+    let _ = write!(s, ".{:03}Z", t.millisecond());
+    s
+}
+
+/// `YYYY-MM-DDTHH:MM:SS` of `t` (taken as UTC).
+fn write_date_time(s: &mut String, t: time::OffsetDateTime) {
+    use std::fmt::Write as _;
     let _ = write!(
         s,
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
         t.year(),
         t.month() as u8,
         t.day(),
         t.hour(),
         t.minute(),
-        t.second(),
-        t.millisecond()
+        t.second()
     );
-    s
 }
 
 /// Now, as [`rfc3339_millis`] writes it. Runs per HTTP exchange: the date and time of day are
 /// computed once per second per thread, only the milliseconds each time.
 pub fn rfc3339_millis_now() -> String {
     use std::cell::RefCell;
-    use std::fmt::Write as _;
     thread_local! {
         /// The last second formatted on this thread: `(unix second, "YYYY-MM-DDTHH:MM:SS")`.
         static SECOND: RefCell<(i64, String)> = const { RefCell::new((i64::MIN, String::new())) };
@@ -423,16 +427,7 @@ pub fn rfc3339_millis_now() -> String {
             let t = time::OffsetDateTime::from_unix_timestamp(secs)
                 .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
             text.clear();
-            let _ = write!(
-                text,
-                "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
-                t.year(),
-                t.month() as u8,
-                t.day(),
-                t.hour(),
-                t.minute(),
-                t.second()
-            );
+            write_date_time(text, t);
             *second = secs;
         }
         s.push_str(text);

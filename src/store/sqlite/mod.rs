@@ -167,6 +167,20 @@ impl Where {
 }
 
 impl SqliteStore {
+    /// The records of `table` that `w` selects, in the order and up to the limit `tail` says.
+    async fn many<T: DeserializeOwned + Send + 'static>(
+        &self,
+        table: &'static str,
+        w: Where,
+        tail: String,
+    ) -> Result<Vec<T>, StoreError> {
+        self.with(move |c| {
+            let sql = format!("SELECT data FROM {table}{} {tail}", w.sql());
+            rows(c, &sql, &w.refs())
+        })
+        .await
+    }
+
     /// The record `sql` selects with `arg` as `?1`, if any.
     async fn one<T: DeserializeOwned + Send + 'static>(
         &self,
@@ -241,13 +255,11 @@ impl Store for SqliteStore {
         w.add("state = ?", f.state.map(|s| s.as_str()));
         w.add("ticket = ?", f.ticket.as_ref().map(|t| t.to_string()));
         let lim = limit(f.limit);
-        self.with(move |c| {
-            let sql = format!(
-                "SELECT data FROM requests{} ORDER BY created_at DESC, id LIMIT {lim}",
-                w.sql()
-            );
-            rows(c, &sql, &w.refs())
-        })
+        self.many(
+            "requests",
+            w,
+            format!("ORDER BY created_at DESC, id LIMIT {lim}"),
+        )
         .await
     }
 
@@ -294,13 +306,11 @@ impl Store for SqliteStore {
         w.add("state = ?", f.state.map(|s| s.as_str()));
         w.add("ticket = ?", f.ticket.as_ref().map(|t| t.to_string()));
         let lim = limit(f.limit);
-        self.with(move |c| {
-            let sql = format!(
-                "SELECT data FROM grants{} ORDER BY expires_at DESC, id LIMIT {lim}",
-                w.sql()
-            );
-            rows(c, &sql, &w.refs())
-        })
+        self.many(
+            "grants",
+            w,
+            format!("ORDER BY expires_at DESC, id LIMIT {lim}"),
+        )
         .await
     }
 
@@ -390,13 +400,11 @@ impl Store for SqliteStore {
         let mut w = Where::default();
         w.add("open = ?", open_only.then_some(1i64));
         w.add("user = ?", user.map(|u| u.to_string()));
-        self.with(move |c| {
-            let sql = format!(
-                "SELECT data FROM reviews{} ORDER BY created_at DESC, id LIMIT 1000",
-                w.sql()
-            );
-            rows(c, &sql, &w.refs())
-        })
+        self.many(
+            "reviews",
+            w,
+            "ORDER BY created_at DESC, id LIMIT 1000".into(),
+        )
         .await
     }
 
