@@ -12,7 +12,7 @@ use tokio::sync::Notify;
 
 use super::active::Active;
 use super::server::Gateway;
-use super::{Want, allowed, bridge};
+use super::{Want, allowed, bridge, tcpip};
 use crate::config::{Allow, TargetKind};
 use crate::grant::Admission;
 use crate::grant::admission::AdmitRequest;
@@ -301,7 +301,7 @@ impl server::Handler for Conn {
         };
         let task = active.admission.task();
         if !task.allow.contains(&Allow::PortForward)
-            || !bridge::is_target_host(&active.admission, host)
+            || !tcpip::is_target_host(&active.admission, host)
         {
             tracing::info!(session = %active.guard.id(), %host, port, "port forward refused");
             active.guard.add_event(serde_json::json!({
@@ -315,7 +315,7 @@ impl server::Handler for Conn {
         let a = active.clone();
         let (host, originator) = (host.to_string(), originator.to_string());
         active.pumps.spawn(async move {
-            bridge::direct_tcpip(a, channel, host, port, originator, originator_port).await;
+            tcpip::direct_tcpip(a, channel, host, port, originator, originator_port).await;
         });
         Ok(())
     }

@@ -8,6 +8,7 @@ pub mod active;
 pub mod bridge;
 mod conn;
 pub mod server;
+pub mod tcpip;
 pub mod upstream;
 
 use crate::config::{Allow, TaskConfig};
