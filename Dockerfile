@@ -9,7 +9,7 @@ COPY Cargo.toml Cargo.lock ./
 COPY vendor ./vendor
 COPY src ./src
 COPY tests ./tests
-RUN cargo build --release --locked --bin jitgate
+RUN cargo build --profile dist --locked --bin jitgate
 
 FROM debian:bookworm-slim
 RUN apt-get update \
@@ -19,7 +19,7 @@ RUN apt-get update \
  && mkdir -p /etc/jitgate /var/lib/jitgate/certs /var/lib/jitgate/data /var/lib/jitgate/recordings \
  && chown -R jitgate:jitgate /var/lib/jitgate \
  && chmod 0700 /var/lib/jitgate/certs
-COPY --from=build /src/target/release/jitgate /usr/local/bin/jitgate
+COPY --from=build /src/target/dist/jitgate /usr/local/bin/jitgate
 COPY config/ /etc/jitgate/
 # The example configuration uses paths relative to its folder; point them at the volumes and
 # listen on all interfaces inside the container.

@@ -28,8 +28,8 @@ fi
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 ulimit -n 65536 2>/dev/null || true
 
-cargo build --release --locked --quiet
-J=$PWD/target/release/jitgate
+cargo build --profile dist --locked --quiet
+J=$PWD/target/dist/jitgate
 W=$(mktemp -d /tmp/jitgate-bench-https.XXXXXX)
 chmod 755 "$W"   # nginx workers (www-data) read the web root
 PIDS=()

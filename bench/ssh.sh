@@ -20,8 +20,8 @@ if ((${#need[@]})); then
 fi
 ulimit -n 65536 2>/dev/null || true
 
-cargo build --release --locked --quiet
-J=$PWD/target/release/jitgate
+cargo build --profile dist --locked --quiet
+J=$PWD/target/dist/jitgate
 W=$(mktemp -d /tmp/jitgate-bench.XXXXXX)
 # sshd reads the principals file as the login user.
 chmod 755 "$W"
