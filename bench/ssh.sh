@@ -211,16 +211,22 @@ cut_round() { # $1 ticket, $2 label, $3 "apart" to give the gateway cpu 0 and th
     if [ "${3:-}" = apart ]; then
         taskset -a -p -c 0-1 "$GW_ON_PID" >/dev/null
     fi
-    python3 - "$W/data-true/audit.jsonl" "$from" "$2" "${4:-}" <<'PY'
+    # Sessions leave the live list when cut; their end records follow. Wait for all of them
+    # (at most 10 s), so that the figures cover every session that was live.
+    for _ in $(seq 50); do
+        [ "$(tail -n +"$((from + 1))" "$W/data-true/audit.jsonl" | grep -c '"event":"session.ended"')" -ge "$live" ] && break
+        sleep 0.2
+    done
+    python3 - "$W/data-true/audit.jsonl" "$from" "$2" "${4:-}" "$live" <<'PY'
 import json, sys
-path, start, label, goal = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+path, start, label, goal, live = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
 records = [json.loads(l) for l in open(path).readlines()[start:]]
 lat = sorted(r["kill_latency_ms"] for r in records
              if r.get("event") == "session.ended" and r.get("cause") == "ticket" and r.get("kill_latency_ms") is not None)
 if not lat:
     print(f"ticket close ({label}): no sessions were cut"); sys.exit(0)
 p99 = lat[min(len(lat) - 1, int(round(0.99 * len(lat))) - 1)]
-print(f"ticket close cut {len(lat)} sessions ({label}): p50 {lat[len(lat)//2]} ms, p99 {p99} ms, max {lat[-1]} ms{goal}")
+print(f"ticket close cut {len(lat)} of {live} live sessions ({label}): p50 {lat[len(lat)//2]} ms, p99 {p99} ms, max {lat[-1]} ms{goal}")
 PY
 }
 
