@@ -26,10 +26,7 @@ async fn main() {
         Err(e) => {
             if let Some(f) = e.downcast_ref::<ApiFailure>() {
                 if json {
-                    println!(
-                        "{}",
-                        serde_json::to_string_pretty(&f.body).unwrap_or_default()
-                    );
+                    jitgate::cli::say(serde_json::to_string_pretty(&f.body).unwrap_or_default());
                 }
                 match (
                     f.body.get("error").and_then(|v| v.as_str()),

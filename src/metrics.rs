@@ -122,11 +122,116 @@ impl Metrics {
         f(&mut self.registry.lock().expect("metrics lock"))
     }
 
-    /// The text exposition.
+    /// The OpenMetrics text exposition.
     pub fn encode(&self) -> String {
         let mut out = String::new();
         let reg = self.registry.lock().expect("metrics lock");
         prometheus_client::encoding::text::encode(&mut out, &reg).expect("writing to a String");
         out
+    }
+
+    /// The exposition in the format the scraper's `Accept` header asks for: OpenMetrics when
+    /// it names `application/openmetrics-text`, else Prometheus text 0.0.4. Returns the
+    /// content type and the body.
+    pub fn encode_for(&self, accept: Option<&str>) -> (&'static str, String) {
+        let open_metrics = accept.is_some_and(|a| {
+            a.split(',').any(|part| {
+                let mut it = part.split(';');
+                let media = it.next().unwrap_or("").trim();
+                // `q=0` means "not acceptable".
+                let refused = it.any(|p| {
+                    p.trim()
+                        .strip_prefix("q=")
+                        .and_then(|q| q.trim().parse::<f32>().ok())
+                        .is_some_and(|q| q <= 0.0)
+                });
+                media.eq_ignore_ascii_case("application/openmetrics-text") && !refused
+            })
+        });
+        if open_metrics {
+            (OPENMETRICS, self.encode())
+        } else {
+            (PROMETHEUS_TEXT, prometheus_text(&self.encode()))
+        }
+    }
+}
+
+/// Content type of the OpenMetrics exposition.
+pub const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// Content type of the Prometheus text exposition.
+pub const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Rewrite an OpenMetrics exposition as Prometheus text 0.0.4: a counter family's `# HELP` and
+/// `# TYPE` name its `_total` samples, and `# UNIT` and `# EOF` (which that format lacks) go.
+fn prometheus_text(open_metrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> = open_metrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|rest| rest.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(open_metrics.len() + 64);
+    for line in open_metrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let meta = ["# HELP ", "# TYPE "]
+            .into_iter()
+            .find_map(|p| line.strip_prefix(p).map(|rest| (p, rest)));
+        match meta {
+            Some((prefix, rest)) => {
+                let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+                out.push_str(prefix);
+                out.push_str(name);
+                if counters.contains(name) {
+                    out.push_str("_total");
+                }
+                out.push(' ');
+                out.push_str(tail);
+            }
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prometheus_text_names_counters_by_their_samples_and_drops_openmetrics_only_lines() {
+        let m = Metrics::new();
+        m.api_request("GET".into(), "/x".into(), 200);
+        m.kill_latency(0.01);
+        let (ty, text) = m.encode_for(Some("text/plain;version=0.0.4;q=0.5,*/*;q=0.1"));
+        assert_eq!(ty, PROMETHEUS_TEXT);
+        assert!(
+            text.contains("# HELP jitgate_api_requests_total Control-plane"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE jitgate_api_requests_total counter"),
+            "{text}"
+        );
+        assert!(
+            text.contains("jitgate_api_requests_total{method=\"GET\""),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE jitgate_session_kill_latency_seconds histogram"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("# EOF") && !text.contains("# UNIT"),
+            "{text}"
+        );
+        let (ty, text) = m.encode_for(Some(
+            "application/openmetrics-text;version=1.0.0,text/plain;q=0.5",
+        ));
+        assert_eq!(ty, OPENMETRICS);
+        assert!(text.ends_with("# EOF\n"), "{text}");
+        let (ty, _) = m.encode_for(Some("application/openmetrics-text;q=0"));
+        assert_eq!(ty, PROMETHEUS_TEXT);
     }
 }

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::TryFutureExt as _;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
@@ -20,6 +21,7 @@ use crate::pki::Keys;
 use crate::policy::Engine;
 use crate::session::Registry;
 use crate::store::Store;
+use crate::store::lock::DataDirLock;
 use crate::store::sqlite::SqliteStore;
 
 /// Most simultaneous API connections.
@@ -44,6 +46,8 @@ pub enum ServerError {
     Audit(#[from] crate::audit::AuditError),
     #[error("{0}")]
     Config(String),
+    #[error(transparent)]
+    Locked(#[from] crate::store::lock::LockError),
     #[error("cannot listen: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -58,6 +62,9 @@ pub struct Runtime {
     /// Cancelled on shutdown; every session's token is a child of it.
     pub root: CancellationToken,
     webhook_secret: Option<crate::types::Secret>,
+    metrics_token: Option<crate::types::Secret>,
+    /// Held while the runtime lives: no second process works on the same data.
+    _locks: Vec<DataDirLock>,
 }
 
 /// The listeners the runtime serves on (bound by the caller, so port 0 works).
@@ -65,35 +72,52 @@ pub struct Listeners {
     pub api: TcpListener,
     pub ssh: Option<TcpListener>,
     pub https: Option<TcpListener>,
+    /// Plain-HTTP `/metrics` for Prometheus.
+    pub metrics: Option<TcpListener>,
 }
 
 impl Runtime {
     /// Load keys and policies, open the store and the audit log, and record `config.loaded`.
     pub async fn open(cfg: Config, config_text: &str) -> Result<Self, ServerError> {
+        let db = cfg
+            .sqlite_path()
+            .ok_or_else(|| ServerError::Config("store.url must be sqlite://PATH".into()))?;
+        // Before anything reads or writes the data: a second process must not recover the
+        // first one's live sessions or fork its audit chain.
+        let mut locks = vec![DataDirLock::acquire(&cfg.gateway.data_dir)?];
+        if let Some(db_dir) = db.parent()
+            && !same_dir(db_dir, &cfg.gateway.data_dir)
+        {
+            locks.push(DataDirLock::acquire(db_dir)?);
+        }
         let keys = Arc::new(Keys::load(&cfg.gateway.certs_dir)?);
         if !cfg.gateway.record_terminal {
             tracing::warn!(
                 "gateway.record_terminal = false: terminal sessions are not recorded (break-glass sessions still are)"
             );
         }
+        if let Some(why) = cfg.example_keys_exposed() {
+            return Err(ServerError::Config(why));
+        }
         let example = cfg.users_with_example_keys();
         if !example.is_empty() {
             let names: Vec<&str> = example.iter().map(|u| u.as_str()).collect();
             tracing::warn!(
                 users = %names.join(", "),
-                "these users have the published example API keys; replace them (jitgate api-key new) before real use"
+                "these users have the published example API keys (allowed while every listener is on loopback); replace them (jitgate api-key new) before real use"
             );
         }
         let policy = Arc::new(Engine::load(&cfg).map_err(ServerError::Policy)?);
         let webhook_secret = cfg.webhook_secret().map_err(ServerError::Config)?;
+        let metrics_token = cfg.metrics_token().map_err(ServerError::Config)?;
+        if let Some(why) = cfg.metrics_exposed() {
+            return Err(ServerError::Config(why));
+        }
         if webhook_secret.is_none() {
             tracing::warn!(
                 "no webhook secret is set ([tickets] webhook_secret); ticket webhooks will be refused"
             );
         }
-        let db = cfg
-            .sqlite_path()
-            .ok_or_else(|| ServerError::Config("store.url must be sqlite://PATH".into()))?;
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&db)?);
         let audit = Arc::new(
             Log::open(
@@ -140,6 +164,8 @@ impl Runtime {
             sessions,
             root,
             webhook_secret,
+            metrics_token,
+            _locks: locks,
         })
     }
 
@@ -187,6 +213,10 @@ impl Runtime {
                             if let Err(e) = grants.expire_due().await {
                                 tracing::error!(error = %e, "expiry sweep failed");
                             }
+                            // Summaries of refusal floods whose window has closed.
+                            if let Err(e) = grants.audit().flush_suppressed().await {
+                                tracing::error!(error = %e, "cannot audit suppressed refusals");
+                            }
                         }
                     }
                 }
@@ -210,25 +240,39 @@ impl Runtime {
                 }
             });
         }
+        if let Some(listener) = listeners.metrics {
+            let router =
+                api::metrics::listener_router(self.metrics.clone(), self.metrics_token.clone());
+            let stop = shutdown.clone();
+            let t = tracker.clone();
+            tracker.spawn(
+                async move { serve_http(listener, None, router, stop, &t, "metrics").await },
+            );
+        }
         let tls = self.keys.server_tls(&[b"h2", b"http/1.1"])?;
         let state = AppState {
             grants: self.grants.clone(),
             metrics: self.metrics.clone(),
             webhook_secret: self.webhook_secret.clone(),
+            metrics_token: self.metrics_token.clone(),
             auth_limiter: Arc::default(),
             sessions: self.sessions.clone(),
         };
         let router = api::router(state).layer(axum::middleware::from_fn(request_timeout));
-        serve_tls(
+        serve_http(
             listeners.api,
-            TlsAcceptor::from(Arc::new(tls)),
+            Some(TlsAcceptor::from(Arc::new(tls))),
             router,
             shutdown.clone(),
             &tracker,
+            "API",
         )
         .await;
         // Cut live sessions (recording their end), then stop everything else.
         self.sessions.shutdown(SHUTDOWN_GRACE).await;
+        if let Err(e) = self.grants.audit().close_suppressed().await {
+            tracing::error!(error = %e, "cannot audit suppressed refusals");
+        }
         self.root.cancel();
         tracker.close();
         if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait())
@@ -239,6 +283,12 @@ impl Runtime {
         }
         Ok(())
     }
+}
+
+/// Whether two paths name one directory (after resolving links, where they exist).
+fn same_dir(a: &std::path::Path, b: &std::path::Path) -> bool {
+    let real = |p: &std::path::Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    real(a) == real(b)
 }
 
 /// Largest request body the API reads at all; bodies over the per-route limit but under this are
@@ -302,25 +352,39 @@ async fn request_timeout(
     }
 }
 
-/// Accept TLS connections on `listener` and serve `router` on each until `shutdown`.
-pub async fn serve_tls(
+/// Accept connections on `listener` (TLS when `tls` is given) and serve `router` on each until
+/// `shutdown`. Each connection holds a place among the unauthenticated ones until its first
+/// request, and is closed when idle (see [`crate::net::idle`]). `what` names it in logs.
+pub async fn serve_http(
     listener: TcpListener,
-    tls: TlsAcceptor,
+    tls: Option<TlsAcceptor>,
     router: axum::Router,
     shutdown: CancellationToken,
     tracker: &TaskTracker,
+    what: &'static str,
 ) {
+    let gate = crate::net::gate::Gate::default();
     crate::net::accept_loop(
         listener,
         MAX_API_CONNECTIONS,
-        "API",
+        what,
         &shutdown,
         tracker,
         |tcp, peer| {
             let tls = tls.clone();
             let router = router.clone();
             let stop = shutdown.clone();
+            let pass = gate.enter(peer.ip());
             async move {
+                let Ok(pass) = pass else {
+                    tracing::debug!(%peer, "too many unauthenticated {what} connections from this source; closing one");
+                    return;
+                };
+                let activity = crate::net::idle::Activity::new(Some(pass));
+                let Some(tls) = tls else {
+                    serve_connection(tcp, peer, router, activity, stop).await;
+                    return;
+                };
                 let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(tcp)).await {
                     Ok(Ok(s)) => s,
                     Ok(Err(e)) => {
@@ -332,7 +396,7 @@ pub async fn serve_tls(
                         return;
                     }
                 };
-                serve_connection(stream, peer, router, stop).await;
+                serve_connection(stream, peer, router, activity, stop).await;
             }
         },
     )
@@ -343,15 +407,25 @@ async fn serve_connection<S>(
     stream: S,
     peer: SocketAddr,
     router: axum::Router,
+    activity: crate::net::idle::Activity,
     stop: CancellationToken,
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let svc = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
-        req.extensions_mut()
-            .insert(axum::extract::ConnectInfo(peer));
-        router.clone().oneshot(req.map(axum::body::Body::new))
-    });
+    let svc = {
+        let activity = activity.clone();
+        hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+            req.extensions_mut()
+                .insert(axum::extract::ConnectInfo(peer));
+            let inflight = activity.request();
+            router
+                .clone()
+                .oneshot(req.map(axum::body::Body::new))
+                .map_ok(move |resp| {
+                    resp.map(|b| axum::body::Body::new(crate::net::idle::Guarded::new(b, inflight)))
+                })
+        })
+    };
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -370,6 +444,12 @@ async fn serve_connection<S>(
             if let Err(e) = r {
                 tracing::debug!(%peer, error = %e, "API connection ended with an error");
             }
+        }
+        _ = activity.idle() => {
+            tracing::debug!(%peer, "closing an idle API connection");
+            // Nothing is in flight: HTTP/2 clients get a GOAWAY, HTTP/1 ones a close.
+            conn.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(Duration::from_secs(1), conn).await;
         }
         _ = stop.cancelled() => {
             conn.as_mut().graceful_shutdown();

@@ -440,6 +440,21 @@ pub fn rfc3339_millis_now() -> String {
     s
 }
 
+/// The address a limit applies to: IPv4 addresses as they are, IPv6 addresses by their /64
+/// (one host commonly holds a whole /64, so per-address limits would not hold it).
+pub fn source_key(ip: std::net::IpAddr) -> std::net::IpAddr {
+    match ip {
+        std::net::IpAddr::V4(_) => ip,
+        std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => std::net::IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                std::net::IpAddr::from([s[0], s[1], s[2], s[3], 0, 0, 0, 0])
+            }
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -35,32 +35,40 @@ impl Caller {
     }
 }
 
-/// Failed API authentications per source in one-minute windows.
+/// Failed API authentications per source in one-minute windows. Past [`MAX_FAILURES`], each
+/// further failure from that source is answered only after [`THROTTLE`]; a valid key is always
+/// checked and accepted, so one person behind a shared address cannot lock the others out.
 #[derive(Default)]
 pub struct AuthLimiter {
     map: Mutex<HashMap<IpAddr, (Instant, u32)>>,
 }
 
 const WINDOW: Duration = Duration::from_secs(60);
+/// Failures per source and window answered at once.
 const MAX_FAILURES: u32 = 20;
+/// The wait before each failure past [`MAX_FAILURES`] is answered: it slows a guessing loop
+/// without holding anything a valid caller needs.
+const THROTTLE: Duration = Duration::from_secs(1);
+/// Sources tracked at once; past it, windows that have closed are dropped.
+const MAX_SOURCES: usize = 100_000;
 
 impl AuthLimiter {
-    fn blocked(&self, ip: IpAddr) -> bool {
-        let map = self.map.lock().expect("limiter lock");
-        map.get(&ip)
-            .is_some_and(|(s, n)| s.elapsed() < WINDOW && *n >= MAX_FAILURES)
-    }
-
+    /// Count a failure from `ip`; returns the count in the current window.
     fn fail(&self, ip: IpAddr) -> u32 {
+        let ip = crate::types::source_key(ip);
         let mut map = self.map.lock().expect("limiter lock");
-        if map.len() > 100_000 {
+        if map.len() >= MAX_SOURCES {
             map.retain(|_, (s, _)| s.elapsed() < WINDOW);
+        }
+        if map.len() >= MAX_SOURCES && !map.contains_key(&ip) {
+            // Flooded from too many sources: treat the newcomer as over its limit.
+            return u32::MAX;
         }
         let e = map.entry(ip).or_insert((Instant::now(), 0));
         if e.0.elapsed() >= WINDOW {
             *e = (Instant::now(), 0);
         }
-        e.1 += 1;
+        e.1 = e.1.saturating_add(1);
         e.1
     }
 }
@@ -79,43 +87,43 @@ impl FromRequestParts<AppState> for Caller {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let ip = source(parts);
-        if state.auth_limiter.blocked(ip) {
+        let reason = match authenticate(parts, state) {
+            Ok(u) => return Ok(Caller(u)),
+            Err(reason) => reason,
+        };
+        let n = state.auth_limiter.fail(ip);
+        let path: String = parts.uri.path().chars().take(200).collect();
+        if let Err(e) = state
+            .grants
+            .audit()
+            .refusal(
+                "anonymous",
+                ip,
+                AuditEvent::ApiAuthDenied {
+                    source: ip.to_string(),
+                    path,
+                    reason: reason.to_string(),
+                },
+            )
+            .await
+        {
+            tracing::error!(error = %e, "cannot audit an API authentication failure");
+        }
+        if n > MAX_FAILURES {
+            tokio::time::sleep(THROTTLE).await;
             return Err(ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 "rate_limited",
-                "too many failed API authentications from this address; wait a minute",
+                format!(
+                    "{reason}; too many failed API authentications from this address, so each failure is answered slowly (a valid key is still accepted at once)"
+                ),
             ));
         }
-        let result = authenticate(parts, state);
-        match result {
-            Ok(u) => Ok(Caller(u)),
-            Err(reason) => {
-                let n = state.auth_limiter.fail(ip);
-                if n <= MAX_FAILURES {
-                    let path: String = parts.uri.path().chars().take(200).collect();
-                    if let Err(e) = state
-                        .grants
-                        .audit()
-                        .record(
-                            "anonymous",
-                            AuditEvent::ApiAuthDenied {
-                                source: ip.to_string(),
-                                path,
-                                reason: reason.to_string(),
-                            },
-                        )
-                        .await
-                    {
-                        tracing::error!(error = %e, "cannot audit an API authentication failure");
-                    }
-                }
-                Err(ApiError::new(
-                    StatusCode::UNAUTHORIZED,
-                    "unauthorized",
-                    reason,
-                ))
-            }
-        }
+        Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            reason,
+        ))
     }
 }
 

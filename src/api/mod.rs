@@ -43,6 +43,8 @@ pub struct AppState {
     pub grants: Arc<Service>,
     pub metrics: Arc<metrics::Metrics>,
     pub webhook_secret: Option<Secret>,
+    /// When set, `/metrics` accepts it as a bearer token (besides admins' and reviewers' keys).
+    pub metrics_token: Option<Secret>,
     pub auth_limiter: Arc<AuthLimiter>,
     pub sessions: Arc<crate::session::Registry>,
 }

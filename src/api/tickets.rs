@@ -153,11 +153,13 @@ pub(super) async fn ticket_webhook(
         Ok(d) => d,
         Err(e) => {
             if !matches!(e, webhook::WebhookError::BadPayload(..)) {
+                // Anyone can send these: audited within the flood budget.
                 state
                     .grants
                     .audit()
-                    .record(
+                    .refusal(
                         "anonymous",
+                        peer.ip(),
                         AuditEvent::WebhookRejected {
                             provider: provider.as_str().into(),
                             source: peer.ip().to_string(),

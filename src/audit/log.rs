@@ -9,6 +9,7 @@ use base64::Engine;
 use serde_json::{Map, Value};
 use tokio::sync::Mutex;
 
+use super::flood::{Budget, Suppressed, Verdict};
 use super::{AuditError, AuditEvent, GENESIS, LOG_FILE, canonical, str_field};
 use crate::crypto::SigningKey;
 use crate::store::{AuditEntry, Store};
@@ -25,6 +26,7 @@ pub struct Log {
     key: Arc<SigningKey>,
     store: Arc<dyn Store>,
     tail: Arc<Mutex<Tail>>,
+    budget: Budget,
 }
 
 impl std::fmt::Debug for Log {
@@ -73,6 +75,7 @@ impl Log {
                 seq,
                 hash,
             })),
+            budget: Budget::default(),
         })
     }
 
@@ -103,6 +106,66 @@ impl Log {
                 source: std::io::Error::other(format!("the audit writer failed: {e}")),
             }),
         }
+    }
+}
+
+impl Log {
+    /// Append a refusal that anyone on the network can cause (`admission.denied`,
+    /// `api.auth_denied`, `webhook.rejected`) within the flood budget (see
+    /// [`super::flood`]): returns its seq, or `None` when it was only counted. Other events
+    /// are always recorded.
+    pub async fn refusal(
+        &self,
+        actor: &str,
+        source: std::net::IpAddr,
+        event: AuditEvent,
+    ) -> Result<Option<u64>, AuditError> {
+        let kind = match &event {
+            AuditEvent::AdmissionDenied { .. } => "admission.denied",
+            AuditEvent::ApiAuthDenied { .. } => "api.auth_denied",
+            AuditEvent::WebhookRejected { .. } => "webhook.rejected",
+            _ => return self.record(actor, event).await.map(Some),
+        };
+        let (verdict, closed) = self.budget.check(kind, source);
+        self.write_suppressed(closed).await?;
+        match verdict {
+            Verdict::Record => self.record(actor, event).await.map(Some),
+            Verdict::Suppress => Ok(None),
+        }
+    }
+
+    /// Write the summaries of counting windows that have closed (called periodically).
+    pub async fn flush_suppressed(&self) -> Result<(), AuditError> {
+        self.write_suppressed(self.budget.closed()).await
+    }
+
+    /// Close every counting window and write its summary (at shutdown).
+    pub async fn close_suppressed(&self) -> Result<(), AuditError> {
+        self.write_suppressed(self.budget.close_all()).await
+    }
+
+    async fn write_suppressed(&self, closed: Vec<Suppressed>) -> Result<(), AuditError> {
+        for s in closed {
+            tracing::warn!(
+                kind = s.event,
+                count = s.count,
+                sources = s.sources,
+                "refusals left out of the audit log (flood)"
+            );
+            self.record(
+                "system",
+                AuditEvent::RefusalsSuppressed {
+                    kind: s.event.into(),
+                    count: s.count,
+                    sources: s.sources,
+                    top: s.top,
+                    from: s.from,
+                    to: s.to,
+                },
+            )
+            .await?;
+        }
+        Ok(())
     }
 }
 

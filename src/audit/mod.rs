@@ -6,6 +6,7 @@
 //! `sig` (Ed25519 over the hash bytes, base64). The store keeps the last `(seq, hash)` so that a
 //! cut tail is caught too.
 
+pub mod flood;
 mod log;
 #[cfg(test)]
 mod tests;
@@ -193,6 +194,16 @@ pub enum AuditEvent {
         source: String,
         grant: Option<GrantId>,
         reason: String,
+    },
+    /// Refusals of one `kind` left out of the log in one window (see [`flood`]).
+    #[serde(rename = "refusals.suppressed")]
+    RefusalsSuppressed {
+        kind: String,
+        count: u64,
+        sources: u64,
+        top: Vec<flood::SourceCount>,
+        from: String,
+        to: String,
     },
 }
 

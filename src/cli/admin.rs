@@ -78,7 +78,9 @@ pub fn check(cli: &Cli) -> Result<i32> {
             Err(p) => problems.extend(p.iter().map(|p| p.to_string())),
         }
         let example = cfg.users_with_example_keys();
-        if !example.is_empty() && !cli.json {
+        if let Some(why) = cfg.example_keys_exposed() {
+            problems.push(why);
+        } else if !example.is_empty() && !cli.json {
             let names: Vec<&str> = example.iter().map(|u| u.as_str()).collect();
             eprintln!(
                 "warning: {} use the published example API keys; replace them with `jitgate api-key new`",
@@ -87,6 +89,10 @@ pub fn check(cli: &Cli) -> Result<i32> {
         }
         if let Err(e) = cfg.webhook_secret() {
             problems.push(format!("{}: {e}", cfg.source.display()));
+        }
+        match cfg.metrics_token() {
+            Err(e) => problems.push(format!("{}: {e}", cfg.source.display())),
+            Ok(_) => problems.extend(cfg.metrics_exposed()),
         }
     }
     let ok = problems.is_empty();
@@ -103,14 +109,14 @@ pub fn check(cli: &Cli) -> Result<i32> {
         emit(cli, &v, String::new);
     } else if ok {
         let c = cfg.as_ref().expect("ok implies a config");
-        println!(
+        super::say(format!(
             "{}: ok ({} users, {} targets, {} tasks, {} policies)",
             cli.config.display(),
             c.users.len(),
             c.targets.len(),
             c.tasks.len(),
             policies
-        );
+        ));
     } else {
         for p in &problems {
             eprintln!("{p}");

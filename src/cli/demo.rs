@@ -63,9 +63,9 @@ pub async fn demo(cli: &Cli, args: &DemoArgs) -> Result<i32> {
     if cli.json {
         let mut v = serde_json::to_value(&demo.info)?;
         v["binary"] = serde_json::json!(exe);
-        println!("{v}");
+        super::say_or_ignore(v);
     } else {
-        println!("{}", instructions(&demo.info, &exe));
+        super::say_or_ignore(instructions(&demo.info, &exe));
     }
     tracing::info!(dir = %demo.info.dir.display(), api = %demo.info.api, ssh = %demo.info.ssh, "jitgate demo running");
     let shutdown = CancellationToken::new();

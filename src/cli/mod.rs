@@ -278,16 +278,37 @@ pub fn expect_ok(a: Answer) -> Result<Value> {
 /// Print `v` as JSON, or `human` otherwise.
 pub fn emit(cli: &Cli, v: &Value, human: impl FnOnce() -> String) {
     if cli.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(v).expect("JSON values serialize")
-        );
+        say(serde_json::to_string_pretty(v).expect("JSON values serialize"));
     } else {
         let text = human();
         if !text.is_empty() {
-            println!("{text}");
+            say(text);
         }
     }
+}
+
+/// Print one line on stdout. When the reader has gone (`jitgate requests | head -n1`), the
+/// command ends quietly, as any Unix tool does, instead of panicking in `println!`.
+pub fn say(text: impl std::fmt::Display) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let written = writeln!(out, "{text}").and_then(|()| out.flush());
+    if let Err(e) = written {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        // stdout is unusable (e.g. a full disk): say so once where it can still be seen.
+        eprintln!("error: cannot write to standard output: {e}");
+        std::process::exit(1);
+    }
+}
+
+/// Print one line on stdout for a long-running command (`serve`, `demo`): a reader that has
+/// gone must not stop the gateway.
+pub fn say_or_ignore(text: impl std::fmt::Display) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{text}").and_then(|()| out.flush());
 }
 
 /// Percent-encode one path segment.

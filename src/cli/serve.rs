@@ -49,10 +49,20 @@ pub async fn serve(cli: &Cli) -> Result<i32> {
         .await
         .with_context(|| format!("cannot listen on {https_addr} (gateway.https_listen)"))?;
     let https_bound = https.local_addr()?;
+    let metrics_addr = runtime.cfg.gateway.metrics_listen;
+    let metrics = TcpListener::bind(metrics_addr)
+        .await
+        .with_context(|| format!("cannot listen on {metrics_addr} (gateway.metrics_listen)"))?;
+    let metrics_bound = metrics.local_addr()?;
     tracing::info!(api = %bound, ssh = %ssh_bound, "jitgate listening");
-    println!("jitgate API listening on https://{bound}");
-    println!("jitgate SSH gateway listening on {ssh_bound}");
-    println!("jitgate HTTPS gateway listening on https://{https_bound}");
+    super::say_or_ignore(format!("jitgate API listening on https://{bound}"));
+    super::say_or_ignore(format!(
+        "jitgate metrics listening on http://{metrics_bound}/metrics"
+    ));
+    super::say_or_ignore(format!("jitgate SSH gateway listening on {ssh_bound}"));
+    super::say_or_ignore(format!(
+        "jitgate HTTPS gateway listening on https://{https_bound}"
+    ));
     let shutdown = CancellationToken::new();
     {
         let shutdown = shutdown.clone();
@@ -68,6 +78,7 @@ pub async fn serve(cli: &Cli) -> Result<i32> {
                 api,
                 ssh: Some(ssh),
                 https: Some(https),
+                metrics: Some(metrics),
             },
             shutdown,
         )

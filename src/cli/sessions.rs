@@ -158,9 +158,16 @@ pub async fn replay(cli: &Cli, id: &str, speed: f64, max_idle: Option<f64>) -> R
     }
     let mut out = tokio::io::stdout();
     for cast in casts {
-        crate::recording::replay::replay(&cast, speed, max_idle, &mut out)
-            .await
-            .with_context(|| format!("cannot replay {}", cast.display()))?;
+        match crate::recording::replay::replay(&cast, speed, max_idle, &mut out).await {
+            Ok(()) => {}
+            // The reader has gone (`jitgate replay ID | head`): stop quietly.
+            Err(crate::recording::RecordingError::Output(e))
+                if e.kind() == std::io::ErrorKind::BrokenPipe =>
+            {
+                return Ok(0);
+            }
+            Err(e) => return Err(e).with_context(|| format!("cannot replay {}", cast.display())),
+        }
     }
     Ok(0)
 }

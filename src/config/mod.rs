@@ -74,10 +74,22 @@ pub struct GatewayConfig {
     /// recorded. `serve` warns when it is off.
     #[serde(default = "yes")]
     pub record_terminal: bool,
-    /// Failed admissions allowed per source address per minute before further attempts are
-    /// refused without being evaluated.
+    /// Failed admissions per source address per minute answered at once; each further
+    /// failure in that minute is answered after a delay. Valid tokens are never refused for it.
     #[serde(default = "default_admission_failures")]
     pub admission_failures_per_minute: u32,
+    /// Time an SSH client has, from its identification line, to authenticate (like sshd's
+    /// `LoginGraceTime`); then the connection is closed.
+    #[serde(default = "default_login_timeout")]
+    pub login_timeout: Ttl,
+    /// Plain-HTTP listener for Prometheus (`GET /metrics`); loopback by default.
+    #[serde(default = "default_metrics_listen")]
+    pub metrics_listen: SocketAddr,
+    /// Bearer token that scrapers send (`env:VAR`, `file:PATH` or the literal, at least 16
+    /// characters). Required when `metrics_listen` is not on loopback; when set, both
+    /// `/metrics` endpoints demand it.
+    #[serde(default)]
+    pub metrics_token: Option<String>,
 }
 
 fn default_api_listen() -> SocketAddr {
@@ -103,6 +115,12 @@ fn default_expiry_warning() -> Ttl {
 }
 fn default_admission_failures() -> u32 {
     10
+}
+fn default_login_timeout() -> Ttl {
+    Ttl::from_secs(60)
+}
+fn default_metrics_listen() -> SocketAddr {
+    "127.0.0.1:9464".parse().expect("valid literal")
 }
 
 /// `[store]`: where state lives.
@@ -472,11 +490,16 @@ impl Config {
                 abs(ca);
             }
         }
-        if let Some(s) = &self.tickets.webhook_secret
-            && let Some(rest) = s.strip_prefix("file:")
-            && !rest.starts_with('/')
-        {
-            self.tickets.webhook_secret = Some(format!("file:{}", base.join(rest).display()));
+        for spec in [
+            &mut self.tickets.webhook_secret,
+            &mut self.gateway.metrics_token,
+        ] {
+            if let Some(s) = spec.as_deref()
+                && let Some(rest) = s.strip_prefix("file:")
+                && !rest.starts_with('/')
+            {
+                *spec = Some(format!("file:{}", base.join(rest).display()));
+            }
         }
     }
 
@@ -491,6 +514,43 @@ impl Config {
             })
             .map(|u| &u.name)
             .collect()
+    }
+
+    /// Every listener the gateway opens, with the key that configures it.
+    pub fn listeners(&self) -> Vec<(&'static str, SocketAddr)> {
+        vec![
+            ("gateway.api_listen", self.gateway.api_listen),
+            ("gateway.ssh_listen", self.gateway.ssh_listen),
+            ("gateway.https_listen", self.gateway.https_listen),
+            ("gateway.metrics_listen", self.gateway.metrics_listen),
+        ]
+    }
+
+    /// Why the gateway must not serve this configuration: users still have the published
+    /// example API keys while a listener is reachable from other hosts (anyone there would be
+    /// those users, admin included). On loopback only, the example keys are allowed.
+    pub fn example_keys_exposed(&self) -> Option<String> {
+        let users = self.users_with_example_keys();
+        if users.is_empty() {
+            return None;
+        }
+        let open: Vec<String> = self
+            .listeners()
+            .into_iter()
+            .filter(|(_, addr)| !addr.ip().is_loopback())
+            .map(|(key, addr)| format!("{key} = \"{addr}\""))
+            .collect();
+        if open.is_empty() {
+            return None;
+        }
+        let names: Vec<&str> = users.iter().map(|u| u.as_str()).collect();
+        Some(format!(
+            "{}: users {} have the published example API keys and {} can be reached from other hosts; \
+             replace each key (`jitgate api-key new`, then set the user's api_key_sha256) or listen on loopback (127.0.0.1) only",
+            self.source.display(),
+            names.join(", "),
+            open.join(", ")
+        ))
     }
 
     /// The user called `name`.
@@ -515,29 +575,53 @@ impl Config {
 
     /// The webhook secret, resolved from `env:` or `file:` when configured.
     pub fn webhook_secret(&self) -> Result<Option<crate::types::Secret>, String> {
-        let Some(spec) = &self.tickets.webhook_secret else {
-            return Ok(None);
-        };
-        let value = if let Some(var) = spec.strip_prefix("env:") {
-            match std::env::var(var) {
-                Ok(v) if !v.is_empty() => v,
-                _ => return Ok(None),
-            }
-        } else if let Some(file) = spec.strip_prefix("file:") {
-            std::fs::read_to_string(file)
-                .map_err(|e| format!("cannot read webhook secret file {file}: {e}"))?
-                .trim()
-                .to_string()
-        } else {
-            spec.clone()
-        };
-        if value.len() < 16 {
-            return Err(
-                "the webhook secret is shorter than 16 characters; use a long random secret".into(),
-            );
-        }
-        Ok(Some(crate::types::Secret::new(value)))
+        resolve_secret(self.tickets.webhook_secret.as_deref(), "webhook secret")
     }
+
+    /// The metrics bearer token, if one is configured and available.
+    pub fn metrics_token(&self) -> Result<Option<crate::types::Secret>, String> {
+        resolve_secret(self.gateway.metrics_token.as_deref(), "metrics token")
+    }
+
+    /// Why the metrics listener must not serve: it can be reached from other hosts and no
+    /// token guards it.
+    pub fn metrics_exposed(&self) -> Option<String> {
+        let addr = self.gateway.metrics_listen;
+        if addr.ip().is_loopback() || matches!(self.metrics_token(), Ok(Some(_))) {
+            return None;
+        }
+        Some(format!(
+            "{}: gateway.metrics_listen = \"{addr}\" can be reached from other hosts but no gateway.metrics_token is set (or its variable is empty); set one, or listen on loopback",
+            self.source.display()
+        ))
+    }
+}
+
+/// A secret given as `env:VAR`, `file:PATH` or literally; `None` when not configured or the
+/// variable is unset or empty.
+fn resolve_secret(spec: Option<&str>, what: &str) -> Result<Option<crate::types::Secret>, String> {
+    let Some(spec) = spec else {
+        return Ok(None);
+    };
+    let value = if let Some(var) = spec.strip_prefix("env:") {
+        match std::env::var(var) {
+            Ok(v) if !v.is_empty() => v,
+            _ => return Ok(None),
+        }
+    } else if let Some(file) = spec.strip_prefix("file:") {
+        std::fs::read_to_string(file)
+            .map_err(|e| format!("cannot read {what} file {file}: {e}"))?
+            .trim()
+            .to_string()
+    } else {
+        spec.to_string()
+    };
+    if value.len() < 16 {
+        return Err(format!(
+            "the {what} is shorter than 16 characters; use a long random secret"
+        ));
+    }
+    Ok(Some(crate::types::Secret::new(value)))
 }
 
 /// Remove `.` and `name/..` pairs without touching the file system (`config/../certs` → `certs`).

@@ -152,6 +152,7 @@ pub struct Demo {
     api: TcpListener,
     ssh: TcpListener,
     https: TcpListener,
+    metrics: TcpListener,
     target: Arc<DemoTarget>,
     target_listener: TcpListener,
     console: Arc<console::DemoConsole>,
@@ -251,6 +252,7 @@ struct ConfigInput<'a> {
     api: SocketAddr,
     ssh: SocketAddr,
     https: SocketAddr,
+    metrics: SocketAddr,
     console: SocketAddr,
     console_ca: &'a Path,
     target: SocketAddr,
@@ -271,6 +273,7 @@ public_name = \"localhost\"
 api_listen = \"{api}\"
 ssh_listen = \"{ssh}\"
 https_listen = \"{https}\"
+metrics_listen = \"{metrics}\"
 data_dir = \"data\"
 certs_dir = \"certs\"
 recordings_dir = \"recordings\"
@@ -286,6 +289,7 @@ webhook_secret = {secret}
         api = c.api,
         ssh = c.ssh,
         https = c.https,
+        metrics = c.metrics,
         secret = toml_str(c.webhook_secret),
     );
     for (name, hash, roles) in c.key_hashes {
@@ -379,6 +383,7 @@ impl Demo {
         let api = bind(opts.api_port, "control-plane API", "--api-port").await?;
         let ssh = bind(opts.ssh_port, "SSH gateway", "--ssh-port").await?;
         let https = bind(opts.https_port, "HTTPS gateway", "--https-port").await?;
+        let metrics = bind(0, "metrics", "--api-port").await?;
         let target_listener = bind(0, "demo target", "--ssh-port").await?;
         let console_listener = bind(0, "demo console", "--https-port").await?;
         let (https_addr, console_addr) = (local(&https)?, local(&console_listener)?);
@@ -414,6 +419,7 @@ impl Demo {
             api: api_addr,
             ssh: ssh_addr,
             https: https_addr,
+            metrics: local(&metrics)?,
             console: console_addr,
             console_ca: &console_ca,
             target: target_addr,
@@ -496,6 +502,7 @@ impl Demo {
             api,
             ssh,
             https,
+            metrics,
             target,
             target_listener,
             console,
@@ -524,6 +531,7 @@ impl Demo {
                     api: self.api,
                     ssh: Some(self.ssh),
                     https: Some(self.https),
+                    metrics: Some(self.metrics),
                 },
                 shutdown,
             )
@@ -595,6 +603,7 @@ mod tests {
                 api: "127.0.0.1:1".parse().unwrap(),
                 ssh: "127.0.0.1:2".parse().unwrap(),
                 https: "127.0.0.1:4".parse().unwrap(),
+                metrics: "127.0.0.1:6".parse().unwrap(),
                 console: "127.0.0.1:5".parse().unwrap(),
                 console_ca: &console_ca,
                 target: "127.0.0.1:3".parse().unwrap(),

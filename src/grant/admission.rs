@@ -68,7 +68,10 @@ pub struct AdmissionDenied {
     pub grant: Option<GrantId>,
 }
 
-/// Counts failed admissions per source address in one-minute windows.
+/// Counts failed admissions per source address in one-minute windows. Past the configured
+/// number, each further failure from that source is answered only after [`THROTTLE`]. Valid
+/// tokens are always evaluated and admitted: many people share one address behind an office
+/// NAT or a load balancer, and a 256-bit token cannot be guessed anyway.
 pub(super) struct FailureLimiter {
     per_minute: u32,
     map: Mutex<HashMap<IpAddr, (Instant, u32)>>,
@@ -76,6 +79,8 @@ pub(super) struct FailureLimiter {
 
 const WINDOW: Duration = Duration::from_secs(60);
 const MAX_SOURCES: usize = 100_000;
+/// The wait before each failure past the limit is answered.
+const THROTTLE: Duration = Duration::from_secs(1);
 
 impl FailureLimiter {
     pub(super) fn new(per_minute: u32) -> Self {
@@ -85,32 +90,23 @@ impl FailureLimiter {
         }
     }
 
-    /// Whether `ip` has used up its failures for this window.
-    fn blocked(&self, ip: IpAddr) -> bool {
-        let map = self.map.lock().expect("limiter lock");
-        map.get(&ip)
-            .is_some_and(|(start, n)| start.elapsed() < WINDOW && *n >= self.per_minute)
-    }
-
-    /// Count a failure; returns the count in the current window.
-    fn fail(&self, ip: IpAddr) -> u32 {
+    /// Count a failure; returns whether the source is past its limit in this window.
+    fn fail(&self, ip: IpAddr) -> bool {
+        let ip = crate::types::source_key(ip);
         let mut map = self.map.lock().expect("limiter lock");
         if map.len() >= MAX_SOURCES {
             map.retain(|_, (start, _)| start.elapsed() < WINDOW);
         }
-        if map.len() >= MAX_SOURCES {
-            // Flooded from too many sources: forget the oldest half rather than grow.
-            let mut starts: Vec<Instant> = map.values().map(|(s, _)| *s).collect();
-            starts.sort();
-            let cut = starts[starts.len() / 2];
-            map.retain(|_, (s, _)| *s > cut);
+        if map.len() >= MAX_SOURCES && !map.contains_key(&ip) {
+            // Flooded from too many sources: newcomers are throttled rather than tracked.
+            return true;
         }
         let e = map.entry(ip).or_insert((Instant::now(), 0));
         if e.0.elapsed() >= WINDOW {
             *e = (Instant::now(), 0);
         }
-        e.1 += 1;
-        e.1
+        e.1 = e.1.saturating_add(1);
+        e.1 > self.per_minute
     }
 }
 
@@ -128,44 +124,35 @@ pub struct AdmitRequest<'a> {
 impl Service {
     /// Check a presented token for `user` over `protocol`; audits and counts every refusal.
     pub async fn admit(&self, r: AdmitRequest<'_>) -> Result<Admission, AdmissionDenied> {
-        if self.limiter.blocked(r.source) {
-            return Err(AdmissionDenied {
-                message: format!(
-                    "too many failed attempts from {}; wait a minute and check the token",
-                    r.source
-                ),
-                grant: None,
-            });
+        let (message, grant) = match self.evaluate_admission(&r).await {
+            Ok(a) => return Ok(a),
+            Err(e) => e,
+        };
+        let throttled = self.limiter.fail(r.source);
+        let user: String = r.user.unwrap_or("").chars().take(64).collect();
+        // Anyone can cause these: audited within the flood budget.
+        if let Err(e) = self
+            .audit
+            .refusal(
+                "system",
+                r.source,
+                AuditEvent::AdmissionDenied {
+                    user,
+                    protocol: r.protocol.as_str().into(),
+                    source: r.source.to_string(),
+                    grant: grant.clone(),
+                    reason: message.clone(),
+                },
+            )
+            .await
+        {
+            tracing::error!(error = %e, "cannot audit an admission denial");
         }
-        match self.evaluate_admission(&r).await {
-            Ok(a) => Ok(a),
-            Err((message, grant)) => {
-                let n = self.limiter.fail(r.source);
-                // Audit every refusal up to the limit; past it only the first blocked attempt
-                // would add noise, and the limiter already refuses those above.
-                if n <= self.limiter.per_minute {
-                    let user: String = r.user.unwrap_or("").chars().take(64).collect();
-                    if let Err(e) = self
-                        .audit
-                        .record(
-                            "system",
-                            AuditEvent::AdmissionDenied {
-                                user,
-                                protocol: r.protocol.as_str().into(),
-                                source: r.source.to_string(),
-                                grant: grant.clone(),
-                                reason: message.clone(),
-                            },
-                        )
-                        .await
-                    {
-                        tracing::error!(error = %e, "cannot audit an admission denial");
-                    }
-                }
-                tracing::info!(source = %r.source, protocol = r.protocol.as_str(), reason = %message, "admission denied");
-                Err(AdmissionDenied { message, grant })
-            }
+        tracing::info!(source = %r.source, protocol = r.protocol.as_str(), reason = %message, throttled, "admission denied");
+        if throttled {
+            tokio::time::sleep(THROTTLE).await;
         }
+        Err(AdmissionDenied { message, grant })
     }
 
     async fn evaluate_admission(

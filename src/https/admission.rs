@@ -22,6 +22,10 @@ use crate::config::TargetKind;
 use crate::grant::admission::AdmitRequest;
 use crate::session::{Cause, FileInfo, NewSession};
 
+/// How long a cut session waits for its in-flight exchanges to be logged (their connections are
+/// already cut) before its end is recorded.
+const DRAIN_AFTER_CUT: Duration = Duration::from_secs(1);
+
 /// A client connection's kill switch and its hold on the sessions it carries.
 ///
 /// Each session gets the connection's kill switch once, and the connection gets a child of the
@@ -285,16 +289,18 @@ impl Gateway {
             command: None,
             summary: None,
         });
-        let fail = |why: String| why;
-        let (cert, key) = self
+        // From here on, a failure that returns drops the guard, which ends the session; the
+        // reason is given first so that the end record says what failed.
+        let upstream = self
             .keys
             .mint_client_cert(
                 admission.user().name.as_str(),
                 admission.grant().as_str(),
                 admission.expires_at(),
             )
-            .map_err(|e| fail(e.to_string()))?;
-        let upstream = match Upstream::new(admission.target(), &cert, &key) {
+            .map_err(|e| format!("cannot mint the session's client certificate: {e}"))
+            .and_then(|(cert, key)| Upstream::new(admission.target(), &cert, &key));
+        let upstream = match upstream {
             Ok(u) => u,
             Err(why) => {
                 guard.end(Cause::Error, &why);
@@ -323,16 +329,14 @@ impl Gateway {
         let me = self.clone();
         tokio::spawn(async move {
             s.guard.token().cancelled().await;
-            // In-flight bodies see the token and stop; connections that are stuck get cut.
-            if tokio::time::timeout(Duration::from_millis(300), s.inflight.drained())
-                .await
-                .is_err()
-            {
-                for c in s.conns.lock().expect("conns lock").values() {
-                    c.cancel();
-                }
-                let _ = tokio::time::timeout(Duration::from_secs(1), s.inflight.drained()).await;
+            // Cut every client connection that carried the session at once, with a reset: a
+            // download that is waiting for the client to read would otherwise see the token
+            // only when the client reads again, and the client would read everything queued
+            // for it before it saw the end.
+            for c in s.conns.lock().expect("conns lock").values() {
+                c.cancel();
             }
+            let _ = tokio::time::timeout(DRAIN_AFTER_CUT, s.inflight.drained()).await;
             s.guard.add_bytes(
                 s.inflight.bytes_in.load(Ordering::Relaxed),
                 s.inflight.bytes_out.load(Ordering::Relaxed),

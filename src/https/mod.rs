@@ -220,6 +220,7 @@ impl Gateway {
     ) {
         let acceptor = TlsAcceptor::from(Arc::new(tls));
         let stop_all = shutdown.clone();
+        let gate = crate::net::gate::Gate::default();
         crate::net::accept_loop(
             listener,
             MAX_CONNECTIONS,
@@ -230,7 +231,12 @@ impl Gateway {
                 let me = self.clone();
                 let acceptor = acceptor.clone();
                 let stop = stop_all.clone();
+                let pass = gate.enter(peer.ip());
                 async move {
+                    let Ok(pass) = pass else {
+                        tracing::debug!(%peer, "too many unauthenticated HTTPS connections from this source; closing one");
+                        return;
+                    };
                     let kill = CancellationToken::new();
                     let tcp = crate::net::killable::Killable::new(tcp, kill.clone());
                     let (drivers_tx, mut drivers_rx) = tokio::sync::mpsc::unbounded_channel();
@@ -240,14 +246,20 @@ impl Gateway {
                             Ok(Ok(s)) => s,
                             _ => return,
                         };
+                    let activity = crate::net::idle::Activity::new(Some(pass));
                     let svc = {
                         let me = me.clone();
                         let kill = kill.clone();
+                        let activity = activity.clone();
                         hyper::service::service_fn(move |req| {
                             let me = me.clone();
                             let kill = kill.clone();
+                            let inflight = activity.request();
                             async move {
-                                Ok::<_, std::convert::Infallible>(me.handle(req, peer, kill).await)
+                                let resp = me.handle(req, peer, kill).await;
+                                Ok::<_, std::convert::Infallible>(resp.map(|b| {
+                                    crate::net::idle::Guarded::new(b, inflight).boxed()
+                                }))
                             }
                         })
                     };
@@ -275,6 +287,8 @@ impl Gateway {
                     let stopped = stop.cancelled();
                     tokio::pin!(stopped);
                     let mut stopping = false;
+                    let idle = activity.idle();
+                    tokio::pin!(idle);
                     loop {
                         tokio::select! {
                             _ = conn.as_mut() => break,
@@ -288,6 +302,14 @@ impl Gateway {
                                     .reset(tokio::time::Instant::now() + Duration::from_secs(2));
                             }
                             _ = grace.as_mut(), if stopping => break,
+                            _ = idle.as_mut(), if !stopping => {
+                                tracing::debug!(%peer, "closing an idle HTTPS connection");
+                                stopping = true;
+                                conn.as_mut().graceful_shutdown();
+                                grace
+                                    .as_mut()
+                                    .reset(tokio::time::Instant::now() + Duration::from_secs(1));
+                            }
                         }
                     }
                 }

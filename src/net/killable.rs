@@ -60,7 +60,23 @@ impl CloseMark {
     }
 }
 
-/// `S`, failing all I/O once `kill` is cancelled.
+/// A socket that can be made to close with a reset: what it has not sent yet is dropped and
+/// the peer sees the end at once, instead of after reading everything queued for it (a
+/// rate-limited download can have seconds of data in flight).
+pub trait Abort {
+    /// Make the coming close a reset.
+    fn reset_on_close(&self) {}
+}
+
+impl Abort for tokio::net::TcpStream {
+    fn reset_on_close(&self) {
+        let _ = self.set_zero_linger();
+    }
+}
+
+impl Abort for tokio::io::DuplexStream {}
+
+/// `S`, failing all I/O once `kill` is cancelled; a killed socket closes with a reset.
 pub struct Killable<S> {
     inner: S,
     killed: Pin<Box<WaitForCancellationFutureOwned>>,
@@ -82,9 +98,15 @@ impl<S> Killable<S> {
         self.mark.clone()
     }
 
-    fn check(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
+    fn check(&mut self, cx: &mut Context<'_>) -> io::Result<()>
+    where
+        S: Abort,
+    {
         match self.killed.as_mut().poll(cx) {
             Poll::Ready(()) => {
+                if self.mark.get().is_none() {
+                    self.inner.reset_on_close();
+                }
                 self.mark.set_now();
                 Err(io::Error::new(
                     io::ErrorKind::ConnectionAborted,
@@ -96,7 +118,7 @@ impl<S> Killable<S> {
     }
 }
 
-impl<S: AsyncRead + Unpin> AsyncRead for Killable<S> {
+impl<S: AsyncRead + Abort + Unpin> AsyncRead for Killable<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -109,7 +131,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Killable<S> {
     }
 }
 
-impl<S: AsyncWrite + Unpin> AsyncWrite for Killable<S> {
+impl<S: AsyncWrite + Abort + Unpin> AsyncWrite for Killable<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,

@@ -1,6 +1,9 @@
-//! Listener plumbing shared by the API and both gateways: a bounded accept loop, and a socket
-//! wrapper the gateway can cut from outside.
+//! Listener plumbing shared by the API and both gateways: a bounded accept loop, caps on
+//! unauthenticated connections ([`gate`]), idle HTTP connections closed ([`idle`]), and a
+//! socket wrapper the gateway can cut from outside ([`killable`]).
 
+pub mod gate;
+pub mod idle;
 pub mod killable;
 
 use std::future::Future;

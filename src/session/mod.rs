@@ -516,11 +516,35 @@ impl Registry {
     }
 }
 
-/// A gateway's hold on one live session.
+/// A gateway's hold on one live session. Dropping it ends the session: whatever path leaves
+/// a session (an error return, a panic, a cancelled task), its end is recorded exactly once,
+/// with the reason given earlier or, where none was, as an error.
 pub struct SessionGuard {
     id: SessionId,
     live: Arc<Live>,
     registry: Arc<Registry>,
+}
+
+impl Drop for SessionGuard {
+    fn drop(&mut self) {
+        if *self.live.finished.lock().expect("finished lock") {
+            return;
+        }
+        // The first reason wins: a session already ending keeps its own.
+        self.registry.terminate(
+            &self.id,
+            Cause::Error,
+            "the gateway stopped serving the session",
+            Instant::now(),
+        );
+        let registry = self.registry.clone();
+        let live = self.live.clone();
+        if tokio::runtime::Handle::try_current().is_ok() {
+            self.registry
+                .tracker
+                .spawn(async move { registry.finish(&live).await });
+        }
+    }
 }
 
 impl std::fmt::Debug for SessionGuard {

@@ -18,8 +18,6 @@ use crate::metrics::Metrics;
 use crate::pki::Keys;
 use crate::session::Registry;
 
-/// Time a client has to finish authenticating.
-const AUTH_TIMEOUT: Duration = Duration::from_secs(60);
 /// Time a client has to send its SSH identification line.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// Simultaneous SSH connections.
@@ -32,6 +30,8 @@ pub struct Gateway {
     pub keys: Arc<Keys>,
     pub metrics: Arc<Metrics>,
     config: Arc<server::Config>,
+    /// Caps on connections that have not authenticated yet.
+    gate: crate::net::gate::Gate,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -84,6 +84,7 @@ impl Gateway {
             keys,
             metrics,
             config: Arc::new(config),
+            gate: crate::net::gate::Gate::default(),
         })
     }
 
@@ -138,6 +139,10 @@ impl Gateway {
         peer: SocketAddr,
         shutdown: CancellationToken,
     ) {
+        let Ok(pass) = self.gate.enter(peer.ip()) else {
+            tracing::debug!(%peer, "too many unauthenticated SSH connections from this source; closing one");
+            return;
+        };
         let shared = Arc::new(Shared::default());
         let handler = Conn {
             gw: self.clone(),
@@ -150,6 +155,9 @@ impl Gateway {
         let kill = CancellationToken::new();
         let tcp = crate::net::killable::Killable::new(tcp, kill.clone());
         let close_mark = tcp.close_mark();
+        // russh runs the connection on a task of its own: however this function returns, the
+        // socket is cut, so no path leaves a connection open behind it.
+        let _cut_on_return = kill.clone().drop_guard();
         let running = match tokio::time::timeout(
             HELLO_TIMEOUT,
             server::run_stream(self.config.clone(), tcp, handler),
@@ -178,7 +186,7 @@ impl Gateway {
                     return;
                 }
                 _ = &mut authed => {}
-                _ = tokio::time::sleep(AUTH_TIMEOUT) => {
+                _ = tokio::time::sleep(self.grants.config().gateway.login_timeout.duration()) => {
                     tracing::info!(%peer, "SSH authentication timed out");
                     let _ = handle.disconnect(russh::Disconnect::ByApplication, "authentication timed out".into(), "en".into()).await;
                     let _ = tokio::time::timeout(Duration::from_secs(1), &mut running).await;
@@ -190,6 +198,7 @@ impl Gateway {
         let Some(active) = shared.active.get().cloned() else {
             return;
         };
+        drop(pass);
         close_mark.on_close(active.guard.on_client_closed());
         let token = active.guard.token();
         // Phase 2: the session runs until the client leaves or the registry cuts it.

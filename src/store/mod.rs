@@ -2,6 +2,7 @@
 //! the audit index. [`sqlite::SqliteStore`] is the embedded default; the trait is shaped so that a
 //! PostgreSQL implementation can follow (records as whole values, no SQLite types in signatures).
 
+pub mod lock;
 pub mod sqlite;
 
 use async_trait::async_trait;

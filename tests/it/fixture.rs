@@ -64,6 +64,8 @@ pub struct Opts {
     pub require_assignee: bool,
     /// TOML appended to the configuration (targets, tasks, users of one test).
     pub extra: String,
+    /// Keys added to `[gateway]` (one per line).
+    pub gateway: String,
 }
 
 impl Default for Opts {
@@ -74,6 +76,7 @@ impl Default for Opts {
             pending_ttl: "1h".into(),
             require_assignee: true,
             extra: String::new(),
+            gateway: String::new(),
         }
     }
 }
@@ -91,6 +94,13 @@ impl Opts {
 
     pub fn pending_ttl(mut self, t: &str) -> Self {
         self.pending_ttl = t.into();
+        self
+    }
+
+    /// Add `toml` (`key = value` lines) to the `[gateway]` section.
+    pub fn gateway(mut self, toml: &str) -> Self {
+        self.gateway.push_str(toml);
+        self.gateway.push('\n');
         self
     }
 
@@ -115,11 +125,16 @@ public_name = "localhost"
 api_listen = "127.0.0.1:0"
 ssh_listen = "127.0.0.1:0"
 https_listen = "127.0.0.1:0"
+metrics_listen = "127.0.0.1:0"
 data_dir = "data"
 certs_dir = "certs"
 recordings_dir = "recordings"
 expiry_warning = "60s"
-
+"#,
+    );
+    s.push_str(&opts.gateway);
+    s.push_str(
+        r#"
 [store]
 url = "sqlite://data/jitgate.db"
 

@@ -40,6 +40,7 @@ pub struct Gateway {
     url: Option<String>,
     ssh: Option<String>,
     https: Option<String>,
+    metrics: Option<String>,
 }
 
 impl Gateway {
@@ -85,6 +86,7 @@ impl Gateway {
             url: None,
             ssh: None,
             https: None,
+            metrics: None,
         }
     }
 
@@ -124,6 +126,18 @@ impl Gateway {
     }
 
     /// The SSH gateway's port.
+    /// The metrics listener's URL (`http://ADDR/metrics`).
+    pub fn metrics_url(&self) -> &str {
+        self.metrics
+            .as_deref()
+            .expect("serve printed its metrics line")
+    }
+
+    /// The process id of the running `serve`.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("the gateway is running").id()
+    }
+
     pub fn ssh_port(&self) -> u16 {
         let addr = self.ssh_addr();
         let port = addr.rsplit_once(':').map(|(_, p)| p).unwrap_or_default();
@@ -337,12 +351,15 @@ impl Gateway {
         // The API line comes first, then the SSH gateway's, then the HTTPS gateway's.
         let mut url = None;
         let mut ssh = None;
+        let mut metrics = None;
         let https = loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match rx.recv_timeout(left) {
                 Ok(line) => {
                     if let Some(u) = line.strip_prefix("jitgate API listening on ") {
                         url = Some(u.trim().to_string());
+                    } else if let Some(m) = line.strip_prefix("jitgate metrics listening on ") {
+                        metrics = Some(m.trim().to_string());
                     } else if let Some(a) = line.strip_prefix("jitgate SSH gateway listening on ") {
                         ssh = Some(a.trim().to_string());
                     } else if let Some(a) = line.strip_prefix("jitgate HTTPS gateway listening on ")
@@ -382,6 +399,7 @@ impl Gateway {
         self.url = Some(url);
         self.ssh = Some(ssh);
         self.https = Some(https);
+        self.metrics = metrics;
         self.child = Some(child);
     }
 

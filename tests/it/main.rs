@@ -12,6 +12,7 @@ mod evidence;
 mod exceptions;
 mod fixture;
 mod flows;
+mod hardening;
 mod harness;
 mod https;
 mod nginx;
