@@ -60,6 +60,25 @@ impl Admission {
     }
 }
 
+#[cfg(test)]
+impl Admission {
+    /// An admission of `cfg`'s first user, task and target, for unit tests of the code that
+    /// runs sessions (outside tests only [`Service::admit`] makes one).
+    pub(crate) fn for_test(cfg: &crate::config::Config) -> Self {
+        Self {
+            grant: GrantId::generate(),
+            request: RequestId::generate(),
+            kind: RequestKind::Normal,
+            user: cfg.users[0].clone(),
+            task: cfg.tasks[0].clone(),
+            target: cfg.targets[0].clone(),
+            ticket: "INC-1".parse().expect("valid ticket id"),
+            approvers: Vec::new(),
+            expires_at: now() + 600,
+        }
+    }
+}
+
 /// Why a connection was refused; `message` is safe to show the client.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{message}")]

@@ -5,6 +5,8 @@
 //! the kill-latency histogram.
 
 mod finish;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashMap;
 use std::path::PathBuf;

@@ -1,0 +1,113 @@
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::*;
+use crate::crypto::SigningKey;
+use crate::store::sqlite::SqliteStore;
+
+const CONFIG: &str = r#"
+[gateway]
+public_name = "gw"
+[[users]]
+name = "alice"
+roles = ["technician"]
+[[targets]]
+name = "dc-01"
+kind = "ssh"
+address = "127.0.0.1:1"
+host_key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPLS/fN5CcMLkyFXgymTgElYtx/VQk33mhW2ohI88KzN"
+[[tasks]]
+name = "reset-credential"
+targets = ["dc-01"]
+principal = "helpdesk"
+allow = ["shell"]
+max_ttl = "30m"
+"#;
+
+/// A registry over an in-memory store and an audit log in `dir`.
+async fn registry(dir: &std::path::Path) -> (Arc<Registry>, Arc<dyn Store>) {
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().unwrap());
+    let (key, _) = SigningKey::generate();
+    let audit = Arc::new(Log::open(dir, Arc::new(key), store.clone()).await.unwrap());
+    let reg = Registry::new(
+        CancellationToken::new(),
+        store.clone(),
+        audit,
+        Arc::new(Metrics::new()),
+        dir.join("recordings"),
+        Duration::from_secs(60),
+    );
+    (reg, store)
+}
+
+/// The stored session once its end is recorded (waits up to 5 s).
+async fn ended(store: &Arc<dyn Store>, id: &SessionId) -> SessionRecord {
+    for _ in 0..500 {
+        if let Some(s) = store.session(id).await.unwrap()
+            && s.ended_at.is_some()
+        {
+            return s;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the end of {id} was not recorded within 5 s");
+}
+
+async fn ended_records(store: &Arc<dyn Store>, session: &SessionId) -> Vec<serde_json::Value> {
+    store
+        .audit(&crate::store::AuditFilter {
+            event: Some("session.ended".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| serde_json::from_str::<serde_json::Value>(&e.record).unwrap())
+        .filter(|r| r["event"] == "session.ended" && r["session"] == session.as_str())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_session_whose_guard_is_dropped_on_an_error_path_ends_once_with_a_cause() {
+    let dir = tempfile::tempdir().unwrap();
+    let (reg, store) = registry(dir.path()).await;
+    let cfg = crate::config::Config::from_text(CONFIG, &dir.path().join("j.toml")).unwrap();
+    let admission = Admission::for_test(&cfg);
+    let open = |source: &str| NewSession {
+        protocol: "https",
+        source: source.into(),
+    };
+
+    // An error path that returns without ending the session: the drop ends it.
+    let guard = reg.open(&admission, open("127.0.0.1:1")).await.unwrap();
+    let id = guard.id().clone();
+    drop(guard);
+    let s = ended(&store, &id).await;
+    assert_eq!(s.end_cause.as_deref(), Some("error"), "{s:?}");
+    assert_eq!(ended_records(&store, &id).await.len(), 1);
+
+    // A reason given before the drop is the one recorded, still exactly once.
+    let guard = reg.open(&admission, open("127.0.0.1:2")).await.unwrap();
+    let id = guard.id().clone();
+    guard.end(Cause::Recording, "recording failed: disk full");
+    drop(guard);
+    let s = ended(&store, &id).await;
+    assert_eq!(s.end_cause.as_deref(), Some("recording"), "{s:?}");
+    assert_eq!(
+        s.end_reason.as_deref(),
+        Some("recording failed: disk full"),
+        "{s:?}"
+    );
+    let ended = ended_records(&store, &id).await;
+    assert_eq!(ended.len(), 1, "{ended:?}");
+
+    // A session ended the normal way is not ended again by its drop.
+    let guard = reg.open(&admission, open("127.0.0.1:3")).await.unwrap();
+    let id = guard.id().clone();
+    guard.closed().await;
+    drop(guard);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let ended = ended_records(&store, &id).await;
+    assert_eq!(ended.len(), 1, "{ended:?}");
+    assert_eq!(ended[0]["cause"], "client", "{}", ended[0]);
+}
