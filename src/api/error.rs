@@ -77,6 +77,10 @@ impl From<GrantError> for ApiError {
             GrantError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
             GrantError::Invalid(m) => ApiError::bad_request(m),
             GrantError::Ticket(t) => t.into(),
+            GrantError::Store(e @ crate::store::StoreError::Busy(_)) => {
+                tracing::warn!(error = %e, "store busy");
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", e.to_string())
+            }
             GrantError::Store(e) => {
                 tracing::error!(error = %e, "store failure");
                 ApiError::internal()
@@ -98,6 +102,10 @@ impl From<TicketError> for ApiError {
             }
             TicketError::UnknownUser(_) | TicketError::TitleTooLong => {
                 ApiError::bad_request(e.to_string())
+            }
+            TicketError::Store(crate::store::StoreError::Busy(_)) => {
+                tracing::warn!(error = %e, "store busy");
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", e.to_string())
             }
             TicketError::Store(_) | TicketError::Audit(_) => {
                 tracing::error!(error = %e, "ticket failure");

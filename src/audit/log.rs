@@ -14,10 +14,16 @@ use super::{AuditError, AuditEvent, GENESIS, LOG_FILE, canonical, str_field};
 use crate::crypto::SigningKey;
 use crate::store::{AuditEntry, Store};
 
+/// Records the log holds ahead of the store's index before further appends are refused.
+const MAX_UNINDEXED: usize = 10_000;
+
 struct Tail {
     file: Arc<File>,
     seq: u64,
     hash: String,
+    /// Records in the file that the store has not indexed yet (it was busy or failing);
+    /// indexed, in order, before the next record.
+    unindexed: Vec<AuditEntry>,
 }
 
 /// The append side of the audit log. One writer per data directory.
@@ -74,6 +80,7 @@ impl Log {
                 file: Arc::new(file),
                 seq,
                 hash,
+                unindexed: Vec::new(),
             })),
             budget: Budget::default(),
         })
@@ -180,6 +187,13 @@ struct Append {
 impl Append {
     async fn run(self, actor: String, mut m: Map<String, Value>) -> Result<u64, AuditError> {
         let mut tail = self.tail.lock().await;
+        if tail.unindexed.len() >= MAX_UNINDEXED {
+            // Fail closed: whatever needs this record waits for the store to recover.
+            return Err(AuditError::Store(crate::store::StoreError::Db(format!(
+                "{} audit records are waiting to be indexed; the database is not accepting writes",
+                tail.unindexed.len()
+            ))));
+        }
         let seq = tail.seq + 1;
         let ts = crate::types::rfc3339_millis(time::OffsetDateTime::now_utc());
         m.insert("seq".into(), Value::from(seq));
@@ -207,20 +221,29 @@ impl Append {
         })?;
         let event = str_field(&m, "event").unwrap_or_default();
         tracing::debug!(seq, event = %event, "audit record written");
-        self.store
-            .append_audit(&AuditEntry {
-                seq,
-                ts,
-                event,
-                hash: hash.clone(),
-                request: str_field(&m, "request"),
-                grant: str_field(&m, "grant"),
-                session: str_field(&m, "session"),
-                record: line,
-            })
-            .await?;
+        // The record is in the log: the chain moves on whatever happens to the index, so that
+        // a store failure can never make two records share a seq.
         tail.seq = seq;
-        tail.hash = hash;
+        tail.hash = hash.clone();
+        tail.unindexed.push(AuditEntry {
+            seq,
+            ts,
+            event,
+            hash,
+            request: str_field(&m, "request"),
+            grant: str_field(&m, "grant"),
+            session: str_field(&m, "session"),
+            record: line,
+        });
+        while let Some(entry) = tail.unindexed.first() {
+            if let Err(e) = self.store.append_audit(entry).await {
+                // Kept for the next append; the store's head lags the log meanwhile, which
+                // `Log::open` accepts (the log may be ahead, never behind).
+                tracing::error!(error = %e, pending = tail.unindexed.len(), "cannot index audit records; will retry with the next one");
+                break;
+            }
+            tail.unindexed.remove(0);
+        }
         Ok(seq)
     }
 }

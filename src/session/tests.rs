@@ -53,18 +53,27 @@ async fn ended(store: &Arc<dyn Store>, id: &SessionId) -> SessionRecord {
     panic!("the end of {id} was not recorded within 5 s");
 }
 
+/// The `session.ended` records of `session` once there is one (waits up to 5 s; the store's
+/// end and the audit record are written one after the other).
 async fn ended_records(store: &Arc<dyn Store>, session: &SessionId) -> Vec<serde_json::Value> {
-    store
-        .audit(&crate::store::AuditFilter {
-            event: Some("session.ended".into()),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|e| serde_json::from_str::<serde_json::Value>(&e.record).unwrap())
-        .filter(|r| r["event"] == "session.ended" && r["session"] == session.as_str())
-        .collect()
+    for _ in 0..500 {
+        let found: Vec<serde_json::Value> = store
+            .audit(&crate::store::AuditFilter {
+                event: Some("session.ended".into()),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| serde_json::from_str::<serde_json::Value>(&e.record).unwrap())
+            .filter(|r| r["session"] == session.as_str())
+            .collect();
+        if !found.is_empty() {
+            return found;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Vec::new()
 }
 
 #[tokio::test]

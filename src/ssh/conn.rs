@@ -90,8 +90,10 @@ impl Conn {
         Ok(())
     }
 
-    /// Both factors present: open the session and let the client in.
-    async fn complete(&mut self) -> Result<Auth, russh::Error> {
+    /// Both factors present: open the session and let the client in. When the session cannot
+    /// be opened (its recording cannot be created), the refusal is audited and, at a
+    /// keyboard-interactive prompt, shown with its reason.
+    async fn complete(&mut self, interactive: bool) -> Result<Auth, russh::Error> {
         let Some(admission) = self.admission.clone() else {
             return Ok(Auth::reject());
         };
@@ -110,6 +112,31 @@ impl Conn {
             Ok(g) => g,
             Err(e) => {
                 tracing::error!(error = %e, "cannot open a session");
+                let reason = e.to_string();
+                let _ = self
+                    .gw
+                    .grants
+                    .audit()
+                    .record(
+                        "system",
+                        crate::audit::AuditEvent::AdmissionDenied {
+                            user: admission.user().name.to_string(),
+                            protocol: "ssh".into(),
+                            source: self.peer.ip().to_string(),
+                            grant: Some(admission.grant().clone()),
+                            reason: reason.clone(),
+                        },
+                    )
+                    .await;
+                self.failures = MAX_TOKEN_FAILURES;
+                if interactive {
+                    // The reason, then one last prompt whose answer is refused.
+                    return Ok(Auth::Partial {
+                        name: "jitgate".into(),
+                        instructions: format!("[jitgate] refused: {reason}").into(),
+                        prompts: vec![("Press Enter to close: ".into(), true)].into(),
+                    });
+                }
                 return Ok(Auth::reject());
             }
         };
@@ -153,7 +180,7 @@ impl Conn {
                         partial_success: true,
                     });
                 }
-                self.complete().await
+                self.complete(interactive).await
             }
             Err(why) => {
                 self.failures += 1;
@@ -246,7 +273,7 @@ impl server::Handler for Conn {
         }
         self.pubkey_ok = true;
         if self.admission.is_some() {
-            return Box::pin(self.complete()).await;
+            return Box::pin(self.complete(false)).await;
         }
         Ok(Auth::Reject {
             proceed_with_methods: Some(token_methods()),

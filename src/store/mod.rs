@@ -17,6 +17,9 @@ use crate::types::{
 pub enum StoreError {
     #[error("database error: {0}")]
     Db(String),
+    /// Another process holds a lock on the database for longer than the busy timeout.
+    #[error("the database is busy ({0}): another process holds a lock on it; try again shortly")]
+    Busy(String),
     #[error("stored record is unreadable: {0}")]
     Corrupt(String),
     #[error("cannot open the database at {path}: {reason}")]

@@ -6,6 +6,7 @@
 
 mod channels;
 mod cuts;
+mod faults;
 mod recording;
 mod refusals;
 

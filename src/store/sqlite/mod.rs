@@ -27,8 +27,17 @@ pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
 }
 
-fn db(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Db(e.to_string())
+fn db<E: std::error::Error + 'static>(e: E) -> StoreError {
+    use rusqlite::ErrorCode::{DatabaseBusy, DatabaseLocked};
+    let busy = (&e as &dyn std::error::Error)
+        .downcast_ref::<rusqlite::Error>()
+        .and_then(rusqlite::Error::sqlite_error_code)
+        .is_some_and(|c| matches!(c, DatabaseBusy | DatabaseLocked));
+    if busy {
+        StoreError::Busy(e.to_string())
+    } else {
+        StoreError::Db(e.to_string())
+    }
 }
 
 fn to_json<T: Serialize>(v: &T) -> Result<String, StoreError> {
