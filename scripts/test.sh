@@ -21,11 +21,25 @@ command -v script >/dev/null || need+=(bsdutils)
 # The HTTPS tests run a real nginx as the admin console (the WebSocket echo service behind it is
 # part of the test binary).
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need+=(nginx)
+# Third-party checkers: promtool (Debian's prometheus package) checks the metrics exposition;
+# the fault tests mount a small tmpfs (mount, from util-linux) and lock the database from
+# python3's sqlite3.
+command -v promtool >/dev/null || need+=(prometheus)
+command -v python3 >/dev/null || need+=(python3 python3-pip)
 if ((${#need[@]})); then
     echo "installing test dependencies: ${need[*]}"
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${need[@]}"
+fi
+# ssh-audit audits the SSH gateway's algorithms; schemathesis checks the API against its
+# OpenAPI document. Pinned, from PyPI.
+pip_need=()
+command -v ssh-audit >/dev/null || pip_need+=(ssh-audit==3.9.0)
+command -v schemathesis >/dev/null || pip_need+=(schemathesis==4.32.5)
+if ((${#pip_need[@]})); then
+    echo "installing test tools from PyPI: ${pip_need[*]}"
+    python3 -m pip install -q --disable-pip-version-check "${pip_need[@]}"
 fi
 
 cargo test --locked --all-targets 2>&1 | tee /tmp/jitgate-test.log
