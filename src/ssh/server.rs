@@ -51,6 +51,7 @@ impl Gateway {
         // OpenSSH clients take the first cipher of their own list that the server offers; AES-GCM
         // is far cheaper than ChaCha20 on CPUs with AES instructions.
         let preferred = russh::Preferred {
+            kex: std::borrow::Cow::Borrowed(super::upstream::KEX_ORDER),
             cipher: std::borrow::Cow::Borrowed(&[
                 russh::cipher::AES_128_GCM,
                 russh::cipher::AES_256_GCM,

@@ -114,9 +114,32 @@ impl std::fmt::Debug for Upstream {
     }
 }
 
+/// Key exchanges on both legs (technician to gateway, gateway to target), most preferred first:
+/// the post-quantum hybrids (ML-KEM for OpenSSH 9.9 and later; Streamlined NTRU Prime for 8.9 to
+/// 9.8, such as Debian 12's 9.2, which would otherwise fall back to curve25519), then russh's
+/// default classical ones, then the pseudo-algorithms of russh's default list that announce
+/// extension negotiation and strict key exchange (the Terrapin fix).
+pub const KEX_ORDER: &[russh::kex::Name] = &[
+    russh::kex::MLKEM768X25519_SHA256,
+    russh::kex::SNTRUP761X25519_SHA512_OPENSSH,
+    russh::kex::CURVE25519,
+    russh::kex::CURVE25519_PRE_RFC_8731,
+    russh::kex::DH_GEX_SHA256,
+    russh::kex::DH_G18_SHA512,
+    russh::kex::DH_G17_SHA512,
+    russh::kex::DH_G16_SHA512,
+    russh::kex::DH_G15_SHA512,
+    russh::kex::DH_G14_SHA256,
+    russh::kex::EXTENSION_SUPPORT_AS_CLIENT,
+    russh::kex::EXTENSION_SUPPORT_AS_SERVER,
+    russh::kex::EXTENSION_OPENSSH_STRICT_KEX_AS_CLIENT,
+    russh::kex::EXTENSION_OPENSSH_STRICT_KEX_AS_SERVER,
+];
+
 /// The client configuration for target connections (AES-GCM first: cheapest on CPUs with AES).
 pub fn client_config() -> client::Config {
     let preferred = russh::Preferred {
+        kex: std::borrow::Cow::Borrowed(KEX_ORDER),
         cipher: std::borrow::Cow::Borrowed(&[
             russh::cipher::AES_128_GCM,
             russh::cipher::AES_256_GCM,
@@ -201,5 +224,27 @@ pub async fn connect(
             "no answer within {} s",
             CONNECT_TIMEOUT.as_secs()
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::KEX_ORDER;
+
+    #[test]
+    fn kex_order_puts_post_quantum_first_and_keeps_all_of_russhs_defaults() {
+        let names: Vec<&str> = KEX_ORDER.iter().map(|k| k.as_ref()).collect();
+        assert_eq!(
+            names[..3],
+            [
+                "mlkem768x25519-sha256",
+                "sntrup761x25519-sha512@openssh.com",
+                "curve25519-sha256"
+            ]
+        );
+        // A russh upgrade that adds a default (or a strict-kex marker) shows up here.
+        for k in russh::Preferred::DEFAULT.kex.iter() {
+            assert!(KEX_ORDER.contains(k), "{} is missing", k.as_ref());
+        }
     }
 }

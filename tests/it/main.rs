@@ -15,6 +15,7 @@ mod flows;
 mod hardening;
 mod harness;
 mod https;
+mod kex;
 mod nginx;
 mod ssh;
 mod sshd;

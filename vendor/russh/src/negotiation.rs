@@ -700,7 +700,7 @@ mod tests {
     }
 
     /// Regression test for #733: a client that optimistically guesses a kex
-    /// algorithm russh does not implement (`sntrup761x25519-sha512`) — while
+    /// algorithm the server does not offer (`sntrup761x25519-sha512`) — while
     /// listing russh's own first choice (`mlkem768x25519-sha256`) second —
     /// must have its guessed packet ignored, not consumed as the negotiated key.
     #[test]
