@@ -82,6 +82,11 @@ pub struct GatewayConfig {
     /// `LoginGraceTime`); then the connection is closed.
     #[serde(default = "default_login_timeout")]
     pub login_timeout: Ttl,
+    /// How long a target may stay silent: an HTTPS target must begin its answer within it
+    /// (else 504), and an SSH target that answers none of three keepalive probes, sent every
+    /// third of it, is cut.
+    #[serde(default = "default_target_timeout")]
+    pub target_timeout: Ttl,
     /// Plain-HTTP listener for Prometheus (`GET /metrics`); loopback by default.
     #[serde(default = "default_metrics_listen")]
     pub metrics_listen: SocketAddr,
@@ -117,6 +122,9 @@ fn default_admission_failures() -> u32 {
     10
 }
 fn default_login_timeout() -> Ttl {
+    Ttl::from_secs(60)
+}
+fn default_target_timeout() -> Ttl {
     Ttl::from_secs(60)
 }
 fn default_metrics_listen() -> SocketAddr {

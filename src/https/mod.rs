@@ -477,6 +477,7 @@ impl Gateway {
         let body = CountIn::new(body, bytes_in.clone(), MAX_REQUEST_BODY).boxed();
         let up_req: Request<ReqBody> = Request::from_parts(parts, body);
         s.inflight.enter();
+        let silence = self.grants.config().gateway.target_timeout.duration();
         let sent = tokio::select! {
             r = async {
                 if is_ws {
@@ -484,18 +485,26 @@ impl Gateway {
                 } else {
                     conn.send(&s, up_req).await
                 }
-            } => r,
-            _ = token.cancelled() => Err("the session was terminated".into()),
+            } => r.map_err(|why| (StatusCode::BAD_GATEWAY, why)),
+            _ = token.cancelled() => Err((StatusCode::BAD_GATEWAY, "the session was terminated".into())),
+            _ = tokio::time::sleep(silence) => Err((
+                StatusCode::GATEWAY_TIMEOUT,
+                format!(
+                    "target {} did not begin to answer within {} (gateway.target_timeout); try again or ask its admins",
+                    task_target(&s),
+                    crate::types::Ttl::from_secs(silence.as_secs())
+                ),
+            )),
         };
         let mut resp = match sent {
             Ok(r) => r,
-            Err(why) => {
-                exchange.status = 502;
+            Err((status, why)) => {
+                exchange.status = status.as_u16();
                 exchange.refused = Some(why.clone());
                 exchange.duration_ms = started.elapsed().as_millis() as u64;
                 s.log.record(exchange).await;
                 s.inflight.leave(0, bytes_in.load(Ordering::Relaxed));
-                return pages::refused(StatusCode::BAD_GATEWAY, &why, None);
+                return pages::refused(status, &why, None);
             }
         };
         exchange.status = resp.status().as_u16();
@@ -561,6 +570,11 @@ impl Gateway {
         self.by_cookie.lock().expect("cookie lock").clear();
         self.by_token.lock().expect("token lock").clear();
     }
+}
+
+/// The name of the session's target, for messages.
+fn task_target(s: &HttpSession) -> &str {
+    s.admission.target().name.as_str()
 }
 
 trait ClonePartsForUpgrade {

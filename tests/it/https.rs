@@ -54,9 +54,15 @@ impl Env {
     /// nginx prepared, the gateway configured and initialised, nginx started trusting the
     /// gateway's CA (as an admin would copy it), then the gateway serving.
     fn start() -> Self {
+        Self::with_gateway("")
+    }
+
+    /// [`Env::start`] with `toml` added to the gateway's `[gateway]` section.
+    fn with_gateway(toml: &str) -> Self {
         let mut nginx = Nginx::prepare();
         let opts = Opts::default()
             .policy(Policy::None)
+            .gateway(toml)
             .extra(&nginx.target_toml("console"))
             .extra(TASKS);
         let mut gw = Gateway::prepare(opts);

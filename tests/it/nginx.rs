@@ -75,6 +75,8 @@ pub struct Nginx {
     dir: tempfile::TempDir,
     pub port: u16,
     echo: Echo,
+    /// Accepts connections and never answers: `/stall` proxies to it.
+    silent: std::net::TcpListener,
     child: Option<Child>,
 }
 
@@ -152,6 +154,7 @@ impl Nginx {
             dir,
             port: pick_port(),
             echo: Echo::start(),
+            silent: std::net::TcpListener::bind("127.0.0.1:0").expect("bind the silent service"),
             child: None,
         }
     }
@@ -178,6 +181,7 @@ impl Nginx {
              location = /moved {{ return 302 https://127.0.0.1:{port}/landing?from=moved; }}\n\
              location = /set-cookie {{ add_header Set-Cookie \"console_sid=s3; Domain=127.0.0.1; Path=/; Secure; HttpOnly\"; \
              default_type text/plain; return 200 \"cookie set\\n\"; }}\n\
+             location /stall {{ proxy_pass http://127.0.0.1:{silent}; proxy_read_timeout 300s; }}\n\
              location /ws {{ proxy_pass http://127.0.0.1:{echo}; proxy_http_version 1.1; \
              proxy_set_header Upgrade $http_upgrade; proxy_set_header Connection \"upgrade\"; }}\n\
              }}\n}}\n",
@@ -192,6 +196,7 @@ impl Nginx {
             www = p("www"),
             unlocked = UNLOCKED.replace('\n', "\\n"),
             echo = self.echo.port,
+            silent = self.silent.local_addr().expect("silent address").port(),
         );
         let conf_path = root.join("nginx.conf");
         fs::write(&conf_path, conf).expect("write nginx.conf");

@@ -394,3 +394,28 @@ async fn ticket_close_aborts_in_flight_downloads_and_the_slow_reader_sees_it_at_
     }
     assert_digests_match(&s);
 }
+
+#[tokio::test]
+async fn a_target_that_stops_answering_gets_a_504_naming_it_within_the_target_timeout() {
+    let env = Env::with_gateway("target_timeout = \"2s\"");
+    let g = env.grant("alice", "console-read", "INC-8");
+    let started = Instant::now();
+    let r = env.bearer(&g.token, "/stall", &[]);
+    let took = started.elapsed();
+    r.expect(504);
+    assert!(
+        r.body
+            .contains("target console did not begin to answer within 2s"),
+        "{}",
+        r.body
+    );
+    assert!(took < Duration::from_secs(20), "answered after {took:?}");
+    // The session goes on: the next request is served.
+    env.bearer(&g.token, "/", &[]).expect(200);
+    done(&env, "alice", &g);
+    let s = ended_session(&env.gw, &g.grant).await;
+    let log = http_log(&s);
+    let e = exchanges(&log, "GET", "/stall");
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert_eq!(e[0]["status"], 504, "{}", e[0]);
+}
