@@ -503,3 +503,59 @@ async fn container_first_start_writes_a_config_with_a_fresh_admin_key_shown_once
     assert_eq!(code, 0, "{out}\n{err}");
     assert!(!out.contains("jgk_"), "the key was shown twice:\n{out}");
 }
+
+#[tokio::test]
+async fn ssh_audit_finds_no_failures_and_no_compression_before_authentication() {
+    let gw = Gateway::start(Opts::default());
+    let out = Command::new("ssh-audit")
+        .args([
+            "-j",
+            "--skip-rate-test",
+            "-p",
+            &gw.ssh_port().to_string(),
+            "127.0.0.1",
+        ])
+        .output()
+        .expect("ssh-audit (scripts/test.sh installs it from PyPI)");
+    // ssh-audit 3.9: 0 good, 2 warnings only, 3 failures, 1 connection error.
+    let code = out.status.code();
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "ssh-audit printed no JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    assert!(
+        matches!(code, Some(0 | 2)),
+        "ssh-audit exit {code:?}: {report}"
+    );
+    assert_eq!(
+        report["compression"],
+        json!(["none"]),
+        "{}",
+        report["compression"]
+    );
+    let mut fails = Vec::new();
+    for section in ["kex", "key", "enc", "mac"] {
+        for a in report[section].as_array().cloned().unwrap_or_default() {
+            if a["notes"]["fail"].as_array().is_some_and(|f| !f.is_empty()) {
+                fails.push(format!(
+                    "{section} {}: {}",
+                    a["algorithm"], a["notes"]["fail"]
+                ));
+            }
+        }
+    }
+    assert!(fails.is_empty(), "{fails:?}");
+    assert_eq!(report["cves"], json!([]), "{}", report["cves"]);
+    let kex: Vec<&str> = report["kex"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|k| k["algorithm"].as_str())
+        .collect();
+    assert!(
+        kex.contains(&"sntrup761x25519-sha512@openssh.com"),
+        "{kex:?}"
+    );
+}
