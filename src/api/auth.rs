@@ -91,7 +91,16 @@ impl FromRequestParts<AppState> for Caller {
             Ok(u) => return Ok(Caller(u)),
             Err(reason) => reason,
         };
-        let n = state.auth_limiter.fail(ip);
+        // Only a credential that was presented and wrong counts towards the throttle: a call
+        // without one guesses nothing.
+        let presented = parts
+            .headers
+            .contains_key(axum::http::header::AUTHORIZATION);
+        let n = if presented {
+            state.auth_limiter.fail(ip)
+        } else {
+            0
+        };
         let path: String = parts.uri.path().chars().take(200).collect();
         if let Err(e) = state
             .grants

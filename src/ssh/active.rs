@@ -118,7 +118,8 @@ impl Active {
                 address: a.target().address.clone().unwrap_or_default(),
                 reason: e.to_string(),
             })?;
-        upstream::connect(a.target(), &principal, cert).await
+        let silence = self.gw.grants.config().gateway.target_timeout.duration();
+        upstream::connect(a.target(), &principal, cert, silence).await
     }
 
     pub(crate) async fn disconnect_upstream(&self, reason: &str) {

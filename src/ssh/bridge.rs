@@ -524,9 +524,24 @@ async fn downstream(
                 fail(&active, &c_tx, "the target refused the request").await;
                 return;
             }
-            ChannelMsg::Close => break,
+            ChannelMsg::Close => {
+                let _ = c_tx.close().await;
+                return;
+            }
             _ => {}
         }
+    }
+    // The target's connection ended without closing the channel: it stopped answering (no
+    // reply to keepalives within gateway.target_timeout) or went away. Unless the gateway is
+    // cutting the session itself, the technician is told, and the session ends with that cause.
+    if active.guard.ending().is_none() {
+        let reason = format!(
+            "the connection to target {} was lost (it stopped answering or closed); the session was ended",
+            active.admission.target().name
+        );
+        fail(&active, &c_tx, &reason).await;
+        active.guard.end(Cause::Target, &reason);
+        return;
     }
     let _ = c_tx.close().await;
 }

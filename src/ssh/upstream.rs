@@ -136,8 +136,13 @@ pub const KEX_ORDER: &[russh::kex::Name] = &[
     russh::kex::EXTENSION_OPENSSH_STRICT_KEX_AS_SERVER,
 ];
 
+/// Keepalive probes a target may leave unanswered before its connection is given up.
+const KEEPALIVE_MISSES: usize = 3;
+
 /// The client configuration for target connections (AES-GCM first: cheapest on CPUs with AES).
-pub fn client_config() -> client::Config {
+/// A target that answers none of [`KEEPALIVE_MISSES`] probes sent a third of `silence` apart is
+/// given up, which ends the session.
+pub fn client_config(silence: Duration) -> client::Config {
     let preferred = russh::Preferred {
         kex: std::borrow::Cow::Borrowed(KEX_ORDER),
         cipher: std::borrow::Cow::Borrowed(&[
@@ -151,8 +156,10 @@ pub fn client_config() -> client::Config {
         preferred,
         nodelay: true,
         inactivity_timeout: None,
-        keepalive_interval: Some(Duration::from_secs(30)),
-        keepalive_max: 3,
+        keepalive_interval: Some(
+            (silence / KEEPALIVE_MISSES as u32).max(Duration::from_millis(500)),
+        ),
+        keepalive_max: KEEPALIVE_MISSES,
         ..Default::default()
     }
 }
@@ -162,6 +169,7 @@ pub async fn connect(
     target: &TargetConfig,
     principal: &str,
     cert: SshSessionCert,
+    silence: Duration,
 ) -> Result<Upstream, UpstreamError> {
     let name = target.name.to_string();
     let address = target.address.clone().unwrap_or_default();
@@ -184,7 +192,7 @@ pub async fn connect(
         },
         (None, None) => return Err(connect_err("no host_key or host_ca configured".into())),
     };
-    let mut config = client_config();
+    let mut config = client_config(silence);
     if let Trust::Ca { ca, .. } = &trust {
         config.preferred.host_key_certificates = std::borrow::Cow::Owned(vec![ca.algorithm()]);
     }

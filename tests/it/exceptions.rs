@@ -249,10 +249,19 @@ async fn session_index_filters_by_user_target_task_ticket_time_state_cause_break
     let mut cmd = ssh_askpass_cmd(gw, &g6.token, "alice", &[], askpass.path());
     cmd.arg("sleep 120");
     let client = Background::spawn(cmd);
-    let s6 = live_session(gw, &g6.grant).await["id"]
-        .as_str()
-        .expect("session id")
-        .to_string();
+    let live = live_session(gw, &g6.grant).await;
+    let s6 = live["id"].as_str().expect("session id").to_string();
+    // The session is live once authenticated; its command's channel (and recording) follow.
+    let cast = PathBuf::from(live["dir"].as_str().expect("dir")).join("1.cast");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !cast.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no {} within 10 s",
+            cast.display()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 
     let all = set(&[&s1, &s2, &s3, &s4, &s5, &s6]);
     let ended5 = set(&[&s1, &s2, &s3, &s4, &s5]);

@@ -218,3 +218,118 @@ async fn kill_9_right_after_a_revocation_never_resurrects_the_grant() {
     let (code, out, err) = env.gw.run(&["audit", "verify"], &[]);
     assert_eq!(code, 0, "{out}{err}");
 }
+
+/// A TCP proxy to `to` that can be frozen: once frozen it moves no more bytes either way and
+/// keeps its sockets open, like a target whose host hangs.
+struct FreezingProxy {
+    addr: std::net::SocketAddr,
+    frozen: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl FreezingProxy {
+    fn start(to: String) -> Self {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let frozen = std::sync::Arc::new(AtomicBool::new(false));
+        let f = frozen.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let Ok(server) = std::net::TcpStream::connect(&to) else {
+                    continue;
+                };
+                for (mut from, mut into) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server, client),
+                ] {
+                    let f = f.clone();
+                    std::thread::spawn(move || {
+                        use std::io::{Read, Write};
+                        let mut buf = [0u8; 16384];
+                        loop {
+                            let n = match from.read(&mut buf) {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => n,
+                            };
+                            while f.load(Ordering::SeqCst) {
+                                std::thread::sleep(Duration::from_millis(50));
+                            }
+                            if into.write_all(&buf[..n]).is_err() {
+                                return;
+                            }
+                        }
+                    });
+                }
+            }
+        });
+        Self { addr, frozen }
+    }
+
+    fn freeze(&self) {
+        self.frozen.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[tokio::test]
+async fn a_target_that_stalls_mid_session_ends_it_with_a_clear_error_within_the_target_timeout() {
+    let sshd = crate::sshd::Sshd::start();
+    let proxy = FreezingProxy::start(sshd.address());
+    let target = format!(
+        "[[targets]]\nname = \"hangs\"\nkind = \"ssh\"\naddress = \"{}\"\nhost_key = \"{}\"\n\n[[tasks]]\nname = \"hangs-ops\"\ntargets = [\"hangs\"]\nprincipal = \"jitgate-it\"\nallow = [\"exec\"]\nmax_ttl = \"1h\"\n",
+        proxy.addr, sshd.host_key
+    );
+    let opts = crate::harness::Opts::default()
+        .policy(crate::harness::Policy::None)
+        .gateway("target_timeout = \"3s\"")
+        .extra(&target);
+    let mut gw = crate::harness::Gateway::prepare(opts);
+    gw.init();
+    sshd.trust(&gw.path("certs/ssh_user_ca.pub"));
+    gw.serve();
+    open_ticket(&gw, "INC-76", "alice");
+    let (code, v, err) =
+        crate::flows::request(&gw, "alice", "hangs-ops", "hangs", "INC-76", "10m", "stall");
+    assert_eq!(code, 0, "{v} {err}");
+    let g = crate::flows::approved_token(&gw, "alice", v["id"].as_str().unwrap().into());
+    let mut child = super::ssh_cmd(
+        &gw,
+        &g.token,
+        "alice",
+        &["-o", "LogLevel=INFO"],
+        &["echo started; sleep 60; echo never"],
+    )
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped())
+    .spawn()
+    .unwrap();
+    {
+        use std::io::BufRead;
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.as_mut().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "started");
+    }
+    proxy.freeze();
+    let frozen = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            frozen.elapsed() < Duration::from_secs(30),
+            "the client still waits {:?} after its target hung",
+            frozen.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert!(!status.success(), "{err}");
+    let s = ended_session(&gw, &g.grant).await;
+    assert!(
+        err.contains("hangs"),
+        "the client was not told which target failed: {err}"
+    );
+    assert_eq!(s["end_cause"], "target", "{s}");
+}
