@@ -13,8 +13,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::extract::rejection::{BytesRejection, JsonRejection, QueryRejection};
-use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Query, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequestParts, Path, Query, State};
 use axum::http::StatusCode;
+use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -53,6 +54,19 @@ type ApiResult = Result<Response, ApiError>;
 
 fn ok(v: impl serde::Serialize) -> ApiResult {
     Ok(Json(v).into_response())
+}
+
+/// The one variable segment of a route's path (`{id}`, `{provider}`), percent-decoded; one that
+/// does not decode to UTF-8 is refused with the JSON 400 every other bad input gets.
+pub(super) struct Segment(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for Segment {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let Path(s) = Path::<String>::from_request_parts(parts, state).await?;
+        Ok(Self(s))
+    }
 }
 
 /// All routes.
@@ -158,7 +172,7 @@ async fn list_requests(
 async fn get_request(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    Segment(id): Segment,
 ) -> ApiResult {
     ok(state.grants.request(&caller.0, &id).await?)
 }
@@ -172,7 +186,7 @@ struct ApproveBody {
 async fn approve(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    Segment(id): Segment,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
     let body = body.map_err(|r| {
@@ -203,14 +217,14 @@ struct ReasonBody {
 async fn deny(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    Segment(id): Segment,
     body: Result<Json<ReasonBody>, JsonRejection>,
 ) -> ApiResult {
     let Json(b) = body?;
     ok(state.grants.deny(&caller.0, &id, &b.reason).await?)
 }
 
-async fn token(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult {
+async fn token(State(state): State<AppState>, caller: Caller, Segment(id): Segment) -> ApiResult {
     let issued = state.grants.fetch_token(&caller.0, &id).await?;
     let cfg = state.grants.config();
     let protocol = cfg
@@ -246,7 +260,7 @@ async fn list_grants(
 async fn get_grant(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    Segment(id): Segment,
 ) -> ApiResult {
     let all = state.grants.grants(&caller.0, None).await?;
     let g = all
@@ -256,14 +270,14 @@ async fn get_grant(
     ok(g)
 }
 
-async fn done(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult {
+async fn done(State(state): State<AppState>, caller: Caller, Segment(id): Segment) -> ApiResult {
     ok(state.grants.done(&caller.0, &id).await?)
 }
 
 async fn revoke(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    Segment(id): Segment,
     body: Result<Json<ReasonBody>, JsonRejection>,
 ) -> ApiResult {
     let Json(b) = body?;
@@ -418,7 +432,7 @@ struct NotesBody {
 async fn complete_review(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    Segment(id): Segment,
     body: Result<Json<NotesBody>, JsonRejection>,
 ) -> ApiResult {
     let Json(b) = body?;

@@ -2,7 +2,7 @@
 
 use axum::Json;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::json;
@@ -10,7 +10,7 @@ use serde_json::json;
 use super::auth::Caller;
 use super::error::ApiError;
 use super::tickets::ticket_id;
-use super::{ApiResult, AppState, ReasonBody, ok};
+use super::{ApiResult, AppState, ReasonBody, Segment, ok};
 use crate::config::Role;
 use crate::types::UserName;
 
@@ -131,7 +131,7 @@ pub(super) async fn list_sessions(
 pub(super) async fn get_session(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    Segment(id): Segment,
 ) -> ApiResult {
     let sid = crate::types::SessionId::parse(&id).ok_or_else(|| {
         ApiError::not_found(format!(
@@ -152,15 +152,22 @@ pub(super) async fn get_session(
 pub(super) async fn kill_session(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    Segment(id): Segment,
     body: Result<Json<ReasonBody>, JsonRejection>,
 ) -> ApiResult {
     caller.require(&[Role::Admin, Role::Approver], "kill sessions")?;
     let Json(b) = body?;
+    // The same rule as every other reason (`grant::check_text`): the text reaches the user's
+    // terminal and the audit log, so control characters are refused.
     let reason = b.reason.trim();
-    if reason.is_empty() || reason.chars().count() > 1000 {
+    if reason.is_empty()
+        || reason.chars().count() > crate::grant::MAX_TEXT
+        || reason
+            .chars()
+            .any(|c| c.is_control() && c != '\n' && c != '\t')
+    {
         return Err(ApiError::bad_request(
-            "give a reason of 1 to 1000 characters",
+            "give a reason of 1 to 1000 characters, without control characters",
         ));
     }
     let sid = crate::types::SessionId::parse(&id).ok_or_else(|| {

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 
 use axum::Json;
 use axum::extract::rejection::{BytesRejection, JsonRejection};
-use axum::extract::{ConnectInfo, Path, State};
+use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use bytes::Bytes;
@@ -13,7 +13,7 @@ use serde_json::json;
 
 use super::auth::Caller;
 use super::error::ApiError;
-use super::{ApiResult, AppState, ok};
+use super::{ApiResult, AppState, Segment, ok};
 use crate::audit::AuditEvent;
 use crate::config::Role;
 use crate::ticket::webhook::{self, Provider};
@@ -35,12 +35,14 @@ pub(super) fn ticket_id(s: &str) -> Result<TicketRef, ApiError> {
         .map_err(|e: String| ApiError::bad_request(format!("ticket id: {e}")))
 }
 
+/// A well-formed name (else 400) of a configured user (else 404: the name is fine, the user
+/// does not exist).
 fn known_user(state: &AppState, s: &str) -> Result<UserName, ApiError> {
     let name: UserName = s
         .parse()
         .map_err(|e: String| ApiError::bad_request(format!("assignee: {e}")))?;
     if state.grants.config().user(&name).is_none() {
-        return Err(ApiError::bad_request(format!(
+        return Err(ApiError::not_found(format!(
             "user {name} is not configured; add it under [[users]]"
         )));
     }
@@ -67,7 +69,7 @@ pub(super) async fn open_ticket(
 pub(super) async fn get_ticket(
     State(state): State<AppState>,
     _caller: Caller,
-    Path(id): Path<String>,
+    Segment(id): Segment,
 ) -> ApiResult {
     ok(state.grants.tickets().get(&ticket_id(&id)?).await?)
 }
@@ -75,7 +77,7 @@ pub(super) async fn get_ticket(
 pub(super) async fn close_ticket(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    Segment(id): Segment,
 ) -> ApiResult {
     caller.require(TICKET_ROLES, "close tickets")?;
     let change = state
@@ -92,19 +94,22 @@ pub(super) async fn close_ticket(
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct AssignTicket {
+    /// Required: `null` unassigns, a missing field is refused (`deserialize_with` keeps serde
+    /// from reading an absent `Option` as `None`).
+    #[serde(deserialize_with = "Option::deserialize")]
     assignee: Option<String>,
 }
 
 pub(super) async fn assign_ticket(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    Segment(id): Segment,
     body: Result<Json<AssignTicket>, JsonRejection>,
 ) -> ApiResult {
     caller.require(TICKET_ROLES, "reassign tickets")?;
     let Json(b) = body?;
     let assignee = match b.assignee.as_deref() {
-        None | Some("") => None,
+        None => None,
         Some(a) => Some(known_user(&state, a)?),
     };
     let change = state
@@ -121,7 +126,7 @@ pub(super) async fn assign_ticket(
 pub(super) async fn ticket_webhook(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    Path(provider): Path<String>,
+    Segment(provider): Segment,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {

@@ -17,6 +17,7 @@ mod harness;
 mod https;
 mod kex;
 mod nginx;
+mod openapi;
 mod ssh;
 mod sshd;
 mod webhooks;
