@@ -101,7 +101,14 @@ impl FromRequestParts<AppState> for Caller {
         } else {
             0
         };
-        let path: String = parts.uri.path().chars().take(200).collect();
+        // The path as the caller sent it (inside the nested router, `uri` lacks `/api/v1`).
+        let path: String = parts
+            .extensions
+            .get::<axum::extract::OriginalUri>()
+            .map_or(parts.uri.path(), |u| u.0.path())
+            .chars()
+            .take(200)
+            .collect();
         if let Err(e) = state
             .grants
             .audit()

@@ -169,6 +169,7 @@ async fn a_flood_of_bad_tokens_and_keys_from_one_address_never_locks_out_valid_o
     assert_eq!(denied.len(), 10, "{denied:?}");
     let auth = gw.audit("api.auth_denied").await;
     assert_eq!(auth.len(), 10, "{auth:?}");
+    assert_eq!(auth[0]["path"], "/api/v1/whoami", "{}", auth[0]);
     assert!(gw.stop(), "serve did not stop on SIGTERM");
     gw.serve();
     let summaries = gw.audit("refusals.suppressed").await;
