@@ -25,10 +25,16 @@ J=$PWD/target/dist/jitgate
 W=$(mktemp -d /tmp/jitgate-bench.XXXXXX)
 # sshd reads the principals file as the login user.
 chmod 755 "$W"
-PIDS=()
+PIDS=()   # sshds and gateways
+IDLE=()   # the idle sessions' clients (sshpass; its ssh ends with it)
 cleanup() {
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    pkill -f "jitgate-bench-idle" 2>/dev/null || true
+    # Stop only what this script started, by process id, and only those still running (`jobs
+    # -pr`): the pid of a client that was cut and exited may belong to someone else by now.
+    local running
+    running=" $(jobs -pr | tr '\n' ' ') "
+    for p in "${IDLE[@]}" "${PIDS[@]}"; do
+        if [[ $running == *" $p "* ]]; then kill "$p" 2>/dev/null || true; fi
+    done
     wait 2>/dev/null || true
     rm -rf "$W"
 }
@@ -52,6 +58,7 @@ public_name = "localhost"
 api_listen = "127.0.0.1:0"
 ssh_listen = "127.0.0.1:0"
 https_listen = "127.0.0.1:0"
+metrics_listen = "127.0.0.1:0"
 data_dir = "data-$2"
 certs_dir = "certs"
 recordings_dir = "recordings-$2"
@@ -84,7 +91,7 @@ write_config "$W/on.toml" true
 write_config "$W/off.toml" false
 "$J" --config "$W/on.toml" init >/dev/null
 
-sshd_conf() { # $1 port
+sshd_conf() { # $1 port, $2 LogLevel (default ERROR)
     cat <<CFG
 Port $1
 ListenAddress 127.0.0.1
@@ -99,12 +106,24 @@ UsePAM no
 StrictModes no
 MaxStartups 1000
 MaxSessions 1000
-LogLevel ERROR
+LogLevel ${2:-ERROR}
 CFG
 }
-sshd_conf "$SSHD_PORT" > "$W/sshd_config"
+listening() { grep -q "^ *[0-9]*: 0100007F:$(printf %04X "$1") 00000000:0000 0A" /proc/net/tcp; }
+start_target() { # $1 LogLevel: (re)start the target sshd on SSHD_PORT, wait until it listens
+    if [ -n "${TARGET_PID:-}" ]; then
+        kill "$TARGET_PID"
+        wait "$TARGET_PID" 2>/dev/null || true
+    fi
+    sshd_conf "$SSHD_PORT" "$1" > "$W/sshd_config"
+    /usr/sbin/sshd -D -f "$W/sshd_config" -E "$W/sshd.log" & TARGET_PID=$!
+    PIDS+=("$TARGET_PID")
+    for _ in $(seq 100); do listening "$SSHD_PORT" && break; sleep 0.05; done
+}
+# sshd names the key exchange from LogLevel DEBUG1 on: the target logs at that level until the
+# key exchanges are probed (below), then starts again at ERROR for the measurements.
+start_target DEBUG1
 sshd_conf "$BASTION_PORT" > "$W/bastion_config"
-/usr/sbin/sshd -D -f "$W/sshd_config" -E "$W/sshd.log" & PIDS+=($!)
 /usr/sbin/sshd -D -f "$W/bastion_config" -E "$W/bastion.log" & PIDS+=($!)
 
 # A client certificate for direct and ProxyJump runs, signed by the same user CA.
@@ -146,6 +165,22 @@ GW_ON_PID=$GW_PID; SSH_ON=$SSH_PORT; TOKEN_ON=$TOKEN; API_ON=$API
 start_gateway "$W/off.toml" off
 SSH_OFF=$SSH_PORT; TOKEN_OFF=$TOKEN
 
+# Which key exchange each path negotiates: one `ssh -v` per path for the client's side, and the
+# target's log for the gateway's own leg to it. The figures below are measured with these.
+kex_in() { # $1 an OpenSSH debug log, $2 lines of it to skip: the first key exchange it names
+    awk -v skip="${2:-0}" 'NR > skip && /kex: algorithm: / && k == "" {
+        k = $0; sub(/.*kex: algorithm: /, "", k); sub(/ .*/, "", k) }
+        END { print (k == "" ? "unknown" : k) }' "$1"
+}
+"${DIRECT[0]}" -v "${DIRECT[@]:1}" true 2> "$W/kex.direct"
+KEX_DIRECT=$(kex_in "$W/kex.direct")
+from=$(wc -l < "$W/sshd.log")
+sshpass -p "$TOKEN_ON" ssh -v "${SSHO[@]}" -o PreferredAuthentications=password -p "$SSH_ON" alice@127.0.0.1 true 2> "$W/kex.gw"
+KEX_GW_CLIENT=$(kex_in "$W/kex.gw")
+KEX_GW_TARGET=$(kex_in "$W/sshd.log" "$from")
+echo "key exchange: direct $KEX_DIRECT; gateway: client leg $KEX_GW_CLIENT, target leg $KEX_GW_TARGET"
+start_target ERROR
+
 # Bulk throughput: best of 3 each, interleaved so load affects all alike.
 declare -A best
 for _ in 1 2 3; do
@@ -174,7 +209,7 @@ for _ in $(seq "$RUNS"); do
     secs sshpass -p "$TOKEN" ssh "${SSHO[@]}" -o PreferredAuthentications=password -p "$SSH_PORT" alice@127.0.0.1 true >> "$W/setup.gw"
 done
 sd=$(median < "$W/setup.direct"); sg=$(median < "$W/setup.gw")
-echo "set-up median: direct ${sd} s, gateway ${sg} s; gateway/direct $(ratio "$sg" "$sd")  (goal <= 1.1)"
+echo "set-up median: direct ${sd} s (kex $KEX_DIRECT), gateway ${sg} s (kex $KEX_GW_CLIENT to the gateway, $KEX_GW_TARGET to the target); gateway/direct $(ratio "$sg" "$sd")  (goal <= 1.1)"
 
 # Memory per idle interactive session, then one ticket close cutting all of them.
 export JITGATE_URL=$API_ON
@@ -184,7 +219,8 @@ live_count() {
 }
 open_idle_sessions() { # $1 token: N idle interactive sessions, waits until they are live
     for i in $(seq "$N"); do
-        (sshpass -p "$1" ssh "${SSHO[@]}" -o PreferredAuthentications=password -tt -p "$SSH_PORT" alice@127.0.0.1 "exec -a jitgate-bench-idle sleep 3600" < /dev/null > /dev/null 2>&1 &)
+        sshpass -p "$1" ssh "${SSHO[@]}" -o PreferredAuthentications=password -tt -p "$SSH_PORT" alice@127.0.0.1 "exec -a jitgate-bench-idle sleep 3600" < /dev/null > /dev/null 2>&1 &
+        IDLE+=($!)
         if (( i % 20 == 0 )); then sleep 0.5; fi
     done
     for _ in $(seq 120); do
