@@ -241,13 +241,28 @@ impl Upstream {
 
     /// Rewrite a `Location` that points at the target itself so it stays on the gateway.
     pub fn rewrite_location(&self, location: &str, gateway_origin: &str) -> Option<String> {
-        let rest = location.strip_prefix(&self.origin)?;
-        if !(rest.is_empty() || rest.starts_with('/') || rest.starts_with('?')) {
-            return None;
-        }
-        let rest = rest.strip_prefix(&self.base_path).unwrap_or(rest);
-        Some(format!("{gateway_origin}{rest}"))
+        rewrite_location(&self.origin, &self.base_path, location, gateway_origin)
     }
+}
+
+/// A target's `Location` on `origin` (with `base_path`) as the same place on the gateway.
+fn rewrite_location(
+    origin: &str,
+    base_path: &str,
+    location: &str,
+    gateway_origin: &str,
+) -> Option<String> {
+    let rest = location.strip_prefix(origin)?;
+    if !(rest.is_empty() || rest.starts_with('/') || rest.starts_with('?')) {
+        return None;
+    }
+    // The base path is removed only where it is a whole path prefix: `/console` off
+    // `/console/x` or `/console?q`, never off `/console.evil.example/`.
+    let rest = match rest.strip_prefix(base_path) {
+        Some(after) if after.is_empty() || after.starts_with(['/', '?']) => after,
+        _ => rest,
+    };
+    Some(format!("{gateway_origin}{rest}"))
 }
 
 /// Remove hop-by-hop headers and those named in `Connection`.
@@ -283,14 +298,17 @@ fn is_hop_by_hop(n: &HeaderName) -> bool {
 
 /// Drop the `Domain` attribute so a target's cookie sticks to the gateway's host.
 pub fn rewrite_set_cookie(v: &HeaderValue) -> HeaderValue {
-    let Ok(s) = v.to_str() else {
-        return v.clone();
-    };
-    let kept: Vec<&str> = s
-        .split(';')
-        .filter(|part| !part.trim().to_ascii_lowercase().starts_with("domain="))
-        .collect();
-    HeaderValue::from_str(&kept.join(";")).unwrap_or_else(|_| v.clone())
+    // Work on bytes: a cookie value need not be text, and its attributes still must be read.
+    let bytes = v.as_bytes();
+    let mut parts = bytes.split(|b| *b == b';');
+    // The first part is the cookie's own name=value, whatever its name (a cookie may be
+    // called "domain"); only the attributes after it can be `Domain`.
+    let mut kept: Vec<&[u8]> = vec![parts.next().unwrap_or_default()];
+    kept.extend(parts.filter(|attr| {
+        let name = attr.split(|b| *b == b'=').next().unwrap_or_default();
+        !name.trim_ascii().eq_ignore_ascii_case(b"domain")
+    }));
+    HeaderValue::from_bytes(&kept.join(&b';')).unwrap_or_else(|_| v.clone())
 }
 
 #[cfg(test)]
@@ -326,5 +344,46 @@ mod tests {
     fn set_cookie_loses_its_domain() {
         let v = HeaderValue::from_static("sid=1; Domain=idp.example; Path=/; Secure");
         assert_eq!(rewrite_set_cookie(&v), "sid=1; Path=/; Secure");
+    }
+
+    /// Found by the `https_set_cookie` fuzz target (fuzz/regressions/https_set_cookie/).
+    #[test]
+    fn set_cookie_domain_goes_whatever_the_spacing_or_value_and_a_cookie_named_domain_stays() {
+        let rewrite = |b: &[u8]| rewrite_set_cookie(&HeaderValue::from_bytes(b).unwrap());
+        assert_eq!(
+            rewrite(b"sid=1; Domain =idp.example; Path=/"),
+            "sid=1; Path=/"
+        );
+        assert_eq!(
+            rewrite("sid=\u{e9}; Domain=idp.example; Path=/".as_bytes()).as_bytes(),
+            "sid=\u{e9}; Path=/".as_bytes()
+        );
+        assert_eq!(rewrite(b"domain=eu; Path=/"), "domain=eu; Path=/");
+    }
+
+    /// Found by the `https_location` fuzz target (fuzz/regressions/https_location/).
+    #[test]
+    fn location_base_path_is_removed_only_at_a_segment_boundary() {
+        let at = |loc: &str| {
+            rewrite_location(
+                "https://10.0.0.9:8443",
+                "/console",
+                loc,
+                "https://gw.example",
+            )
+        };
+        assert_eq!(
+            at("https://10.0.0.9:8443/console/users").as_deref(),
+            Some("https://gw.example/users")
+        );
+        assert_eq!(
+            at("https://10.0.0.9:8443/console?x=1").as_deref(),
+            Some("https://gw.example?x=1")
+        );
+        assert_eq!(
+            at("https://10.0.0.9:8443/console.evil.example/").as_deref(),
+            Some("https://gw.example/console.evil.example/")
+        );
+        assert_eq!(at("https://10.0.0.9:84430/console/"), None);
     }
 }

@@ -176,8 +176,46 @@ fn path_matches_exact(pattern: &str, path: &str, prefix: bool) -> bool {
         .all(|(p, s)| p == "*" && !s.is_empty() || p == s)
 }
 
-/// Whether the task's `http_allow` admits `method path`.
+/// `s` with `%XX` escapes decoded; an escape that is not two hex digits stays as it is.
+pub(crate) fn percent_decode_lossy(s: &str) -> Vec<u8> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        if b[i] == b'%'
+            && i + 2 < b.len()
+            && let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2]))
+        {
+            out.push((h * 16 + l) as u8);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
+/// The path as the target will route it: percent-decoded (`%2e%2e` is `..` and `%2f` is `/`
+/// to most web servers), or `None` when it is not text or holds a backslash or NUL, which
+/// servers treat in different ways.
+fn routed_path(path: &str) -> Option<String> {
+    let decoded = String::from_utf8(percent_decode_lossy(path)).ok()?;
+    if decoded.contains(['\\', '\0']) {
+        return None;
+    }
+    Some(decoded)
+}
+
+/// Whether the task's `http_allow` admits `method path`. The rules are matched against the
+/// path as the target will route it (decoded), so an encoded dot-segment or slash cannot
+/// reach outside a rule.
 pub fn http_allowed(task: &TaskConfig, method: &Method, path: &str) -> bool {
+    let Some(path) = routed_path(path) else {
+        return false;
+    };
+    let path = path.as_str();
     // Refuse dot-segments outright rather than guess how the target normalises them.
     if path.split('/').any(|s| s == ".." || s == ".") || path.contains("//") {
         return false;
@@ -621,6 +659,14 @@ mod tests {
         assert!(!http_allowed(&t, &Method::POST, "/users//unlock"));
         assert!(!http_allowed(&t, &Method::DELETE, "/users/dave/unlock"));
         assert!(!http_allowed(&t, &Method::GET, "/a/../b"));
+        // Found by the `http_allow` fuzz target (fuzz/regressions/http_allow/): encoded
+        // dot-segments and slashes are what the target routes, so they are matched decoded.
+        let t = task(&["GET /reports/*"]);
+        assert!(http_allowed(&t, &Method::GET, "/reports/q%31"));
+        assert!(!http_allowed(&t, &Method::GET, "/reports/%2e%2e/admin"));
+        assert!(!http_allowed(&t, &Method::GET, "/reports/%2E./admin"));
+        assert!(!http_allowed(&t, &Method::GET, "/reports/a%2f..%2fadmin"));
+        assert!(!http_allowed(&t, &Method::GET, "/reports/a%5c..%5cadmin"));
         let t = task(&["GET /admin/*"]);
         assert!(http_allowed(&t, &Method::GET, "/admin/x"));
         assert!(!http_allowed(&t, &Method::GET, "/adminx"));

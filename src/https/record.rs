@@ -55,13 +55,15 @@ const SECRET_WORDS: &[&str] = &[
 pub fn redact_query(q: &str) -> String {
     q.split('&')
         .map(|pair| match pair.split_once('=') {
+            // The name as the target reads it: `pass%77ord` and `pass+word` are names too.
             Some((k, _))
                 if {
-                    let k = k.to_ascii_lowercase();
-                    SECRET_WORDS.iter().any(|w| k.contains(w))
+                    let name = super::percent_decode_lossy(&k.replace('+', " "));
+                    let name = String::from_utf8_lossy(&name).to_ascii_lowercase();
+                    SECRET_WORDS.iter().any(|w| name.contains(w))
                 } =>
             {
-                format!("{k}=***")
+                format!("{}=***", k.chars().take(512).collect::<String>())
             }
             _ => pair.chars().take(512).collect(),
         })
@@ -395,6 +397,16 @@ mod tests {
             "user=dave&access_token=***&page=2&Password=***&sig=***"
         );
         assert_eq!(redact_query("q=hello"), "q=hello");
+    }
+
+    /// Found by the `https_redact_query` fuzz target (fuzz/regressions/https_redact_query/).
+    #[test]
+    fn percent_encoded_secret_names_are_redacted_too() {
+        assert_eq!(
+            redact_query("pass%77ord=hunter2&page=2"),
+            "pass%77ord=***&page=2"
+        );
+        assert_eq!(redact_query("api%5Fkey=k&x=1"), "api%5Fkey=***&x=1");
     }
 
     #[tokio::test]
