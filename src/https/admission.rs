@@ -451,27 +451,8 @@ pub(super) fn form_value(body: &[u8], name: &str) -> Option<String> {
 }
 
 pub(super) fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < b.len() => {
-                let hex = std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("zz");
-                match u8::from_str_radix(hex, 16) {
-                    Ok(v) => {
-                        out.push(v);
-                        i += 2;
-                    }
-                    Err(_) => out.push(b'%'),
-                }
-            }
-            c => out.push(c),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    // `+` is a space in a form; `%XX` needs two hex digits (`%+1` is not an escape).
+    String::from_utf8_lossy(&super::percent_decode_lossy(&s.replace('+', " "))).into_owned()
 }
 
 #[cfg(test)]

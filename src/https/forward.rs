@@ -305,8 +305,12 @@ pub fn rewrite_set_cookie(v: &HeaderValue) -> HeaderValue {
     // called "domain"); only the attributes after it can be `Domain`.
     let mut kept: Vec<&[u8]> = vec![parts.next().unwrap_or_default()];
     kept.extend(parts.filter(|attr| {
-        let name = attr.split(|b| *b == b'=').next().unwrap_or_default();
-        !name.trim_ascii().eq_ignore_ascii_case(b"domain")
+        // `Domain=...` as a browser reads an attribute (RFC 6265 §5.2: the name before `=`,
+        // trimmed, any case). A bare `Domain` without `=` sets nothing and stays.
+        match attr.iter().position(|b| *b == b'=') {
+            Some(i) => !attr[..i].trim_ascii().eq_ignore_ascii_case(b"domain"),
+            None => true,
+        }
     }));
     HeaderValue::from_bytes(&kept.join(&b';')).unwrap_or_else(|_| v.clone())
 }

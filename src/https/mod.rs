@@ -197,27 +197,28 @@ pub(crate) fn percent_decode_lossy(s: &str) -> Vec<u8> {
     out
 }
 
-/// The path as the target will route it: percent-decoded (`%2e%2e` is `..` and `%2f` is `/`
-/// to most web servers), or `None` when it is not text or holds a backslash or NUL, which
-/// servers treat in different ways.
-fn routed_path(path: &str) -> Option<String> {
-    let decoded = String::from_utf8(percent_decode_lossy(path)).ok()?;
-    if decoded.contains(['\\', '\0']) {
-        return None;
+/// Whether `path` reaches a place other than it seems: a dot-segment or an empty segment as
+/// written or once percent-decoded (`%2e%2e` is `..` to most web servers), an encoded slash or
+/// backslash (which some targets decode into a new segment), a backslash, or NUL.
+fn ambiguous_path(path: &str) -> bool {
+    let lower = path.to_ascii_lowercase();
+    if lower.contains("%2f") || lower.contains("%5c") {
+        return true;
     }
-    Some(decoded)
+    let decoded = percent_decode_lossy(path);
+    let Ok(decoded) = std::str::from_utf8(&decoded) else {
+        return true;
+    };
+    [path, decoded].iter().any(|p| {
+        p.contains(['\\', '\0']) || p.contains("//") || p.split('/').any(|s| s == ".." || s == ".")
+    })
 }
 
-/// Whether the task's `http_allow` admits `method path`. The rules are matched against the
-/// path as the target will route it (decoded), so an encoded dot-segment or slash cannot
-/// reach outside a rule.
+/// Whether the task's `http_allow` admits `method path`. Rules match the path as written; a
+/// path that a target could route elsewhere than it reads (see [`ambiguous_path`]) is refused
+/// rather than guessed at.
 pub fn http_allowed(task: &TaskConfig, method: &Method, path: &str) -> bool {
-    let Some(path) = routed_path(path) else {
-        return false;
-    };
-    let path = path.as_str();
-    // Refuse dot-segments outright rather than guess how the target normalises them.
-    if path.split('/').any(|s| s == ".." || s == ".") || path.contains("//") {
+    if ambiguous_path(path) {
         return false;
     }
     task.http_allow.iter().any(|rule| {

@@ -55,12 +55,17 @@ const SECRET_WORDS: &[&str] = &[
 pub fn redact_query(q: &str) -> String {
     q.split('&')
         .map(|pair| match pair.split_once('=') {
-            // The name as the target reads it: `pass%77ord` and `pass+word` are names too.
+            // The name as written, and as the target reads it (`pass%77ord` is `password`).
             Some((k, _))
                 if {
-                    let name = super::percent_decode_lossy(&k.replace('+', " "));
-                    let name = String::from_utf8_lossy(&name).to_ascii_lowercase();
-                    SECRET_WORDS.iter().any(|w| name.contains(w))
+                    let decoded = super::percent_decode_lossy(&k.replace('+', " "));
+                    let names = [
+                        k.to_ascii_lowercase(),
+                        String::from_utf8_lossy(&decoded).to_ascii_lowercase(),
+                    ];
+                    names
+                        .iter()
+                        .any(|n| SECRET_WORDS.iter().any(|w| n.contains(w)))
                 } =>
             {
                 format!("{}=***", k.chars().take(512).collect::<String>())
