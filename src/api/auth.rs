@@ -1,10 +1,7 @@
 //! API-key authentication: `Authorization: Bearer jgk_...`, compared by SHA-256 in constant
 //! time against every configured user; failures are audited and rate-limited per source.
 
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
 
 use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::StatusCode;
@@ -15,6 +12,7 @@ use super::error::ApiError;
 use crate::audit::AuditEvent;
 use crate::config::{Role, UserConfig};
 use crate::crypto;
+use crate::grant::throttle::Throttle;
 
 /// The authenticated caller.
 #[derive(Debug, Clone)]
@@ -35,41 +33,18 @@ impl Caller {
     }
 }
 
-/// Failed API authentications per source in one-minute windows. Past [`MAX_FAILURES`], each
-/// further failure from that source is answered only after [`THROTTLE`]; a valid key is always
-/// checked and accepted, so one person behind a shared address cannot lock the others out.
-#[derive(Default)]
-pub struct AuthLimiter {
-    map: Mutex<HashMap<IpAddr, (Instant, u32)>>,
-}
+/// Failed API authentications per source: past [`MAX_FAILURES`] a minute, each further
+/// failure is answered with 429 after [`crate::grant::throttle::DELAY`]; a valid key is always
+/// checked and accepted.
+#[derive(Debug)]
+pub struct AuthLimiter(Throttle);
 
-const WINDOW: Duration = Duration::from_secs(60);
-/// Failures per source and window answered at once.
+/// Failures per source and minute answered at once.
 const MAX_FAILURES: u32 = 20;
-/// The wait before each failure past [`MAX_FAILURES`] is answered: it slows a guessing loop
-/// without holding anything a valid caller needs.
-const THROTTLE: Duration = Duration::from_secs(1);
-/// Sources tracked at once; past it, windows that have closed are dropped.
-const MAX_SOURCES: usize = 100_000;
 
-impl AuthLimiter {
-    /// Count a failure from `ip`; returns the count in the current window.
-    fn fail(&self, ip: IpAddr) -> u32 {
-        let ip = crate::types::source_key(ip);
-        let mut map = self.map.lock().expect("limiter lock");
-        if map.len() >= MAX_SOURCES {
-            map.retain(|_, (s, _)| s.elapsed() < WINDOW);
-        }
-        if map.len() >= MAX_SOURCES && !map.contains_key(&ip) {
-            // Flooded from too many sources: treat the newcomer as over its limit.
-            return u32::MAX;
-        }
-        let e = map.entry(ip).or_insert((Instant::now(), 0));
-        if e.0.elapsed() >= WINDOW {
-            *e = (Instant::now(), 0);
-        }
-        e.1 = e.1.saturating_add(1);
-        e.1
+impl Default for AuthLimiter {
+    fn default() -> Self {
+        Self(Throttle::new(MAX_FAILURES))
     }
 }
 
@@ -96,11 +71,7 @@ impl FromRequestParts<AppState> for Caller {
         let presented = parts
             .headers
             .contains_key(axum::http::header::AUTHORIZATION);
-        let n = if presented {
-            state.auth_limiter.fail(ip)
-        } else {
-            0
-        };
+        let throttled = presented && state.auth_limiter.0.fail(ip);
         // The path as the caller sent it (inside the nested router, `uri` lacks `/api/v1`).
         let path: String = parts
             .extensions
@@ -125,8 +96,8 @@ impl FromRequestParts<AppState> for Caller {
         {
             tracing::error!(error = %e, "cannot audit an API authentication failure");
         }
-        if n > MAX_FAILURES {
-            tokio::time::sleep(THROTTLE).await;
+        if throttled {
+            tokio::time::sleep(crate::grant::throttle::DELAY).await;
             return Err(ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 "rate_limited",

@@ -1,10 +1,7 @@
 //! Admission: the check both gateways call with a presented token. An [`Admission`] is the only
-//! value a gateway can dial a target with; failures are audited and rate-limited per source.
+//! value a gateway can dial a target with; failures are audited and throttled per source.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
 
 use super::{GrantError, Service};
 use crate::audit::AuditEvent;
@@ -87,48 +84,6 @@ pub struct AdmissionDenied {
     pub grant: Option<GrantId>,
 }
 
-/// Counts failed admissions per source address in one-minute windows. Past the configured
-/// number, each further failure from that source is answered only after [`THROTTLE`]. Valid
-/// tokens are always evaluated and admitted: many people share one address behind an office
-/// NAT or a load balancer, and a 256-bit token cannot be guessed anyway.
-pub(super) struct FailureLimiter {
-    per_minute: u32,
-    map: Mutex<HashMap<IpAddr, (Instant, u32)>>,
-}
-
-const WINDOW: Duration = Duration::from_secs(60);
-const MAX_SOURCES: usize = 100_000;
-/// The wait before each failure past the limit is answered.
-const THROTTLE: Duration = Duration::from_secs(1);
-
-impl FailureLimiter {
-    pub(super) fn new(per_minute: u32) -> Self {
-        Self {
-            per_minute: per_minute.max(1),
-            map: Mutex::new(HashMap::new()),
-        }
-    }
-
-    /// Count a failure; returns whether the source is past its limit in this window.
-    fn fail(&self, ip: IpAddr) -> bool {
-        let ip = crate::types::source_key(ip);
-        let mut map = self.map.lock().expect("limiter lock");
-        if map.len() >= MAX_SOURCES {
-            map.retain(|_, (start, _)| start.elapsed() < WINDOW);
-        }
-        if map.len() >= MAX_SOURCES && !map.contains_key(&ip) {
-            // Flooded from too many sources: newcomers are throttled rather than tracked.
-            return true;
-        }
-        let e = map.entry(ip).or_insert((Instant::now(), 0));
-        if e.0.elapsed() >= WINDOW {
-            *e = (Instant::now(), 0);
-        }
-        e.1 = e.1.saturating_add(1);
-        e.1 > self.per_minute
-    }
-}
-
 /// What a gateway presents.
 #[derive(Debug, Clone, Copy)]
 pub struct AdmitRequest<'a> {
@@ -169,7 +124,7 @@ impl Service {
         }
         tracing::info!(source = %r.source, protocol = r.protocol.as_str(), reason = %message, throttled, "admission denied");
         if throttled {
-            tokio::time::sleep(THROTTLE).await;
+            tokio::time::sleep(super::throttle::DELAY).await;
         }
         Err(AdmissionDenied { message, grant })
     }

@@ -8,6 +8,7 @@ pub mod break_glass;
 pub mod bus;
 mod lifecycle;
 mod rules;
+pub mod throttle;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -84,7 +85,8 @@ pub struct Service {
     bus: Arc<dyn GrantBus>,
     /// Serializes state transitions (one node; a shared store will need row locks instead).
     lock: tokio::sync::Mutex<()>,
-    limiter: admission::FailureLimiter,
+    /// Failed tokens per source: past the limit, refusals are slowed.
+    limiter: throttle::Throttle,
 }
 
 impl std::fmt::Debug for Service {
@@ -128,7 +130,7 @@ impl Service {
         bus: Arc<dyn GrantBus>,
     ) -> Self {
         let tickets = Tickets::new(store.clone(), audit.clone());
-        let limiter = admission::FailureLimiter::new(cfg.gateway.admission_failures_per_minute);
+        let limiter = throttle::Throttle::new(cfg.gateway.admission_failures_per_minute);
         Self {
             cfg,
             store,
