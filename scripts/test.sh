@@ -26,6 +26,10 @@ command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need+=(nginx)
 # python3's sqlite3.
 command -v promtool >/dev/null || need+=(prometheus)
 command -v python3 >/dev/null || need+=(python3 python3-pip)
+# The sign-in tests drive Debian's headless Chromium (through playwright-core, never a browser
+# download) against a real OpenID provider, both on the machine's Node.js 20 (tests/peers/;
+# Debian's own nodejs 18 is too old for oidc-provider 9).
+[ -x /usr/bin/chromium ] || need+=(chromium)
 if ((${#need[@]})); then
     echo "installing test dependencies: ${need[*]}"
     export DEBIAN_FRONTEND=noninteractive
@@ -40,6 +44,12 @@ command -v schemathesis >/dev/null || pip_need+=(schemathesis==4.32.5)
 if ((${#pip_need[@]})); then
     echo "installing test tools from PyPI: ${pip_need[*]}"
     python3 -m pip install -q --disable-pip-version-check "${pip_need[@]}"
+fi
+
+# The test peers' Node packages, exactly as locked, whenever the lock file is newer.
+if [ ! -d tests/peers/node_modules ] || [ tests/peers/package-lock.json -nt tests/peers/node_modules ]; then
+    echo "installing the test peers' Node packages (tests/peers)"
+    npm ci --prefix tests/peers --no-audit --no-fund
 fi
 
 cargo test --locked --all-targets 2>&1 | tee /tmp/jitgate-test.log

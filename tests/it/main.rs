@@ -1,6 +1,7 @@
 //! jitgate's integration tests: one binary; each test starts the real `jitgate` on port 0 in its
 //! own temp directory and drives it only through the CLI, the API, `curl` and OpenSSH clients
-//! (against a real `sshd` target, see `sshd.rs`).
+//! (against a real `sshd` target, see `sshd.rs`); sign-in tests use a real OpenID provider and a
+//! headless Chromium, started once per run (see `peers/`).
 
 mod audit_log;
 mod bad_input;
@@ -18,6 +19,7 @@ mod https;
 mod kex;
 mod nginx;
 mod openapi;
+mod peers;
 mod ssh;
 mod sshd;
 mod webhooks;
