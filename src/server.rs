@@ -59,6 +59,7 @@ pub struct Runtime {
     pub grants: Arc<grant::Service>,
     pub metrics: Arc<Metrics>,
     pub sessions: Arc<Registry>,
+    pub identity: Arc<crate::identity::Identity>,
     /// Cancelled on shutdown; every session's token is a child of it.
     pub root: CancellationToken,
     webhook_secret: Option<crate::types::Secret>,
@@ -106,6 +107,9 @@ impl Runtime {
                 users = %names.join(", "),
                 "these users have the published example API keys (allowed while every listener is on loopback); replace them (jitgate api-key new) before real use"
             );
+        }
+        if let Some(why) = cfg.nobody_can_sign_in() {
+            tracing::warn!("{why}");
         }
         let policy = Arc::new(Engine::load(&cfg).map_err(ServerError::Policy)?);
         let webhook_secret = cfg.webhook_secret().map_err(ServerError::Config)?;
@@ -155,8 +159,13 @@ impl Runtime {
         );
         sessions.watch_grants(bus.as_ref());
         sessions.recover().await?;
+        let identity = Arc::new(
+            crate::identity::Identity::new(cfg.clone(), store.clone(), audit.clone())
+                .map_err(ServerError::Config)?,
+        );
         let grants = Arc::new(grant::Service::new(cfg.clone(), store, audit, policy, bus));
         Ok(Self {
+            identity,
             cfg,
             keys,
             grants,
@@ -257,6 +266,7 @@ impl Runtime {
             metrics_token: self.metrics_token.clone(),
             auth_limiter: Arc::default(),
             sessions: self.sessions.clone(),
+            identity: self.identity.clone(),
         };
         let router = api::router(state).layer(axum::middleware::from_fn(request_timeout));
         serve_http(

@@ -7,6 +7,7 @@ pub mod error;
 pub mod metrics;
 pub mod openapi;
 mod sessions;
+mod signin;
 mod tickets;
 
 use std::net::SocketAddr;
@@ -48,6 +49,7 @@ pub struct AppState {
     pub metrics_token: Option<Secret>,
     pub auth_limiter: Arc<AuthLimiter>,
     pub sessions: Arc<crate::session::Registry>,
+    pub identity: Arc<crate::identity::Identity>,
 }
 
 type ApiResult = Result<Response, ApiError>;
@@ -74,7 +76,10 @@ pub fn router(state: AppState) -> Router {
     let api = Router::new()
         .route("/health", get(health))
         .route("/openapi.json", get(openapi_doc))
-        .route("/whoami", get(whoami))
+        .route("/whoami", get(signin::whoami))
+        .route("/auth/cli-token", post(signin::cli_token))
+        .route("/auth/logout", post(signin::logout))
+        .route("/auth/links", post(signin::sign_in_link))
         .route("/tickets", post(open_ticket))
         .route("/tickets/{id}", get(get_ticket))
         .route("/tickets/{id}/close", post(close_ticket))
@@ -103,6 +108,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .nest("/api/v1", api)
         .route("/metrics", get(metrics::scrape))
+        .merge(crate::console::routes())
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(axum::middleware::from_fn_with_state(
@@ -122,16 +128,6 @@ async fn health() -> Json<Value> {
 
 async fn openapi_doc() -> Json<Value> {
     Json(openapi::document())
-}
-
-async fn whoami(caller: Caller) -> ApiResult {
-    let u = caller.0;
-    ok(json!({
-        "name": u.name,
-        "roles": u.roles,
-        "groups": u.groups,
-        "vendor": u.vendor,
-    }))
 }
 
 async fn create_request(
@@ -205,6 +201,15 @@ async fn approve(
             })?
             .comment
     };
+    let req = state.grants.request(&caller.0, &id).await?;
+    if state
+        .grants
+        .config()
+        .task(&req.task)
+        .is_some_and(|t| t.impact == crate::config::Impact::High)
+    {
+        caller.require_recent_sign_in(&state, "approve a high-impact request")?;
+    }
     ok(state.grants.approve(&caller.0, &id, comment).await?)
 }
 
@@ -372,6 +377,7 @@ async fn break_glass(
     body: Result<Json<crate::grant::break_glass::BreakGlassRequest>, JsonRejection>,
 ) -> ApiResult {
     let Json(b) = body?;
+    caller.require_recent_sign_in(&state, "break glass")?;
     let bg = state.grants.break_glass(&caller.0, b).await?;
     let cfg = state.grants.config();
     let protocol = cfg
@@ -436,6 +442,7 @@ async fn complete_review(
     body: Result<Json<NotesBody>, JsonRejection>,
 ) -> ApiResult {
     let Json(b) = body?;
+    caller.require_recent_sign_in(&state, "sign off a break-glass review")?;
     ok(state
         .grants
         .complete_review(&caller.0, &id, &b.notes)

@@ -131,6 +131,7 @@ impl Log {
             AuditEvent::AdmissionDenied { .. } => "admission.denied",
             AuditEvent::ApiAuthDenied { .. } => "api.auth_denied",
             AuditEvent::WebhookRejected { .. } => "webhook.rejected",
+            AuditEvent::AuthRefused { .. } => "auth.refused",
             _ => return self.record(actor, event).await.map(Some),
         };
         let (verdict, closed) = self.budget.check(kind, source);

@@ -121,6 +121,39 @@ pub enum AuditEvent {
         source: String,
         reason: String,
     },
+    /// A person signed in (browser or `jitgate login`).
+    #[serde(rename = "auth.signed_in")]
+    AuthSignedIn {
+        user: UserName,
+        /// The provider's issuer, or `link` for a one-time sign-in link.
+        issuer: String,
+        subject: Option<String>,
+        groups: Vec<String>,
+        /// The browser's address.
+        source: String,
+        method: String,
+        /// `browser` or `cli`.
+        via: String,
+        sign_in: String,
+    },
+    /// A sign-in was refused.
+    #[serde(rename = "auth.refused")]
+    AuthRefused {
+        user: Option<String>,
+        issuer: String,
+        subject: Option<String>,
+        groups: Vec<String>,
+        source: String,
+        reason: String,
+    },
+    /// A sign-in ended before its time (sign-out, `jitgate logout`).
+    #[serde(rename = "auth.signed_out")]
+    AuthSignedOut {
+        user: UserName,
+        sign_in: String,
+        via: String,
+        reason: String,
+    },
     #[serde(rename = "api.auth_denied")]
     ApiAuthDenied {
         source: String,

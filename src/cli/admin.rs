@@ -87,6 +87,7 @@ pub fn check(cli: &Cli) -> Result<i32> {
                 names.join(", ")
             );
         }
+        problems.extend(cfg.nobody_can_sign_in());
         if let Err(e) = cfg.webhook_secret() {
             problems.push(format!("{}: {e}", cfg.source.display()));
         }
@@ -104,6 +105,7 @@ pub fn check(cli: &Cli) -> Result<i32> {
         "targets": cfg.as_ref().map(|c| c.targets.len()),
         "tasks": cfg.as_ref().map(|c| c.tasks.len()),
         "policies": policies,
+        "sign_in": cfg.as_ref().map(|c| c.identity_rule()),
     });
     if cli.json {
         emit(cli, &v, String::new);
@@ -117,6 +119,7 @@ pub fn check(cli: &Cli) -> Result<i32> {
             c.tasks.len(),
             policies
         ));
+        super::say(c.identity_rule());
     } else {
         for p in &problems {
             eprintln!("{p}");

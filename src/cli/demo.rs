@@ -118,6 +118,11 @@ fn instructions(i: &DemoInfo, exe: &Path) -> String {
     let (alice, bob, admin) = (key("alice"), key("bob"), key("admin"));
     let port = i.ssh.port();
     let sftp = if i.sftp { ", sftp" } else { "" };
+    let links: String = i
+        .sign_in_links
+        .iter()
+        .map(|(n, l)| format!("  {n:<6} {}\n", l.expose()))
+        .collect();
     format!(
         "\
 jitgate demo is running; Ctrl-C stops it.
@@ -130,6 +135,9 @@ jitgate demo is running; Ctrl-C stops it.
   files        {dir}  (jitgate.toml, certs/, data/, recordings/)
 
 Users (new API keys each run): {users}.
+
+Sign in to the console in a browser (trusting {ca}); each link works once, for 30 minutes:
+{links}
 Ticket {TICKET} is open and assigned to alice. Task {TASK} gives a shell on {TARGET} as
 `{PRINCIPAL}` (pty, shell, exec{sftp}; at most 30m; one approval).
 

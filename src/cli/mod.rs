@@ -1,10 +1,12 @@
 //! The command line: one file per command group. Client commands talk to the API using
-//! `JITGATE_URL`, `JITGATE_API_KEY` and `JITGATE_CA`.
+//! `JITGATE_URL`, `JITGATE_CA` and `JITGATE_API_KEY`, or without a key the credential that
+//! `jitgate login` stored for that URL.
 
 pub mod admin;
 pub mod audit;
 pub mod demo;
 pub mod evidence;
+pub mod login;
 pub mod requests;
 pub mod serve;
 pub mod sessions;
@@ -150,6 +152,19 @@ pub enum Command {
     /// API key tools.
     #[command(subcommand, name = "api-key")]
     ApiKey(ApiKeyCmd),
+    /// Sign the CLI in as yourself through the gateway's identity provider (opens a browser).
+    Login {
+        /// Print the sign-in address instead of opening a browser.
+        #[arg(long)]
+        no_browser: bool,
+    },
+    /// Revoke and forget the CLI's sign-in.
+    Logout,
+    /// Who the CLI is: user, roles, groups and how it signed in.
+    Whoami,
+    /// Make a one-time browser sign-in link for a user (admins; gateways without [oidc]).
+    #[command(name = "sign-in-link")]
+    SignInLink { user: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -195,16 +210,24 @@ pub enum ApiKeyCmd {
     New,
 }
 
-/// Build the API client from the environment (and the config for defaults).
+/// Build the API client from the environment (and the config for defaults): the API key in
+/// `JITGATE_API_KEY`, else the credential `jitgate login` stored for this URL.
 pub fn client(cli: &Cli) -> Result<Client> {
+    let (url, ca) = endpoint(cli)?;
+    let key = std::env::var("JITGATE_API_KEY")
+        .ok()
+        .filter(|k| !k.is_empty())
+        .or_else(|| login::stored(&url))
+        .map(Secret::new);
+    Ok(Client::new(&url, key, &ca)?)
+}
+
+/// The API's URL and the CA certificate (PEM) to trust for it.
+pub fn endpoint(cli: &Cli) -> Result<(String, String)> {
     let url = match std::env::var("JITGATE_URL") {
         Ok(u) if !u.is_empty() => u,
         _ => default_url(&cli.config),
     };
-    let key = std::env::var("JITGATE_API_KEY")
-        .ok()
-        .filter(|k| !k.is_empty())
-        .map(Secret::new);
     let ca_path = match std::env::var("JITGATE_CA") {
         Ok(p) if !p.is_empty() => PathBuf::from(p),
         _ => default_ca(&cli.config),
@@ -215,7 +238,7 @@ pub fn client(cli: &Cli) -> Result<Client> {
             ca_path.display()
         )
     })?;
-    Ok(Client::new(&url, key, &ca)?)
+    Ok((url, ca))
 }
 
 fn default_url(config: &Path) -> String {
@@ -332,6 +355,10 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::Serve => serve::serve(&cli).await,
         Command::Demo(args) => demo::demo(&cli, args).await,
         Command::ApiKey(ApiKeyCmd::New) => admin::api_key_new(&cli),
+        Command::Login { no_browser } => login::login(&cli, *no_browser).await,
+        Command::Logout => login::logout(&cli).await,
+        Command::Whoami => login::whoami(&cli).await,
+        Command::SignInLink { user } => login::sign_in_link(&cli, user).await,
         Command::Audit(AuditCmd::Verify(args)) => audit::verify(&cli, args).await,
         Command::Evidence(EvidenceCmd::Export(args)) => evidence::export(&cli, args).await,
         Command::Evidence(EvidenceCmd::Verify(args)) => evidence::verify(&cli, args),

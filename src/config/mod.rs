@@ -9,7 +9,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::types::{TargetName, TaskName, Ttl, UserName};
 
+mod oidc;
 mod validate;
+
+pub use oidc::{ConsoleConfig, OidcConfig, RoleMapping};
 
 use validate::Locator;
 pub use validate::{Problem, Seg, check_http_rule};
@@ -38,6 +41,10 @@ pub struct Config {
     pub requests: RequestsConfig,
     pub policy: Option<PolicyConfig>,
     pub break_glass: Option<BreakGlassConfig>,
+    /// People sign in through this OpenID provider.
+    pub oidc: Option<OidcConfig>,
+    #[serde(default)]
+    pub console: ConsoleConfig,
     #[serde(default)]
     pub users: Vec<UserConfig>,
     #[serde(default)]
@@ -288,6 +295,20 @@ pub fn parse_expiry(s: &str) -> Option<i64> {
 }
 
 impl UserConfig {
+    /// A user with a name and nothing else (a person known only from the identity provider).
+    pub fn named(name: UserName) -> Self {
+        Self {
+            name,
+            roles: Vec::new(),
+            groups: Vec::new(),
+            vendor: None,
+            api_key_sha256: None,
+            api_key_expires: None,
+            ssh_keys: Vec::new(),
+            external_ids: Vec::new(),
+        }
+    }
+
     /// When the API key expires (Unix seconds), if it does.
     pub fn api_key_expiry(&self) -> Option<i64> {
         self.api_key_expires.as_deref().and_then(parse_expiry)
@@ -493,10 +514,20 @@ impl Config {
         {
             abs(ca);
         }
+        if let Some(ca) = self.oidc.as_mut().and_then(|o| o.ca.as_mut()) {
+            abs(ca);
+        }
         for t in &mut self.targets {
             if let Some(ca) = &mut t.server_ca {
                 abs(ca);
             }
+        }
+        let oidc_secret = self.oidc.as_mut().map(|o| &mut o.client_secret);
+        if let Some(spec) = oidc_secret
+            && let Some(rest) = spec.strip_prefix("file:")
+            && !rest.starts_with('/')
+        {
+            *spec = format!("file:{}", base.join(rest).display());
         }
         for spec in [
             &mut self.tickets.webhook_secret,

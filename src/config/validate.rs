@@ -53,7 +53,7 @@ impl<'a> Locator<'a> {
     }
 
     /// Line of the deepest part of `path` that exists in the document.
-    fn line(&self, path: &[Seg]) -> usize {
+    pub(super) fn line(&self, path: &[Seg]) -> usize {
         let Some(root) = &self.root else { return 1 };
         let mut span: Range<usize> = 0..0;
         let mut table = Some(root.get_ref());
@@ -126,7 +126,7 @@ impl Config {
                     format!("user {} is defined twice", u.name),
                 );
             }
-            if u.roles.is_empty() {
+            if u.roles.is_empty() && self.oidc.is_none() {
                 err(
                     &[K("users"), I(i), K("roles")],
                     format!("user {} has no roles; give it at least one", u.name),
@@ -413,6 +413,7 @@ impl Config {
                 }
             }
         }
+        self.validate_identity(&loc, &mut problems);
         problems
     }
 }

@@ -136,6 +136,9 @@ pub struct DemoInfo {
     /// Each demo user's API key (fresh each run).
     #[serde(serialize_with = "expose_keys")]
     pub keys: BTreeMap<String, Secret>,
+    /// One-time browser sign-in links for alice, bob and admin (each works once, 30 minutes).
+    #[serde(serialize_with = "expose_keys")]
+    pub sign_in_links: BTreeMap<String, Secret>,
 }
 
 fn expose_keys<S: serde::Serializer>(
@@ -448,6 +451,21 @@ impl Demo {
         let init = crate::pki::init(&cfg.gateway.certs_dir, &cfg.gateway.public_name)?;
         let runtime = Runtime::open(cfg, &text).await?;
         open_ticket(&runtime).await?;
+        let mut sign_in_links = BTreeMap::new();
+        for name in ["alice", "bob", "admin"] {
+            let user = name.parse().expect("demo user names are valid");
+            let token = runtime
+                .identity
+                .link(&user)
+                .map_err(|r| DemoError::Config {
+                    problems: r.0,
+                    path: config_path.clone(),
+                })?;
+            sign_in_links.insert(
+                name.to_string(),
+                Secret::new(format!("https://{api_addr}/auth/link?token={token}")),
+            );
+        }
 
         let gateway_key = runtime.keys.ssh_host_key().public_key().clone();
         let known_hosts = dir.join("known_hosts");
@@ -495,6 +513,7 @@ impl Demo {
             principal: PRINCIPAL,
             sftp: sftp_server.is_some(),
             keys,
+            sign_in_links,
         };
         Ok(Demo {
             info,

@@ -183,10 +183,14 @@ impl Service {
                 crate::types::rfc3339(grant.expires_at)
             )));
         }
+        let user = self
+            .person(&grant.requester)
+            .await
+            .map_err(|e| internal(e.into()))?;
         let (Some(task), Some(target), Some(user)) = (
             self.cfg.task(&grant.task),
             self.cfg.target(&grant.target),
-            self.cfg.user(&grant.requester),
+            user.as_ref(),
         ) else {
             return Err(deny(format!(
                 "grant {}'s user, task or target is no longer configured",

@@ -168,10 +168,22 @@ impl Service {
         &self.bus
     }
 
-    fn user(&self, name: &UserName) -> Result<&UserConfig, GrantError> {
-        self.cfg
-            .user(name)
-            .ok_or_else(|| GrantError::Forbidden(format!("user {name} is not configured")))
+    /// Who `name` is now: their `[[users]]` entry combined with what the identity provider
+    /// said at their last sign-in (see [`crate::config::Config::effective_user`]).
+    pub async fn person(&self, name: &UserName) -> Result<Option<UserConfig>, GrantError> {
+        let groups = match &self.cfg.oidc {
+            Some(_) => self.store.person(name).await?.map(|p| p.groups),
+            None => None,
+        };
+        Ok(self.cfg.effective_user(name, groups.as_deref()))
+    }
+
+    async fn user(&self, name: &UserName) -> Result<UserConfig, GrantError> {
+        self.person(name).await?.ok_or_else(|| {
+            GrantError::Forbidden(format!(
+                "user {name} is not configured and has no role from the identity provider"
+            ))
+        })
     }
 
     /// Create a request. Denials are recorded (request stored as denied, audited) and returned.
@@ -397,7 +409,7 @@ impl Service {
             )));
         }
         // Re-check everything the request depended on: the world may have changed.
-        let requester = self.user(&req.requester)?.clone();
+        let requester = self.user(&req.requester).await?;
         if let Err(why) = self.check_request(&req, &requester, req.kind).await? {
             self.reject(&mut req, "system", format!("no longer allowed: {why}"))
                 .await?;

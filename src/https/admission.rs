@@ -427,7 +427,11 @@ pub(super) fn strip_our_cookie(h: &mut http::HeaderMap) {
         .map(|v| {
             v.split(';')
                 .map(str::trim)
-                .filter(|c| !c.starts_with(&format!("{COOKIE}=")))
+                // Neither the gateway's cookie nor the console's reaches a target.
+                .filter(|c| {
+                    let name = c.split('=').next().unwrap_or_default();
+                    !super::forward::is_jitgate_cookie(name.as_bytes())
+                })
                 .collect::<Vec<_>>()
                 .join("; ")
         })
@@ -442,7 +446,7 @@ pub(super) fn strip_our_cookie(h: &mut http::HeaderMap) {
 }
 
 /// A field of an `application/x-www-form-urlencoded` body.
-pub(super) fn form_value(body: &[u8], name: &str) -> Option<String> {
+pub(crate) fn form_value(body: &[u8], name: &str) -> Option<String> {
     let text = std::str::from_utf8(body).ok()?;
     text.split('&').find_map(|pair| {
         let (k, v) = pair.split_once('=')?;

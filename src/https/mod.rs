@@ -5,10 +5,10 @@
 //! session is cut (in-flight streams aborted, websockets closed, later requests refused) when
 //! its grant ends.
 
-mod admission;
+pub(crate) mod admission;
 mod allow;
 pub mod forward;
-mod pages;
+pub(crate) mod pages;
 pub mod record;
 mod websocket;
 
@@ -508,9 +508,10 @@ impl Gateway {
             .headers
             .get_all(header::SET_COOKIE)
             .iter()
+            .filter(|c| !forward::sets_jitgate_cookie(c))
             .map(forward::rewrite_set_cookie)
             .collect();
-        if !cookies.is_empty() {
+        if parts.headers.contains_key(header::SET_COOKIE) {
             parts.headers.remove(header::SET_COOKIE);
             for c in cookies {
                 parts.headers.append(header::SET_COOKIE, c);

@@ -7,7 +7,7 @@ use hyper::body::Incoming;
 use super::{RespBody, full};
 use crate::config::TaskConfig;
 
-fn esc(s: &str) -> String {
+pub(crate) fn esc(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")

@@ -3,7 +3,10 @@
 //! PostgreSQL implementation can follow (records as whole values, no SQLite types in signatures).
 
 pub mod lock;
+mod people;
 pub mod sqlite;
+
+pub use people::{Person, SignIn, SignInKind, SignInMethod};
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -345,4 +348,11 @@ pub trait Store: Send + Sync + 'static {
     /// The last indexed audit record's `(seq, hash)`.
     async fn audit_head(&self) -> Result<Option<(u64, String)>, StoreError>;
     async fn audit(&self, f: &AuditFilter) -> Result<Vec<AuditEntry>, StoreError>;
+
+    async fn put_person(&self, p: &Person) -> Result<(), StoreError>;
+    async fn person(&self, name: &UserName) -> Result<Option<Person>, StoreError>;
+
+    async fn put_sign_in(&self, s: &SignIn) -> Result<(), StoreError>;
+    /// The sign-in whose secret hashes to `sha256` (hex).
+    async fn sign_in(&self, sha256: &str) -> Result<Option<SignIn>, StoreError>;
 }

@@ -10,8 +10,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::{
-    AuditEntry, AuditFilter, Grant, GrantFilter, Request, RequestFilter, Review, SessionFilter,
-    SessionRecord, Store, StoreError, Ticket,
+    AuditEntry, AuditFilter, Grant, GrantFilter, Person, Request, RequestFilter, Review,
+    SessionFilter, SessionRecord, SignIn, Store, StoreError, Ticket,
 };
 use crate::types::{GrantId, RequestId, SessionId, TicketRef, UnixTime};
 
@@ -509,6 +509,60 @@ impl Store for SqliteStore {
                 .map_err(db)?;
             Ok(out)
         })
+        .await
+    }
+
+    async fn put_person(&self, p: &Person) -> Result<(), StoreError> {
+        let (name, data) = (p.name.to_string(), to_json(p)?);
+        self.with(move |c| {
+            c.execute(
+                "INSERT INTO people (name, data) VALUES (?1, ?2)
+                 ON CONFLICT(name) DO UPDATE SET data = ?2",
+                params![name, data],
+            )
+            .map_err(db)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn person(&self, name: &crate::types::UserName) -> Result<Option<Person>, StoreError> {
+        self.one("SELECT data FROM people WHERE name = ?1", name.to_string())
+            .await
+    }
+
+    async fn put_sign_in(&self, s: &SignIn) -> Result<(), StoreError> {
+        let data = to_json(s)?;
+        let (hash, id, user, expires) = (
+            s.secret_sha256.clone(),
+            s.id.clone(),
+            s.user.to_string(),
+            s.expires_at,
+        );
+        self.with(move |c| {
+            // Sign-ins over for a day are of no more use (the audit log keeps their story).
+            c.execute(
+                "DELETE FROM sign_ins WHERE expires_at < ?1",
+                params![crate::types::now() - 86_400],
+            )
+            .map_err(db)?;
+            c.execute(
+                "INSERT INTO sign_ins (secret_sha256, id, user, expires_at, data)
+                 VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT(secret_sha256) DO UPDATE SET data = ?5",
+                params![hash, id, user, expires, data],
+            )
+            .map_err(db)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn sign_in(&self, sha256: &str) -> Result<Option<SignIn>, StoreError> {
+        self.one(
+            "SELECT data FROM sign_ins WHERE secret_sha256 = ?1",
+            sha256.to_string(),
+        )
         .await
     }
 }

@@ -73,4 +73,17 @@ pub(super) const MIGRATIONS: &[&str] = &[
         data TEXT NOT NULL
     );
     CREATE INDEX reviews_open ON reviews(open, user);",
+    // 4: people from the identity provider and their sign-ins
+    "CREATE TABLE people (
+        name TEXT PRIMARY KEY,
+        data TEXT NOT NULL
+    );
+    CREATE TABLE sign_ins (
+        secret_sha256 TEXT PRIMARY KEY,
+        id TEXT NOT NULL UNIQUE,
+        user TEXT NOT NULL,
+        expires_at INTEGER NOT NULL,
+        data TEXT NOT NULL
+    );
+    CREATE INDEX sign_ins_user ON sign_ins(user);",
 ];
