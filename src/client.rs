@@ -107,6 +107,15 @@ impl Client {
         })
     }
 
+    /// `host:port` as the Host header names it.
+    fn authority(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+
     /// `GET path`.
     pub async fn get(&self, path: &str) -> Result<Answer, ClientError> {
         self.call("GET", path, None).await
@@ -157,7 +166,7 @@ impl Client {
         let mut req = Request::builder()
             .method(method)
             .uri(path)
-            .header(hyper::header::HOST, self.host.as_str())
+            .header(hyper::header::HOST, self.authority())
             .header(hyper::header::ACCEPT, "application/json");
         if let Some(k) = &self.key {
             req = req.header(

@@ -83,7 +83,9 @@ pub async fn login(cli: &Cli, no_browser: bool) -> Result<i32> {
     let state = random_id(24);
     let redirect = format!("http://127.0.0.1:{port}/callback");
     let start = format!(
-        "{url}/login?cli_redirect={}&cli_challenge={}&cli_state={state}",
+        // step_up: the provider checks the person again when its own sign-in is older than
+        // step_up_max_age, so a fresh `jitgate login` can always approve high-impact work.
+        "{url}/login?cli_redirect={}&cli_challenge={}&cli_state={state}&step_up=1",
         url_encode(&redirect),
         challenge(&verifier)
     );

@@ -39,8 +39,9 @@ pub fn page(
     r
 }
 
-/// Headers every console answer carries: no framing, no referrer (callback URLs carry codes),
-/// no caching, and a policy that allows only the console's own style sheet.
+/// Headers every console answer carries: no framing, no referrer for other origins (callback
+/// URLs carry codes; `same-origin` rather than `no-referrer`, with which browsers send
+/// `Origin: null` on the console's own form posts), no caching, and a policy that allows only the console's own style sheet.
 pub fn secure_headers(h: &mut HeaderMap, form_targets: &[String]) {
     let mut forms = String::from("'self'");
     for t in form_targets {
@@ -53,7 +54,7 @@ pub fn secure_headers(h: &mut HeaderMap, form_targets: &[String]) {
         }
     }
     let csp = format!(
-        "default-src 'none'; style-src 'self'; img-src 'self'; form-action {forms}; frame-ancestors 'none'; base-uri 'none'"
+        "default-src 'none'; style-src 'self'; img-src 'self'; connect-src 'self'; form-action {forms}; frame-ancestors 'none'; base-uri 'none'"
     );
     if let Ok(v) = HeaderValue::from_str(&csp) {
         h.insert(header::CONTENT_SECURITY_POLICY, v);
@@ -61,7 +62,7 @@ pub fn secure_headers(h: &mut HeaderMap, form_targets: &[String]) {
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     h.insert(
         header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
+        HeaderValue::from_static("same-origin"),
     );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     h.insert(

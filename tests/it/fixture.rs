@@ -66,6 +66,8 @@ pub struct Opts {
     pub extra: String,
     /// Keys added to `[gateway]` (one per line).
     pub gateway: String,
+    /// A fixed API port (for a redirect URI registered at the identity provider); 0 = any.
+    pub api_port: u16,
 }
 
 impl Default for Opts {
@@ -77,6 +79,7 @@ impl Default for Opts {
             require_assignee: true,
             extra: String::new(),
             gateway: String::new(),
+            api_port: 0,
         }
     }
 }
@@ -104,6 +107,12 @@ impl Opts {
         self
     }
 
+    /// Listen for the API on this port.
+    pub fn api_port(mut self, port: u16) -> Self {
+        self.api_port = port;
+        self
+    }
+
     /// Append `toml` to the configuration.
     pub fn extra(mut self, toml: &str) -> Self {
         self.extra.push('\n');
@@ -119,10 +128,10 @@ pub const PERMIT_ALL: &str = "permit (principal, action, resource);\n";
 pub fn config_text(opts: &Opts) -> String {
     let mut s = String::new();
     s.push_str(
-        r#"# written by the jitgate integration tests
+        &r#"# written by the jitgate integration tests
 [gateway]
 public_name = "localhost"
-api_listen = "127.0.0.1:0"
+api_listen = "127.0.0.1:{api_port}"
 ssh_listen = "127.0.0.1:0"
 https_listen = "127.0.0.1:0"
 metrics_listen = "127.0.0.1:0"
@@ -130,7 +139,8 @@ data_dir = "data"
 certs_dir = "certs"
 recordings_dir = "recordings"
 expiry_warning = "60s"
-"#,
+"#
+        .replace("{api_port}", &opts.api_port.to_string()),
     );
     s.push_str(&opts.gateway);
     s.push_str(

@@ -20,6 +20,7 @@ mod kex;
 mod nginx;
 mod openapi;
 mod peers;
+mod sign_in;
 mod ssh;
 mod sshd;
 mod webhooks;

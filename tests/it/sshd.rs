@@ -67,8 +67,9 @@ fn login_ids() -> (String, String) {
     (id("-u"), id("-g"))
 }
 
-/// A free loopback port (free when asked; sshd reports when it lost a race for it).
-fn free_port() -> u16 {
+/// A free loopback port (free when asked; a server started on it reports when it lost a race
+/// for it).
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("bind a loopback port")

@@ -174,7 +174,13 @@ async function run(msg, timeout) {
       const page = await contextOf(msg).newPage();
       page.setDefaultTimeout(timeout);
       const id = `p${++seq}`;
-      pages.set(id, { page, ctx: msg.ctx });
+      // Every main-frame navigation request, redirects included (what a tester would see in the
+      // browser's network panel): tests read the provider's redirects from it.
+      const navigations = [];
+      page.on('request', (r) => {
+        if (r.isNavigationRequest() && r.frame() === page.mainFrame()) navigations.push(r.url());
+      });
+      pages.set(id, { page, ctx: msg.ctx, navigations });
       return id;
     }
     case 'goto': {
@@ -189,6 +195,8 @@ async function run(msg, timeout) {
       return click(pageOf(msg), need(msg.selector, 'selector'), timeout);
     case 'url':
       return pageOf(msg).url();
+    case 'navigations':
+      return pages.get(need(msg.page, 'page'))?.navigations ?? [];
     case 'content':
       return pageOf(msg).content();
     case 'text':

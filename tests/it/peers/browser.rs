@@ -306,6 +306,18 @@ impl Page {
         r["url"].as_str().unwrap_or_default().to_string()
     }
 
+    /// Every main-frame navigation this page made, redirects included, oldest first.
+    pub fn navigations(&self) -> Vec<String> {
+        self.must("navigations", json!({}))
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// The page's URL now.
     pub fn url(&self) -> String {
         let r = self.must("url", json!({}));

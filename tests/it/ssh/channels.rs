@@ -16,6 +16,7 @@ use super::{
     ssh_cmd, ssh_exec, with_token,
 };
 use crate::harness::{Out, output};
+use crate::sshd::free_port;
 
 #[tokio::test]
 async fn exec_returns_exit_code_stdout_and_stderr() {
@@ -298,13 +299,6 @@ impl Echo {
         });
         Self { port, conns }
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
 }
 
 /// Start `ssh -N -L LPORT:127.0.0.1:echo`, connect through it, send a line; returns what came
