@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 
 use crate::config::{Config, TargetConfig, TaskConfig, UserConfig};
 use crate::store::Ticket;
-use crate::types::{Ttl, UserName};
+use crate::types::Ttl;
 
 /// The schema every policy is validated against. Part of the contract for policy authors.
 pub const SCHEMA: &str = r#"
@@ -92,8 +92,8 @@ pub struct Query<'a> {
     pub ticket: &'a Ticket,
     pub ttl: Ttl,
     pub reason: &'a str,
-    /// Approvers so far, including the principal for `approve`.
-    pub approvers: &'a [UserName],
+    /// Approvers so far, including the principal for `approve`, as they are now.
+    pub approvers: &'a [UserConfig],
 }
 
 /// A problem in a policy file, with its line.
@@ -281,11 +281,11 @@ impl Engine {
     }
 
     /// Ask the policies; `Err` carries the reason for a denial.
-    pub fn evaluate(&self, cfg: &Config, q: &Query<'_>) -> Result<(), String> {
+    pub fn evaluate(&self, q: &Query<'_>) -> Result<(), String> {
         let Some(policies) = &self.policies else {
             return Ok(());
         };
-        let entities = self.entities(cfg, q).map_err(|e| {
+        let entities = self.entities(q).map_err(|e| {
             format!("policy input could not be built ({e}); this is a jitgate bug, denying")
         })?;
         let action = EntityUid::from_str(&format!("Action::{:?}", q.action.as_str()))
@@ -303,7 +303,7 @@ impl Engine {
             "reason": q.reason,
             "requester": {"__entity": {"type": "User", "id": q.requester.name.as_str()}},
             "approvals": q.approvers.len() as i64,
-            "approvers": q.approvers.iter().map(|a| json!({"__entity": {"type": "User", "id": a.as_str()}})).collect::<Vec<_>>(),
+            "approvers": q.approvers.iter().map(|a| json!({"__entity": {"type": "User", "id": a.name.as_str()}})).collect::<Vec<_>>(),
             "hour_utc": now.hour() as i64,
             "weekday": now.weekday().number_from_monday() as i64,
         });
@@ -346,13 +346,9 @@ impl Engine {
         }
     }
 
-    fn entities(&self, cfg: &Config, q: &Query<'_>) -> Result<Entities, String> {
+    fn entities(&self, q: &Query<'_>) -> Result<Entities, String> {
         let mut users: Vec<&UserConfig> = vec![q.principal, q.requester];
-        for a in q.approvers {
-            if let Some(u) = cfg.user(a) {
-                users.push(u);
-            }
-        }
+        users.extend(q.approvers.iter());
         users.sort_by(|a, b| a.name.cmp(&b.name));
         users.dedup_by(|a, b| a.name == b.name);
         let mut groups: Vec<&str> = users
@@ -458,25 +454,22 @@ max_ttl = "30m"
             opened_at: 0,
             updated_at: 0,
         };
-        let approvers: Vec<UserName> = if action == Action::Approve {
-            vec![who.parse().unwrap()]
+        let approvers: Vec<UserConfig> = if action == Action::Approve {
+            vec![cfg.user(&who.parse().unwrap()).unwrap().clone()]
         } else {
             vec![]
         };
-        e.evaluate(
-            cfg,
-            &Query {
-                action,
-                principal: cfg.user(&who.parse().unwrap()).unwrap(),
-                requester: cfg.user(&requester.parse().unwrap()).unwrap(),
-                task: &cfg.tasks[0],
-                target: &cfg.targets[0],
-                ticket: &ticket,
-                ttl: Ttl::from_secs(600),
-                reason: "fix",
-                approvers: &approvers,
-            },
-        )
+        e.evaluate(&Query {
+            action,
+            principal: cfg.user(&who.parse().unwrap()).unwrap(),
+            requester: cfg.user(&requester.parse().unwrap()).unwrap(),
+            task: &cfg.tasks[0],
+            target: &cfg.targets[0],
+            ticket: &ticket,
+            ttl: Ttl::from_secs(600),
+            reason: "fix",
+            approvers: &approvers,
+        })
     }
 
     #[test]

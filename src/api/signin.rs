@@ -7,7 +7,6 @@ use axum::extract::State;
 use axum::extract::rejection::JsonRejection;
 use axum::http::StatusCode;
 use axum::http::request::Parts;
-use axum::response::IntoResponse;
 use serde::Deserialize;
 use serde_json::json;
 
@@ -160,13 +159,10 @@ pub(super) async fn sign_in_link(
         })
         .unwrap_or_else(|| state.grants.config().gateway.api_listen.to_string());
     let expires = crate::types::now() + crate::identity::LINK_WINDOW.as_secs() as i64;
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({
-            "user": user,
-            "url": format!("https://{host}/auth/link?token={token}"),
-            "expires_at": rfc3339(expires),
-        })),
-    )
-        .into_response())
+    // 200, not 201: a link is a credential to hand over, not a resource the API serves.
+    ok(json!({
+        "user": user,
+        "url": format!("https://{host}/auth/link?token={token}"),
+        "expires_at": rfc3339(expires),
+    }))
 }

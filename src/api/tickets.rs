@@ -35,15 +35,20 @@ pub(super) fn ticket_id(s: &str) -> Result<TicketRef, ApiError> {
         .map_err(|e: String| ApiError::bad_request(format!("ticket id: {e}")))
 }
 
-/// A well-formed name (else 400) of a configured user (else 404: the name is fine, the user
-/// does not exist).
-fn known_user(state: &AppState, s: &str) -> Result<UserName, ApiError> {
+/// A well-formed name (else 400) of a configured user or a person who signed in through the
+/// identity provider (else 404: the name is fine, the user does not exist).
+async fn known_user(state: &AppState, s: &str) -> Result<UserName, ApiError> {
     let name: UserName = s
         .parse()
         .map_err(|e: String| ApiError::bad_request(format!("assignee: {e}")))?;
-    if state.grants.config().user(&name).is_none() {
+    if state.grants.config().user(&name).is_none() && state.grants.person(&name).await?.is_none() {
+        let how = if state.grants.config().oidc.is_some() {
+            "add it under [[users]], or have them sign in once"
+        } else {
+            "add it under [[users]]"
+        };
         return Err(ApiError::not_found(format!(
-            "user {name} is not configured; add it under [[users]]"
+            "user {name} is not configured; {how}"
         )));
     }
     Ok(name)
@@ -57,7 +62,7 @@ pub(super) async fn open_ticket(
     caller.require(TICKET_ROLES, "open tickets")?;
     let Json(b) = body?;
     let id = ticket_id(&b.id)?;
-    let assignee = known_user(&state, &b.assignee)?;
+    let assignee = known_user(&state, &b.assignee).await?;
     let change = state
         .grants
         .tickets()
@@ -110,7 +115,7 @@ pub(super) async fn assign_ticket(
     let Json(b) = body?;
     let assignee = match b.assignee.as_deref() {
         None => None,
-        Some(a) => Some(known_user(&state, a)?),
+        Some(a) => Some(known_user(&state, a).await?),
     };
     let change = state
         .grants

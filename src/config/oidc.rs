@@ -298,7 +298,7 @@ impl Config {
     /// How a person's roles are found, for `jitgate check` to print.
     pub fn identity_rule(&self) -> String {
         match &self.oidc {
-            None => "sign-in: API keys (jgk_) only; no [oidc] section".into(),
+            None => "sign-in: API keys only; no [oidc] section, so people sign in to the console with one-time links".into(),
             Some(o) => format!(
                 "sign-in: people through {} (user name from the {:?} claim, groups from {:?}); \
                  their roles are those of every [[oidc.role_mappings]] group they are in ({} mapped), \

@@ -299,15 +299,22 @@ impl Service {
         principal: &UserConfig,
         approvers: &[UserName],
     ) -> Result<Result<(), String>, GrantError> {
-        let requester = match self.cfg.user(&req.requester) {
-            Some(u) => u,
-            None => {
-                return Ok(Err(format!(
-                    "user {} is no longer configured",
-                    req.requester
-                )));
-            }
+        let Some(requester) = self.person(&req.requester).await? else {
+            return Ok(Err(format!(
+                "user {} is no longer configured and has no role from the identity provider",
+                req.requester
+            )));
         };
+        let requester = &requester;
+        // Approvers as they are now; one who has left still counts, with nothing but a name.
+        let mut known = Vec::with_capacity(approvers.len());
+        for a in approvers {
+            known.push(
+                self.person(a)
+                    .await?
+                    .unwrap_or_else(|| UserConfig::named(a.clone())),
+            );
+        }
         let (Some(task), Some(target)) = (self.cfg.task(&req.task), self.cfg.target(&req.target))
         else {
             return Ok(Err("task or target is no longer configured".into()));
@@ -315,20 +322,17 @@ impl Service {
         let Some(ticket) = self.store.ticket(&req.ticket).await? else {
             return Ok(Err(format!("ticket {} does not exist", req.ticket)));
         };
-        Ok(self.policy.evaluate(
-            &self.cfg,
-            &policy::Query {
-                action,
-                principal,
-                requester,
-                task,
-                target,
-                ticket: &ticket,
-                ttl: req.ttl,
-                reason: &req.reason,
-                approvers,
-            },
-        ))
+        Ok(self.policy.evaluate(&policy::Query {
+            action,
+            principal,
+            requester,
+            task,
+            target,
+            ticket: &ticket,
+            ttl: req.ttl,
+            reason: &req.reason,
+            approvers: &known,
+        }))
     }
 
     /// One request, visible to its requester and to approvers, reviewers and admins.

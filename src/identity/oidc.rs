@@ -20,6 +20,10 @@ const METADATA_TTL: Duration = Duration::from_secs(3600);
 /// most this often (a provider rotating keys is picked up; a flood of bad tokens is not a flood
 /// of fetches).
 const KEY_REFRESH_MIN: Duration = Duration::from_secs(30);
+/// After discovery failed, sign-ins are refused with the same reason for this long before the
+/// provider is asked again (anonymous `/login` requests must not become a flood of outbound
+/// connections).
+const RETRY_AFTER: Duration = Duration::from_secs(10);
 /// Clock difference tolerated between jitgate and the provider.
 const LEEWAY: u64 = 60;
 
@@ -60,6 +64,7 @@ pub struct Provider {
     http: IdpHttp,
     cache: tokio::sync::Mutex<Option<Cached>>,
     last_key_fetch: Mutex<Option<Instant>>,
+    last_failure: Mutex<Option<(Instant, String)>>,
 }
 
 struct Cached {
@@ -100,6 +105,7 @@ impl Provider {
             http: IdpHttp::new(ca.as_deref())?,
             cache: tokio::sync::Mutex::new(None),
             last_key_fetch: Mutex::new(None),
+            last_failure: Mutex::new(None),
         })
     }
 
@@ -116,7 +122,21 @@ impl Provider {
         {
             return Ok(c.meta.clone());
         }
-        let fresh = self.discover().await?;
+        if let Some((at, why)) = self.last_failure.lock().expect("failure lock").as_ref()
+            && at.elapsed() < RETRY_AFTER
+        {
+            return Err(why.clone());
+        }
+        let fresh = match self.discover().await {
+            Ok(f) => f,
+            Err(why) => {
+                tracing::warn!(issuer = %self.cfg.issuer, error = %why, "identity provider discovery failed");
+                *self.last_failure.lock().expect("failure lock") =
+                    Some((Instant::now(), why.clone()));
+                return Err(why);
+            }
+        };
+        *self.last_failure.lock().expect("failure lock") = None;
         let meta = fresh.meta.clone();
         *cache = Some(fresh);
         Ok(meta)

@@ -210,3 +210,64 @@ fn init_creates_keys_once_and_never_overwrites() {
     assert_eq!(code, 1, "serve started without keys");
     assert!(err.contains("init"), "{err}");
 }
+
+/// An `[oidc]` section for a provider nobody contacts (`check` reads files, not the network).
+const OIDC: &str = r#"
+[oidc]
+issuer = "https://idp.example.test"
+client_id = "jitgate"
+client_secret = "a-long-client-secret-for-check"
+
+[[oidc.role_mappings]]
+group = "helpdesk"
+roles = ["technician"]
+"#;
+
+#[test]
+fn check_validates_oidc_and_explains_how_a_person_gets_roles() {
+    let gw = Gateway::prepare(Opts::default().extra(OIDC));
+    let (code, out, err) = gw.run(&["check"], &[]);
+    assert_eq!(code, 0, "{out} {err}");
+    assert!(
+        out.contains("sign-in: people through https://idp.example.test")
+            && out.contains("plus the roles of a [[users]] entry of the same name"),
+        "{out}"
+    );
+
+    let prefix = |gw: &Gateway, text: &str, needle: &str| {
+        format!("{}:{}:", gw.config.display(), line_of(text, needle))
+    };
+    // An unknown key, a role that does not exist, a CA file that is not there.
+    let gw = Gateway::prepare(Opts::default().extra(OIDC));
+    let text = edit_config(&gw, "client_id = \"jitgate\"", "clientid = \"jitgate\"");
+    assert_check_fails(&gw, &prefix(&gw, &text, "clientid"), "clientid");
+
+    let gw = Gateway::prepare(
+        Opts::default().extra(&OIDC.replace("[\"technician\"]", "[\"technican\"]")),
+    );
+    let text = std::fs::read_to_string(&gw.config).unwrap();
+    assert_check_fails(&gw, &prefix(&gw, &text, "technican"), "technican");
+
+    let gw = Gateway::prepare(Opts::default().extra(OIDC));
+    let text = edit_config(
+        &gw,
+        "client_id = \"jitgate\"",
+        "client_id = \"jitgate\"\nca = \"no-such-ca.pem\"",
+    );
+    assert_check_fails(&gw, &prefix(&gw, &text, "no-such-ca.pem"), "no-such-ca.pem");
+}
+
+#[test]
+fn check_refuses_a_configuration_nobody_can_sign_in_to() {
+    let gw = Gateway::prepare(Opts::default());
+    let text = std::fs::read_to_string(&gw.config).unwrap();
+    let keyless: String = text
+        .lines()
+        .filter(|l| !l.starts_with("api_key_sha256"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&gw.config, keyless).unwrap();
+    let (code, _, err) = gw.run(&["check"], &[]);
+    assert_eq!(code, 1);
+    assert!(err.contains("nobody can sign in"), "{err}");
+}

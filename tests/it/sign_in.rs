@@ -519,3 +519,50 @@ async fn without_a_provider_one_time_links_sign_people_in_once() {
     assert!(p.text("#why").contains("already used"), "{}", p.content());
     assert!(again.cookie("__Host-jitgate-console").is_none());
 }
+
+#[tokio::test]
+async fn a_person_known_only_from_the_provider_requests_and_is_admitted() {
+    let s = sso("", "");
+    let who = person("olga", &["it-helpdesk"]);
+    let xdg = tempfile::tempdir().unwrap();
+    let ctx = browser().context();
+    let (code, out, err) = cli_login(&s.gw, xdg.path(), &ctx, &who);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let a =
+        s.gw.api("admin")
+            .post(
+                "/api/v1/tickets",
+                json!({ "id": "INC-78", "assignee": who, "title": "printer" }),
+            )
+            .await
+            .unwrap();
+    assert!(a.ok(), "{:?}", a.body);
+    let (code, out, err) = cli_as_person(
+        &s.gw,
+        xdg.path(),
+        &[
+            "request",
+            "--task",
+            "reset-credential",
+            "--target",
+            "dc-01",
+            "--ticket",
+            "INC-78",
+            "--ttl",
+            "10m",
+            "--reason",
+            "printer queue",
+        ],
+    );
+    assert_eq!(code, 0, "{out}\n{err}");
+    let req = out.lines().next().unwrap().trim().to_string();
+    // The approval re-checks the requester, whom only the store knows (no [[users]] entry).
+    let (code, out, err) = s.gw.cli("carol", &["approve", &req]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let (code, out, err) = cli_as_person(&s.gw, xdg.path(), &["token", &req]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let token = out.lines().next().unwrap().trim().to_string();
+    let admitted = s.gw.admit(&token, &who, "ssh").await;
+    assert!(admitted.ok(), "{:?}", admitted.body);
+    assert_eq!(admitted.body["user"], who.as_str());
+}

@@ -252,7 +252,7 @@ pub fn document() -> Value {
         "paths": paths,
         "components": {
             "securitySchemes": {
-                "apiKey": {"type": "http", "scheme": "bearer", "description": "A jgk_ API key: Authorization: Bearer jgk_..."},
+                "apiKey": {"type": "http", "scheme": "bearer", "description": "A jgk_ API key (Authorization: Bearer jgk_...), a person's jgs_ CLI credential from jitgate login (Bearer jgs_...), or the console's session cookie __Host-jitgate-console (state-changing calls then also need a same-origin Origin and X-CSRF-Token)"},
                 "metricsToken": {"type": "http", "scheme": "bearer", "description": "gateway.metrics_token, for Prometheus scrapers"},
             },
             "schemas": schemas(),
