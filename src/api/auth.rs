@@ -36,7 +36,7 @@ pub enum Via {
     /// An API key (automation).
     ApiKey,
     /// A person's sign-in: console session or CLI credential.
-    SignIn(SignIn),
+    SignIn(Box<SignIn>),
 }
 
 impl Caller {
@@ -221,7 +221,7 @@ async fn authenticate(parts: &Parts, state: &AppState) -> Result<Caller, Failure
                 .authenticate(key, SignInKind::Cli)
                 .await
                 .map_err(Failure::Bad)?;
-            return Ok(Caller(a.user, Via::SignIn(a.sign_in)));
+            return Ok(Caller(a.user, Via::SignIn(Box::new(a.sign_in))));
         }
         return api_key(key, state)
             .map(|u| Caller(u, Via::ApiKey))
@@ -240,7 +240,7 @@ async fn authenticate(parts: &Parts, state: &AppState) -> Result<Caller, Failure
     if !parts.method.is_safe() {
         check_csrf(parts, &a.sign_in)?;
     }
-    Ok(Caller(a.user, Via::SignIn(a.sign_in)))
+    Ok(Caller(a.user, Via::SignIn(Box::new(a.sign_in))))
 }
 
 /// A state-changing request with the console cookie must come from the console's own origin

@@ -37,8 +37,21 @@ pub struct OidcConfig {
     /// Lifetime of the credential `jitgate login` gives the CLI.
     #[serde(default = "default_cli_ttl")]
     pub cli_credential_ttl: Ttl,
+    /// How jitgate authenticates at the token endpoint; default `client_secret_basic`, or
+    /// `client_secret_post` when that is the only one the provider lists.
+    pub token_endpoint_auth: Option<TokenAuth>,
     #[serde(default)]
     pub role_mappings: Vec<RoleMapping>,
+}
+
+/// Client authentication at the token endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenAuth {
+    /// HTTP Basic with the form-encoded id and secret.
+    ClientSecretBasic,
+    /// `client_id` and `client_secret` in the form body.
+    ClientSecretPost,
 }
 
 /// `[[oidc.role_mappings]]`: members of `group` get `roles` (and `vendor`).

@@ -183,10 +183,7 @@ impl Service {
                 crate::types::rfc3339(grant.expires_at)
             )));
         }
-        let user = self
-            .person(&grant.requester)
-            .await
-            .map_err(|e| internal(e.into()))?;
+        let user = self.person(&grant.requester).await.map_err(internal)?;
         let (Some(task), Some(target), Some(user)) = (
             self.cfg.task(&grant.task),
             self.cfg.target(&grant.target),

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::http::{Body, IdpHttp, url_encode};
-use crate::config::OidcConfig;
+use crate::config::{OidcConfig, TokenAuth};
 use crate::types::{Secret, now};
 
 /// Metadata and keys are read again after this long.
@@ -253,14 +253,19 @@ impl Provider {
     /// Redeem an authorization code (with the PKCE verifier) at the token endpoint.
     pub async fn exchange(&self, code: &str, verifier: &str) -> Result<Tokens, String> {
         let meta = self.metadata().await?;
-        // client_secret_basic unless the provider says it only takes client_secret_post.
-        let post = meta
-            .token_endpoint_auth_methods_supported
-            .as_ref()
-            .is_some_and(|m| {
-                !m.iter().any(|x| x == "client_secret_basic")
-                    && m.iter().any(|x| x == "client_secret_post")
-            });
+        // As configured; else client_secret_basic unless the provider lists only
+        // client_secret_post.
+        let post = match self.cfg.token_endpoint_auth {
+            Some(TokenAuth::ClientSecretPost) => true,
+            Some(TokenAuth::ClientSecretBasic) => false,
+            None => meta
+                .token_endpoint_auth_methods_supported
+                .as_ref()
+                .is_some_and(|m| {
+                    !m.iter().any(|x| x == "client_secret_basic")
+                        && m.iter().any(|x| x == "client_secret_post")
+                }),
+        };
         let mut fields: Vec<(&str, &str)> = vec![
             ("grant_type", "authorization_code"),
             ("code", code),

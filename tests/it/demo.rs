@@ -438,3 +438,32 @@ fn demo_target_accepts_only_certificates_from_the_gateway_ca_for_principal_demo(
         "{logs}"
     );
 }
+
+#[test]
+fn demo_prints_one_time_sign_in_links_that_work_once_in_a_browser() {
+    let demo = Demo::start();
+    for user in ["alice", "bob", "admin"] {
+        let link = demo.info["sign_in_links"][user]
+            .as_str()
+            .unwrap_or_default();
+        assert!(
+            link.starts_with(&format!("{}/auth/link?token=", demo.s("api"))),
+            "{user}: {link}"
+        );
+    }
+    let link = demo.info["sign_in_links"]["alice"].as_str().unwrap();
+    let ctx = crate::peers::browser().context();
+    let page = ctx.page();
+    page.goto(link);
+    page.click("#continue");
+    assert_eq!(page.text("#user"), "alice", "{}", page.content());
+    assert!(page.text("#roles").contains("technician"));
+    let again = ctx.page();
+    again.goto(link);
+    again.click("#continue");
+    assert!(
+        again.text("#why").contains("already used"),
+        "{}",
+        again.content()
+    );
+}

@@ -29,9 +29,14 @@ struct Sso {
 /// `[oidc]` for the test provider with `extra` keys; helpdesk → technician, approvers →
 /// approver.
 fn sso(extra_oidc: &str, extra: &str) -> Sso {
+    sso_with(extra_oidc, extra, "client_secret_basic")
+}
+
+/// [`sso`], with the client registered for `auth_method` at the token endpoint.
+fn sso_with(extra_oidc: &str, extra: &str, auth_method: &str) -> Sso {
     let port = free_port();
     let redirect = format!("https://127.0.0.1:{port}/auth/callback");
-    let (client_id, secret) = idp().register_client(&redirect, "client_secret_basic");
+    let (client_id, secret) = idp().register_client(&redirect, auth_method);
     let toml = format!(
         r#"
 [oidc]
@@ -177,6 +182,19 @@ async fn a_person_signs_in_through_the_provider_and_out_again() {
     let status = after.goto(&format!("{}/api/v1/whoami", s.gw.url()));
     assert_eq!(status, Some(401), "{}", after.content());
     assert_eq!(s.gw.audit("auth.signed_out").await.len(), 1);
+}
+
+#[tokio::test]
+async fn a_client_registered_for_client_secret_post_signs_people_in_with_it() {
+    let s = sso_with(
+        "token_endpoint_auth = \"client_secret_post\"",
+        "",
+        "client_secret_post",
+    );
+    let who = person("pia", &["it-helpdesk"]);
+    let ctx = browser().context();
+    let page = browser_sign_in(&s.gw, &ctx, &who);
+    assert_eq!(page.text("#user"), who, "{}", page.content());
 }
 
 #[tokio::test]

@@ -167,8 +167,8 @@ pub const OPS: &[Op] = &[
     Op {
         method: "post",
         path: "/api/v1/auth/cli-token",
-        summary: "jitgate login's last step: a one-time code from the browser sign-in and the PKCE verifier, for a jgs_ CLI credential; 401 when the code is unknown, used, expired or the verifier does not match",
-        roles: "none (the code is the proof)",
+        summary: "jitgate login's last step, unauthenticated (the code is the proof): a one-time code from the browser sign-in and the PKCE verifier, for a jgs_ CLI credential; 401 when the code is unknown, used, expired or the verifier does not match",
+        roles: "none",
         auth: Auth::None,
         body: Body::Json("CliCode"),
         id: None,
