@@ -464,6 +464,28 @@ mod tests {
     use super::*;
 
     #[test]
+    fn neither_the_gateways_nor_the_consoles_cookie_reaches_a_target() {
+        let mut h = http::HeaderMap::new();
+        h.append(
+            header::COOKIE,
+            HeaderValue::from_static(
+                "a=1; __Host-jitgate-console=secret; __Host-jitgate=grant; __Host-jitgate-login=x",
+            ),
+        );
+        h.append(
+            header::COOKIE,
+            HeaderValue::from_static("__Host-jitgatey=2; b=3"),
+        );
+        strip_our_cookie(&mut h);
+        let left: Vec<&str> = h
+            .get_all(header::COOKIE)
+            .iter()
+            .map(|v| v.to_str().unwrap())
+            .collect();
+        assert_eq!(left, ["a=1", "__Host-jitgatey=2; b=3"]);
+    }
+
+    #[test]
     fn form_values_are_decoded() {
         assert_eq!(
             form_value(b"a=1&token=jgt_ab%2Bc&next=%2Fx", "token").as_deref(),

@@ -584,3 +584,34 @@ async fn a_person_known_only_from_the_provider_requests_and_is_admitted() {
     assert!(admitted.ok(), "{:?}", admitted.body);
     assert_eq!(admitted.body["user"], who.as_str());
 }
+
+#[tokio::test]
+async fn an_unreachable_provider_gets_a_page_that_says_so_and_api_keys_still_work() {
+    let dead = free_port();
+    let gw = Gateway::start(Opts::default().extra(&format!(
+        r#"
+[oidc]
+issuer = "https://127.0.0.1:{dead}"
+client_id = "jitgate"
+client_secret = "a-secret-nobody-will-check"
+
+[[oidc.role_mappings]]
+group = "it-helpdesk"
+roles = ["technician"]
+"#
+    )));
+    let mut cmd = Command::new("curl");
+    cmd.args(["-sk", "-o", "-", "-w", "\n%{http_code}"])
+        .arg(format!("{}/login", gw.url()));
+    let (code, out, err) = output(cmd);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.ends_with("\n502"), "{out}");
+    assert!(
+        out.contains("Sign-in is not available") && out.contains(&format!("127.0.0.1:{dead}")),
+        "{out}"
+    );
+    // The gateway serves on: automation with API keys does not depend on the provider.
+    let me = gw.api("alice").get("/api/v1/whoami").await.unwrap();
+    assert_eq!(me.status, 200, "{:?}", me.body);
+    assert_eq!(me.body["method"], "api_key");
+}
