@@ -51,6 +51,12 @@ if [ ! -d tests/peers/node_modules ] || [ tests/peers/package-lock.json -nt test
     echo "installing the test peers' Node packages (tests/peers)"
     npm ci --prefix tests/peers --no-audit --no-fund
 fi
+# The web console's front-end packages (asciinema-player), exactly as locked: tests/it/web_assets.rs
+# checks that the committed web/dist/ is what they give (scripts/web-assets.sh regenerates it).
+if [ ! -d web/node_modules ] || [ web/package-lock.json -nt web/node_modules ]; then
+    echo "installing the web console's Node packages (web)"
+    npm ci --prefix web --no-audit --no-fund
+fi
 
 cargo test --locked --all-targets 2>&1 | tee /tmp/jitgate-test.log
 # Repeat the closing summary so the last line shows how many tests ran.

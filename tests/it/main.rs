@@ -23,4 +23,5 @@ mod peers;
 mod sign_in;
 mod ssh;
 mod sshd;
+mod web_assets;
 mod webhooks;
