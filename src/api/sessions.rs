@@ -30,6 +30,8 @@ pub(super) struct SessionQuery {
     end_cause: Option<String>,
     break_glass: Option<bool>,
     vendor: Option<String>,
+    /// A session id: the page after it (the last id of the previous page).
+    before: Option<String>,
     limit: Option<u32>,
 }
 
@@ -45,23 +47,44 @@ pub(super) fn parse_time(what: &str, s: &str) -> Result<i64, ApiError> {
         })
 }
 
-/// Sessions visible to the caller: their own, or all for approvers, reviewers and admins.
+/// The user a list is narrowed to: the one the `param` parameter names (400 when it is not a
+/// name), but always the caller when they may see only their own (technicians).
+pub(super) fn narrowed_to(
+    caller: &Caller,
+    param: &str,
+    asked: Option<&str>,
+) -> Result<Option<UserName>, ApiError> {
+    let asked = asked
+        .map(|u| {
+            u.parse::<UserName>()
+                .map_err(|e| ApiError::bad_request(format!("{param}: {e}")))
+        })
+        .transpose()?;
+    if crate::grant::can_see_all(&caller.0) {
+        Ok(asked)
+    } else {
+        Ok(Some(caller.0.name.clone()))
+    }
+}
+
+/// Sessions visible to the caller, newest first: their own, or all for approvers, reviewers and
+/// admins. Clients page with `before`, the last id of the previous page; the answer stays a
+/// plain array.
 pub(super) async fn list_sessions(
     State(state): State<AppState>,
     caller: Caller,
     q: Result<Query<SessionQuery>, QueryRejection>,
 ) -> ApiResult {
     let Query(q) = q?;
-    let mut user = match q.user.as_deref() {
-        Some(u) => Some(
-            u.parse::<UserName>()
-                .map_err(|e| ApiError::bad_request(format!("user: {e}")))?,
-        ),
+    let user = narrowed_to(&caller, "user", q.user.as_deref())?;
+    let before = match q.before.as_deref() {
+        Some(b) => Some(crate::types::SessionId::parse(b).ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "before {b:?} is not a session id; pass the id (ses_...) of the last session of the previous page"
+            ))
+        })?),
         None => None,
     };
-    if !crate::grant::can_see_all(&caller.0) {
-        user = Some(caller.0.name.clone());
-    }
     let filter = crate::store::SessionFilter {
         user,
         grant: match q.grant.as_deref() {
@@ -117,14 +140,21 @@ pub(super) async fn list_sessions(
             .as_deref()
             .filter(|v| *v != "true" && *v != "false")
             .map(str::to_string),
+        before: before.clone(),
         limit: Some(q.limit.unwrap_or(500).min(5000)),
     };
-    let list = state
-        .grants
-        .store()
-        .sessions(&filter)
-        .await
-        .map_err(|e| ApiError::from(crate::grant::GrantError::from(e)))?;
+    let store = state.grants.store();
+    let err = |e| ApiError::from(crate::grant::GrantError::from(e));
+    let list = store.sessions(&filter).await.map_err(err)?;
+    // An empty page after an unknown session is a typo, not the end of the index.
+    if let Some(b) = before
+        && list.is_empty()
+        && store.session(&b).await.map_err(err)?.is_none()
+    {
+        return Err(ApiError::not_found(format!(
+            "session {b} does not exist, so there is no page after it; pass the id of the last session of the previous page"
+        )));
+    }
     ok(list)
 }
 

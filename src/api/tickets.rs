@@ -1,10 +1,10 @@
-//! Ticket routes: open, show, close and assign tickets, and the ticket systems' webhooks.
+//! Ticket routes: open, list, show, close and assign tickets, and the ticket systems' webhooks.
 
 use std::net::SocketAddr;
 
 use axum::Json;
-use axum::extract::rejection::{BytesRejection, JsonRejection};
-use axum::extract::{ConnectInfo, State};
+use axum::extract::rejection::{BytesRejection, JsonRejection, QueryRejection};
+use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use bytes::Bytes;
@@ -16,6 +16,7 @@ use super::error::ApiError;
 use super::{ApiResult, AppState, Segment, ok};
 use crate::audit::AuditEvent;
 use crate::config::Role;
+use crate::store::{TicketFilter, TicketState};
 use crate::ticket::webhook::{self, Provider};
 use crate::types::{TicketRef, UserName};
 
@@ -69,6 +70,42 @@ pub(super) async fn open_ticket(
         .open(caller.0.name.as_str(), id, assignee, b.title)
         .await?;
     Ok((StatusCode::CREATED, Json(change.ticket)).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct TicketQuery {
+    assignee: Option<String>,
+    state: Option<String>,
+    limit: Option<u32>,
+}
+
+/// Tickets, newest updated first: technicians see those assigned to them, approvers, reviewers
+/// and admins any (`assignee` and `state` narrow the list).
+pub(super) async fn list_tickets(
+    State(state): State<AppState>,
+    caller: Caller,
+    q: Result<Query<TicketQuery>, QueryRejection>,
+) -> ApiResult {
+    let Query(q) = q?;
+    let assignee = super::sessions::narrowed_to(&caller, "assignee", q.assignee.as_deref())?;
+    let ticket_state = match q.state.as_deref() {
+        None => None,
+        Some("open") => Some(TicketState::Open),
+        Some("closed") => Some(TicketState::Closed),
+        Some(_) => return Err(ApiError::bad_request("state must be open or closed")),
+    };
+    let list = state
+        .grants
+        .store()
+        .tickets(&TicketFilter {
+            assignee,
+            state: ticket_state,
+            limit: Some(q.limit.unwrap_or(500).min(5000)),
+        })
+        .await
+        .map_err(|e| ApiError::from(crate::grant::GrantError::from(e)))?;
+    ok(list)
 }
 
 pub(super) async fn get_ticket(

@@ -48,6 +48,9 @@ pub struct SessionArgs {
     /// Only vendor sessions (`--vendor`), or one vendor's (`--vendor acme`).
     #[arg(long, num_args = 0..=1, default_missing_value = "true")]
     pub vendor: Option<String>,
+    /// The next page: sessions after this one (the last id the previous call printed).
+    #[arg(long, value_name = "ID")]
+    pub before: Option<String>,
 }
 
 fn query_string(a: &SessionArgs) -> String {
@@ -72,6 +75,7 @@ fn query_string(a: &SessionArgs) -> String {
         ("until", &a.until),
         ("end_cause", &a.end_cause),
         ("vendor", &a.vendor),
+        ("before", &a.before),
     ] {
         if let Some(v) = v {
             q.push(format!("{k}={}", seg(v)));

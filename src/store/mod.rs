@@ -37,6 +37,16 @@ pub enum TicketState {
     Closed,
 }
 
+impl TicketState {
+    /// Lowercase name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TicketState::Open => "open",
+            TicketState::Closed => "closed",
+        }
+    }
+}
+
 /// A ticket as jitgate knows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ticket {
@@ -208,7 +218,8 @@ pub struct RecordedFile {
     pub bytes: u64,
 }
 
-/// Which sessions to list.
+/// Which sessions to list, newest first (`started_at DESC, id DESC`). Every filter is a column of
+/// the index, so a filtered page reads only the sessions it returns.
 #[derive(Debug, Clone, Default)]
 pub struct SessionFilter {
     pub user: Option<UserName>,
@@ -229,28 +240,20 @@ pub struct SessionFilter {
     /// Sessions of vendor users (`Some(true)`), or of this vendor (`vendor_name`).
     pub vendor: Option<bool>,
     pub vendor_name: Option<String>,
+    /// Keyset page: only sessions after this one in the index's order. A session that does not
+    /// exist has none after it.
+    pub before: Option<SessionId>,
+    /// At most this many (default 1000, at most 10,000).
     pub limit: Option<u32>,
 }
 
-impl SessionFilter {
-    /// Whether `s` passes the filters that are not indexed columns.
-    pub fn matches(&self, s: &SessionRecord) -> bool {
-        self.target.as_ref().is_none_or(|t| &s.target == t)
-            && self.task.as_ref().is_none_or(|t| &s.task == t)
-            && self.protocol.as_ref().is_none_or(|p| &s.protocol == p)
-            && self
-                .end_cause
-                .as_ref()
-                .is_none_or(|c| s.end_cause.as_ref() == Some(c))
-            && self
-                .break_glass
-                .is_none_or(|b| (s.kind == RequestKind::BreakGlass) == b)
-            && self.vendor.is_none_or(|v| s.vendor.is_some() == v)
-            && self
-                .vendor_name
-                .as_ref()
-                .is_none_or(|v| s.vendor.as_ref() == Some(v))
-    }
+/// Which tickets to list, newest updated first.
+#[derive(Debug, Clone, Default)]
+pub struct TicketFilter {
+    pub assignee: Option<UserName>,
+    pub state: Option<TicketState>,
+    /// At most this many (default 1000, at most 10,000).
+    pub limit: Option<u32>,
 }
 
 /// A break-glass use awaiting (or after) its review.
@@ -317,6 +320,8 @@ pub struct AuditFilter {
 pub trait Store: Send + Sync + 'static {
     async fn put_ticket(&self, t: &Ticket) -> Result<(), StoreError>;
     async fn ticket(&self, id: &TicketRef) -> Result<Option<Ticket>, StoreError>;
+    /// Tickets, newest updated first.
+    async fn tickets(&self, f: &TicketFilter) -> Result<Vec<Ticket>, StoreError>;
 
     async fn put_request(&self, r: &Request) -> Result<(), StoreError>;
     async fn request(&self, id: &RequestId) -> Result<Option<Request>, StoreError>;
@@ -329,6 +334,7 @@ pub trait Store: Send + Sync + 'static {
 
     async fn put_session(&self, s: &SessionRecord) -> Result<(), StoreError>;
     async fn session(&self, id: &SessionId) -> Result<Option<SessionRecord>, StoreError>;
+    /// Sessions, newest first (`started_at DESC, id DESC`).
     async fn sessions(&self, f: &SessionFilter) -> Result<Vec<SessionRecord>, StoreError>;
 
     async fn put_review(&self, r: &Review) -> Result<(), StoreError>;

@@ -20,6 +20,7 @@ mod kex;
 mod nginx;
 mod openapi;
 mod peers;
+mod session_index;
 mod sign_in;
 mod ssh;
 mod sshd;

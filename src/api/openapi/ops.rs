@@ -17,6 +17,9 @@ const FIRST_GRANT_OPS: &[Link] = links!("/0/id":
 const TICKET_OPS: &[Link] = links!("/id":
     "get" "/api/v1/tickets/{id}", "post" "/api/v1/tickets/{id}/close",
     "post" "/api/v1/tickets/{id}/assign");
+const FIRST_TICKET_OPS: &[Link] = links!("/0/id":
+    "get" "/api/v1/tickets/{id}", "post" "/api/v1/tickets/{id}/close",
+    "post" "/api/v1/tickets/{id}/assign");
 const FIRST_SESSION_OPS: &[Link] = links!("/0/id":
     "get" "/api/v1/sessions/{id}", "post" "/api/v1/sessions/{id}/kill");
 const FIRST_REVIEW_OPS: &[Link] = links!("/0/id": "post" "/api/v1/reviews/{id}");
@@ -64,6 +67,25 @@ const SESSION_QUERY: &[Param] = &[
         "string",
         "true: only vendor users' sessions; false: only others'; any other value: only that vendor's.",
     ),
+    q(
+        "before",
+        "SessionId",
+        "The next page: only sessions after this one in the list's order (started_at, then id, both descending). Pass the id of the last session of the previous page; 404 when no such session exists.",
+    ),
+    q(
+        "limit",
+        "Limit",
+        "At most this many (default 500, capped at 5000).",
+    ),
+];
+
+const TICKET_QUERY: &[Param] = &[
+    q(
+        "assignee",
+        "Name",
+        "Only tickets assigned to this user (technicians always see only their own).",
+    ),
+    q("state", "TicketState", "Only open or only closed tickets."),
     q(
         "limit",
         "Limit",
@@ -215,6 +237,19 @@ pub const OPS: &[Op] = &[
         ok: &[(201, "Ticket")],
         errors: &[403, 404, 409, 503],
         links: TICKET_OPS,
+    },
+    Op {
+        method: "get",
+        path: "/api/v1/tickets",
+        summary: "Tickets, newest updated first; technicians see those assigned to them",
+        roles: "any",
+        auth: Auth::ApiKey,
+        body: Body::None,
+        id: None,
+        params: TICKET_QUERY,
+        ok: &[(200, "Tickets")],
+        errors: &[400, 503],
+        links: FIRST_TICKET_OPS,
     },
     Op {
         method: "get",
@@ -483,14 +518,14 @@ pub const OPS: &[Op] = &[
     Op {
         method: "get",
         path: "/api/v1/sessions",
-        summary: "Sessions, newest first; technicians see their own",
+        summary: "Sessions, newest first (started_at, then id); technicians see their own. A page is a plain array: ask for the next with before set to the last id received",
         roles: "any",
         auth: Auth::ApiKey,
         body: Body::None,
         id: None,
         params: SESSION_QUERY,
         ok: &[(200, "Sessions")],
-        errors: &[400, 503],
+        errors: &[400, 404, 503],
         links: FIRST_SESSION_OPS,
     },
     Op {

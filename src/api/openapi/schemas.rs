@@ -172,6 +172,7 @@ pub(super) fn schemas() -> Value {
         "Role": {"enum": ["technician", "approver", "reviewer", "admin", "break-glass"]},
         "RequestState": {"enum": ["pending", "approved", "denied", "rejected", "expired"]},
         "GrantState": {"enum": ["active", "revoked", "expired", "completed"]},
+        "TicketState": {"enum": ["open", "closed"]},
         "Limit": {"type": "integer", "minimum": 0, "maximum": u32::MAX},
         "Seq": {"type": "integer", "minimum": 0, "maximum": u64::MAX},
         "Time": {
@@ -275,6 +276,7 @@ pub(super) fn schemas() -> Value {
     );
     let more = [
         ("Ticket", obj(ticket.clone(), &all_keys(&ticket))),
+        ("Tickets", array("Ticket")),
         (
             "TicketChange",
             obj(ticket_change.clone(), &all_keys(&ticket_change)),

@@ -11,10 +11,11 @@ use serde::de::DeserializeOwned;
 
 use super::{
     AuditEntry, AuditFilter, Grant, GrantFilter, Person, Request, RequestFilter, Review,
-    SessionFilter, SessionRecord, SignIn, Store, StoreError, Ticket,
+    SessionFilter, SessionRecord, SignIn, Store, StoreError, Ticket, TicketFilter,
 };
 use crate::types::{GrantId, RequestId, SessionId, TicketRef, UnixTime};
 
+mod index;
 mod schema;
 #[cfg(test)]
 mod tests;
@@ -144,7 +145,8 @@ fn rows<T: DeserializeOwned>(
     datas.iter().map(|d| from_json(d)).collect()
 }
 
-/// Builds `WHERE a = ? AND b = ?` clauses with their arguments.
+/// Builds `WHERE a = ? AND b = ?` clauses with their arguments: the SQL is made of constant
+/// text only, every value is a `?` parameter.
 #[derive(Default)]
 struct Where {
     clauses: Vec<&'static str>,
@@ -152,11 +154,31 @@ struct Where {
 }
 
 impl Where {
+    /// `clause` with one `?` for `v`, when there is a `v`.
     fn add(&mut self, clause: &'static str, v: Option<impl rusqlite::ToSql + Send + 'static>) {
         if let Some(v) = v {
             self.clauses.push(clause);
             self.args.push(Box::new(v));
         }
+    }
+
+    /// A clause without parameters.
+    fn push(&mut self, clause: &'static str) {
+        self.clauses.push(clause);
+    }
+
+    /// The records of `table` this selects, in the order `tail` gives; `tail` ends with the
+    /// `LIMIT ?` that `lim` fills.
+    fn select<T: DeserializeOwned>(
+        mut self,
+        c: &Connection,
+        table: &'static str,
+        tail: &'static str,
+        lim: u32,
+    ) -> Result<Vec<T>, StoreError> {
+        let sql = format!("SELECT data FROM {table}{} {tail}", self.sql());
+        self.args.push(Box::new(lim));
+        rows(c, &sql, &self.refs())
     }
 
     fn sql(&self) -> String {
@@ -176,18 +198,16 @@ impl Where {
 }
 
 impl SqliteStore {
-    /// The records of `table` that `w` selects, in the order and up to the limit `tail` says.
+    /// The records of `table` that `w` selects, in the order `tail` gives (ending in `LIMIT ?`),
+    /// at most `lim`.
     async fn many<T: DeserializeOwned + Send + 'static>(
         &self,
         table: &'static str,
         w: Where,
-        tail: String,
+        tail: &'static str,
+        lim: u32,
     ) -> Result<Vec<T>, StoreError> {
-        self.with(move |c| {
-            let sql = format!("SELECT data FROM {table}{} {tail}", w.sql());
-            rows(c, &sql, &w.refs())
-        })
-        .await
+        self.with(move |c| w.select(c, table, tail, lim)).await
     }
 
     /// The record `sql` selects with `arg` as `?1`, if any.
@@ -208,27 +228,18 @@ fn limit(l: Option<u32>) -> u32 {
 #[async_trait]
 impl Store for SqliteStore {
     async fn put_ticket(&self, t: &Ticket) -> Result<(), StoreError> {
-        let data = to_json(t)?;
-        let (id, state, assignee) = (
-            t.id.to_string(),
-            format!("{:?}", t.state).to_lowercase(),
-            t.assignee.as_ref().map(|a| a.to_string()),
-        );
-        self.with(move |c| {
-            c.execute(
-                "INSERT INTO tickets (id, state, assignee, data) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT(id) DO UPDATE SET state = ?2, assignee = ?3, data = ?4",
-                params![id, state, assignee, data],
-            )
-            .map_err(db)?;
-            Ok(())
-        })
-        .await
+        let t = t.clone();
+        self.with(move |c| index::put_ticket(c, &t)).await
     }
 
     async fn ticket(&self, id: &TicketRef) -> Result<Option<Ticket>, StoreError> {
         self.one("SELECT data FROM tickets WHERE id = ?1", id.to_string())
             .await
+    }
+
+    async fn tickets(&self, f: &TicketFilter) -> Result<Vec<Ticket>, StoreError> {
+        let f = f.clone();
+        self.with(move |c| index::tickets(c, &f)).await
     }
 
     async fn put_request(&self, r: &Request) -> Result<(), StoreError> {
@@ -263,11 +274,11 @@ impl Store for SqliteStore {
         w.add("requester = ?", f.requester.as_ref().map(|u| u.to_string()));
         w.add("state = ?", f.state.map(|s| s.as_str()));
         w.add("ticket = ?", f.ticket.as_ref().map(|t| t.to_string()));
-        let lim = limit(f.limit);
         self.many(
             "requests",
             w,
-            format!("ORDER BY created_at DESC, id LIMIT {lim}"),
+            "ORDER BY created_at DESC, id LIMIT ?",
+            limit(f.limit),
         )
         .await
     }
@@ -314,36 +325,18 @@ impl Store for SqliteStore {
         w.add("requester = ?", f.requester.as_ref().map(|u| u.to_string()));
         w.add("state = ?", f.state.map(|s| s.as_str()));
         w.add("ticket = ?", f.ticket.as_ref().map(|t| t.to_string()));
-        let lim = limit(f.limit);
         self.many(
             "grants",
             w,
-            format!("ORDER BY expires_at DESC, id LIMIT {lim}"),
+            "ORDER BY expires_at DESC, id LIMIT ?",
+            limit(f.limit),
         )
         .await
     }
 
     async fn put_session(&self, r: &SessionRecord) -> Result<(), StoreError> {
-        let data = to_json(r)?;
-        let (id, user, grant, ticket, started, ended) = (
-            r.id.to_string(),
-            r.user.to_string(),
-            r.grant.to_string(),
-            r.ticket.to_string(),
-            r.started_at,
-            r.ended_at,
-        );
-        self.with(move |c| {
-            c.execute(
-                "INSERT INTO sessions (id, user, grant_id, ticket, started_at, ended_at, data)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-                 ON CONFLICT(id) DO UPDATE SET ended_at = ?6, data = ?7",
-                params![id, user, grant, ticket, started, ended, data],
-            )
-            .map_err(db)?;
-            Ok(())
-        })
-        .await
+        let r = r.clone();
+        self.with(move |c| index::put_session(c, &r)).await
     }
 
     async fn session(&self, id: &SessionId) -> Result<Option<SessionRecord>, StoreError> {
@@ -352,28 +345,8 @@ impl Store for SqliteStore {
     }
 
     async fn sessions(&self, f: &SessionFilter) -> Result<Vec<SessionRecord>, StoreError> {
-        let mut w = Where::default();
-        w.add("user = ?", f.user.as_ref().map(|u| u.to_string()));
-        w.add("grant_id = ?", f.grant.as_ref().map(|g| g.to_string()));
-        w.add("ticket = ?", f.ticket.as_ref().map(|t| t.to_string()));
-        w.add("started_at >= ?", f.since);
-        w.add("started_at < ?", f.until);
-        match f.live {
-            Some(true) => w.clauses.push("ended_at IS NULL"),
-            Some(false) => w.clauses.push("ended_at IS NOT NULL"),
-            None => {}
-        }
-        let lim = limit(f.limit) as usize;
         let f = f.clone();
-        self.with(move |c| {
-            let sql = format!(
-                "SELECT data FROM sessions{} ORDER BY started_at DESC, id",
-                w.sql()
-            );
-            let all: Vec<SessionRecord> = rows(c, &sql, &w.refs())?;
-            Ok(all.into_iter().filter(|s| f.matches(s)).take(lim).collect())
-        })
-        .await
+        self.with(move |c| index::sessions(c, &f)).await
     }
 
     async fn put_review(&self, r: &Review) -> Result<(), StoreError> {
@@ -409,12 +382,8 @@ impl Store for SqliteStore {
         let mut w = Where::default();
         w.add("open = ?", open_only.then_some(1i64));
         w.add("user = ?", user.map(|u| u.to_string()));
-        self.many(
-            "reviews",
-            w,
-            "ORDER BY created_at DESC, id LIMIT 1000".into(),
-        )
-        .await
+        self.many("reviews", w, "ORDER BY created_at DESC, id LIMIT ?", 1000)
+            .await
     }
 
     async fn record_delivery(&self, key: &str, at: UnixTime) -> Result<bool, StoreError> {
@@ -484,10 +453,10 @@ impl Store for SqliteStore {
         w.add("event = ?", f.event.clone());
         w.add("request = ?", f.request.clone());
         w.add("grant_id = ?", f.grant.clone());
-        let lim = limit(f.limit);
+        w.args.push(Box::new(limit(f.limit)));
         self.with(move |c| {
             let sql = format!(
-                "SELECT seq, ts, event, hash, request, grant_id, session, record FROM audit{} ORDER BY seq LIMIT {lim}",
+                "SELECT seq, ts, event, hash, request, grant_id, session, record FROM audit{} ORDER BY seq LIMIT ?",
                 w.sql()
             );
             let mut stmt = c.prepare(&sql).map_err(db)?;

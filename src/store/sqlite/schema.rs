@@ -86,4 +86,36 @@ pub(super) const MIGRATIONS: &[&str] = &[
         data TEXT NOT NULL
     );
     CREATE INDEX sign_ins_user ON sign_ins(user);",
+    // 5: every session filter is a column, read back from the JSON of the sessions already
+    // stored; the indexes serve pages in the index's order, `started_at DESC, id DESC`, alone or
+    // after one equality filter (SQLite walks an index backwards for DESC).
+    "ALTER TABLE sessions ADD COLUMN target TEXT;
+    ALTER TABLE sessions ADD COLUMN task TEXT;
+    ALTER TABLE sessions ADD COLUMN protocol TEXT;
+    ALTER TABLE sessions ADD COLUMN end_cause TEXT;
+    ALTER TABLE sessions ADD COLUMN break_glass INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE sessions ADD COLUMN vendor TEXT;
+    UPDATE sessions SET
+        target = json_extract(data, '$.target'),
+        task = json_extract(data, '$.task'),
+        protocol = json_extract(data, '$.protocol'),
+        end_cause = json_extract(data, '$.end_cause'),
+        break_glass = ifnull(json_extract(data, '$.kind') = 'break-glass', 0),
+        vendor = json_extract(data, '$.vendor');
+    CREATE INDEX sessions_started ON sessions(started_at, id);
+    CREATE INDEX sessions_user ON sessions(user, started_at, id);
+    CREATE INDEX sessions_target ON sessions(target, started_at, id);
+    CREATE INDEX sessions_target_end ON sessions(target, end_cause, started_at, id);
+    CREATE INDEX sessions_end_cause ON sessions(end_cause, started_at, id);
+    CREATE INDEX sessions_protocol ON sessions(protocol, started_at, id);
+    CREATE INDEX sessions_ticket ON sessions(ticket, started_at, id);
+    CREATE INDEX sessions_task ON sessions(task, started_at, id);
+    CREATE INDEX sessions_vendor ON sessions(vendor, started_at, id);
+    CREATE INDEX sessions_break_glass ON sessions(started_at, id) WHERE break_glass = 1;",
+    // 6: the ticket list, newest updated first, alone or by assignee or state
+    "ALTER TABLE tickets ADD COLUMN updated_at INTEGER NOT NULL DEFAULT 0;
+    UPDATE tickets SET updated_at = ifnull(json_extract(data, '$.updated_at'), 0);
+    CREATE INDEX tickets_updated ON tickets(updated_at, id);
+    CREATE INDEX tickets_assignee ON tickets(assignee, updated_at, id);
+    CREATE INDEX tickets_state ON tickets(state, updated_at, id);",
 ];
