@@ -9,6 +9,8 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY vendor ./vendor
 COPY src ./src
+# The console embeds the player built from web/package-lock.json (committed in web/dist/).
+COPY web/dist ./web/dist
 COPY tests ./tests
 RUN cargo build --profile dist --locked --bin jitgate
 

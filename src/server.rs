@@ -185,6 +185,10 @@ impl Runtime {
         shutdown: CancellationToken,
     ) -> Result<(), ServerError> {
         let tracker = TaskTracker::new();
+        let addrs = api::Addresses {
+            ssh: listeners.ssh.as_ref().and_then(|l| l.local_addr().ok()),
+            https: listeners.https.as_ref().and_then(|l| l.local_addr().ok()),
+        };
         if let Some(ssh) = listeners.ssh {
             let gw = crate::ssh::server::Gateway::new(
                 self.grants.clone(),
@@ -267,6 +271,8 @@ impl Runtime {
             auth_limiter: Arc::default(),
             sessions: self.sessions.clone(),
             identity: self.identity.clone(),
+            keys: self.keys.clone(),
+            addrs,
         };
         let router = api::router(state).layer(axum::middleware::from_fn(request_timeout));
         serve_http(

@@ -263,37 +263,38 @@ fn check_csrf(parts: &Parts, s: &SignIn) -> Result<(), Failure> {
     Ok(())
 }
 
-/// Whether the request's `Origin` is this listener's own (`https://` + the host it was sent
-/// to); otherwise why not.
+/// Whether the request came from this listener's own pages: `Origin` is `https://` + the host
+/// it was sent to, or (browsers send `Origin: null` under `Referrer-Policy: no-referrer`) the
+/// browser says `Sec-Fetch-Site: same-origin`. Otherwise why not.
 pub fn origin_matches(parts: &Parts) -> Result<(), String> {
+    let header = |name: axum::http::HeaderName| {
+        parts
+            .headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string()
+    };
     let host = parts
         .uri
         .authority()
         .map(|a| a.as_str().to_string())
-        .or_else(|| {
-            parts
-                .headers
-                .get(axum::http::header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .map(str::to_string)
-        })
-        .unwrap_or_default();
-    let origin = parts
-        .headers
-        .get(axum::http::header::ORIGIN)
-        .and_then(|o| o.to_str().ok())
-        .unwrap_or("");
-    if host.is_empty() || origin != format!("https://{host}") {
-        return Err(format!(
-            "this request came from another site ({}); the console acts only on requests from its own pages",
-            if origin.is_empty() {
-                "no Origin header"
-            } else {
-                origin
-            }
-        ));
+        .unwrap_or_else(|| header(axum::http::header::HOST));
+    let origin = header(axum::http::header::ORIGIN);
+    let site = header(axum::http::HeaderName::from_static("sec-fetch-site"));
+    let own = !host.is_empty() && origin == format!("https://{host}");
+    let same = (origin.is_empty() || origin == "null") && site == "same-origin";
+    if own || same {
+        return Ok(());
     }
-    Ok(())
+    let from = match (origin.as_str(), site.as_str()) {
+        ("", "") => "no Origin header".to_string(),
+        ("" | "null", s) => format!("Sec-Fetch-Site: {s}"),
+        (o, _) => o.to_string(),
+    };
+    Err(format!(
+        "this request came from another site ({from}); the console acts only on requests from its own pages"
+    ))
 }
 
 /// The value of the cookie `name` (exact name: `__Host-jitgate` is not `__Host-jitgate-console`).

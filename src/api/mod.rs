@@ -9,6 +9,7 @@ pub mod openapi;
 mod sessions;
 mod signin;
 mod tickets;
+mod watch;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -50,6 +51,18 @@ pub struct AppState {
     pub auth_limiter: Arc<AuthLimiter>,
     pub sessions: Arc<crate::session::Registry>,
     pub identity: Arc<crate::identity::Identity>,
+    /// The gateway's keys (evidence bundles are signed with the audit key).
+    pub keys: Arc<crate::pki::Keys>,
+    /// Where the gateways listen (bound, so port 0 is resolved).
+    pub addrs: Addresses,
+}
+
+/// The gateways' listening addresses, as people reach them: the host is
+/// `gateway.public_name`, the port the bound one.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Addresses {
+    pub ssh: Option<SocketAddr>,
+    pub https: Option<SocketAddr>,
 }
 
 type ApiResult = Result<Response, ApiError>;
@@ -80,7 +93,7 @@ pub fn router(state: AppState) -> Router {
         .route("/auth/cli-token", post(signin::cli_token))
         .route("/auth/logout", post(signin::logout))
         .route("/auth/links", post(signin::sign_in_link))
-        .route("/tickets", post(open_ticket))
+        .route("/tickets", post(open_ticket).get(tickets::list_tickets))
         .route("/tickets/{id}", get(get_ticket))
         .route("/tickets/{id}/close", post(close_ticket))
         .route("/tickets/{id}/assign", post(assign_ticket))
@@ -89,13 +102,16 @@ pub fn router(state: AppState) -> Router {
             post(ticket_webhook).layer(DefaultBodyLimit::max(MAX_WEBHOOK_BODY)),
         )
         .route("/requests", post(create_request).get(list_requests))
+        .route("/requests/preview", post(preview_request))
         .route("/requests/{id}", get(get_request))
+        .route("/requests/{id}/events", get(watch::request_events))
         .route("/requests/{id}/approve", post(approve))
         .route("/requests/{id}/deny", post(deny))
         .route("/requests/{id}/token", post(token))
         .route("/grants", get(list_grants))
         .route("/grants/{id}", get(get_grant))
         .route("/grants/{id}/done", post(done))
+        .route("/grants/{id}/open", post(open_console))
         .route("/grants/{id}/revoke", post(revoke))
         .route("/admission", post(admission))
         .route("/break-glass", post(break_glass))
@@ -104,6 +120,9 @@ pub fn router(state: AppState) -> Router {
         .route("/sessions", get(list_sessions))
         .route("/sessions/{id}", get(get_session))
         .route("/sessions/{id}/kill", post(kill_session))
+        .route("/sessions/{id}/files/{name}", get(watch::session_file))
+        .route("/sessions/{id}/live", get(watch::session_live))
+        .route("/sessions/{id}/evidence", get(watch::evidence))
         .route("/audit", get(audit));
     Router::new()
         .nest("/api/v1", api)
@@ -138,6 +157,35 @@ async fn create_request(
     let Json(b) = body?;
     let req = state.grants.create_request(&caller.0, b).await?;
     Ok((StatusCode::CREATED, Json(req)).into_response())
+}
+
+/// What the rules would say about a request, without making it (the console's form).
+async fn preview_request(
+    State(state): State<AppState>,
+    caller: Caller,
+    body: Result<Json<NewRequest>, JsonRejection>,
+) -> ApiResult {
+    let Json(b) = body?;
+    ok(state.grants.preview(&caller.0, b).await?)
+}
+
+/// A one-time link that admits the requester's browser to the HTTPS gateway for their grant.
+async fn open_console(
+    State(state): State<AppState>,
+    caller: Caller,
+    Segment(id): Segment,
+) -> ApiResult {
+    let code = state.grants.open_code(&caller.0, &id).await?;
+    let cfg = state.grants.config();
+    let host = crate::config::host_for_url(&cfg.gateway.public_name);
+    let port = state
+        .addrs
+        .https
+        .map_or(cfg.gateway.https_listen.port(), |a| a.port());
+    ok(json!({
+        "url": format!("https://{host}:{port}/_jitgate/open?code={code}"),
+        "expires_in": 60,
+    }))
 }
 
 #[derive(Deserialize)]
@@ -236,7 +284,7 @@ async fn token(State(state): State<AppState>, caller: Caller, Segment(id): Segme
         .target(&issued.grant.target)
         .map(|t| t.kind.as_str())
         .unwrap_or("unknown");
-    ok(json!({
+    let mut r = Json(json!({
         "token": issued.token.expose(),
         "grant": issued.grant.id,
         "request": issued.grant.request,
@@ -245,6 +293,13 @@ async fn token(State(state): State<AppState>, caller: Caller, Segment(id): Segme
         "protocol": protocol,
         "expires_at": crate::types::rfc3339(issued.grant.expires_at),
     }))
+    .into_response();
+    // Shown once: no cache keeps a copy.
+    r.headers_mut().insert(
+        axum::http::header::CACHE_CONTROL,
+        axum::http::HeaderValue::from_static("no-store"),
+    );
+    Ok(r)
 }
 
 async fn list_grants(

@@ -160,6 +160,14 @@ pub enum AuditEvent {
         path: String,
         reason: String,
     },
+    /// Someone opened the live view of a session's terminal in the console.
+    #[serde(rename = "session.watched")]
+    SessionWatched {
+        session: SessionId,
+        grant: GrantId,
+        /// Whose session it is.
+        user: UserName,
+    },
     #[serde(rename = "session.started")]
     SessionStarted {
         session: SessionId,

@@ -136,8 +136,16 @@ jitgate demo is running; Ctrl-C stops it.
 
 Users (new API keys each run): {users}.
 
-Sign in to the console in a browser (trusting {ca}); each link works once, for 30 minutes:
+The web console is {api}/ . Sign in to it in a browser (trusting {ca}); each link works
+once, for 30 minutes:
 {links}
+In the browser: alice opens Request access, picks {TARGET} and {TASK} for ticket {TICKET}, and
+submits; bob (in another browser or a private window) approves it under Approvals; alice's
+request page turns approved by itself, Reveal token shows her token once, with the ssh command
+below; admin watches the session live under Sessions, kills it, and plays its recording.
+For {CONSOLE_TARGET}, alice's approved request page has Open console.
+
+Or the same from the command line:
 Ticket {TICKET} is open and assigned to alice. Task {TASK} gives a shell on {TARGET} as
 `{PRINCIPAL}` (pty, shell, exec{sftp}; at most 30m; one approval).
 

@@ -12,7 +12,7 @@ use crate::types::{TargetName, TaskName, Ttl, UserName};
 mod oidc;
 mod validate;
 
-pub use oidc::{ConsoleConfig, OidcConfig, RoleMapping, TokenAuth};
+pub use oidc::{ConsoleConfig, OidcConfig, RoleMapping, TokenAuth, host_for_url};
 
 use validate::Locator;
 pub use validate::{Problem, Seg, check_http_rule};

@@ -330,7 +330,7 @@ impl Config {
 }
 
 /// `host` as it goes into a URL (IPv6 in brackets).
-pub(super) fn host_for_url(host: &str) -> String {
+pub fn host_for_url(host: &str) -> String {
     if host.contains(':') && !host.starts_with('[') {
         format!("[{host}]")
     } else {

@@ -2,13 +2,19 @@
 //! sign-out (`/logout`) and the signed-in home page (`/`). The pages call nothing but the
 //! same identity service the API authenticates with.
 
+mod layout;
 pub mod pages;
+mod requests;
+mod review;
+mod sessions;
+
+use pages::redirect;
 
 use axum::Router;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Query, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use bytes::Bytes;
@@ -24,37 +30,57 @@ use crate::store::SignInKind;
 const LOGIN_COOKIE: &str = "__Host-jitgate-login";
 
 const CSS: &str = include_str!("console.css");
+const JS: &str = include_str!("console.js");
+/// asciinema-player, from web/dist (built from web/package-lock.json by scripts/web-assets.sh).
+const PLAYER_JS: &[u8] = include_bytes!("../../web/dist/asciinema-player.min.js");
+const PLAYER_CSS: &[u8] = include_bytes!("../../web/dist/asciinema-player.css");
 
 /// The console's routes (merged into the API router).
 pub fn routes() -> Router<AppState> {
     Router::new()
-        .route("/", get(home))
+        .route("/", get(review::home))
+        .route("/requests/new", get(requests::new_request))
+        .route("/requests/{id}", get(requests::one_request))
+        .route("/approvals", get(requests::approvals))
+        .route("/sessions", get(sessions::index))
+        .route("/sessions/{id}", get(sessions::one))
+        .route("/reviews", get(review::reviews))
+        .route("/audit", get(review::audit))
         .route("/login", get(login))
         .route("/auth/callback", get(callback))
         .route("/auth/link", get(link_page).post(link_use))
         .route("/logout", post(logout))
-        .route("/assets/console.css", get(css))
+        .route(
+            "/assets/console.css",
+            get(|| asset(CSS.as_bytes(), "text/css; charset=utf-8")),
+        )
+        .route(
+            "/assets/console.js",
+            get(|| asset(JS.as_bytes(), "text/javascript; charset=utf-8")),
+        )
+        .route(
+            "/assets/asciinema-player.min.js",
+            get(|| asset(PLAYER_JS, "text/javascript; charset=utf-8")),
+        )
+        .route(
+            "/assets/asciinema-player.css",
+            get(|| asset(PLAYER_CSS, "text/css; charset=utf-8")),
+        )
 }
 
-async fn css() -> Response {
-    let mut r = CSS.into_response();
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/css; charset=utf-8"),
-    );
+/// An asset embedded in the binary.
+async fn asset(bytes: &'static [u8], kind: &'static str) -> Response {
+    let mut r = bytes.into_response();
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(kind));
     r.headers_mut().insert(
         header::CACHE_CONTROL,
         HeaderValue::from_static("max-age=300"),
     );
-    r
-}
-
-fn redirect(to: &str) -> Response {
-    let mut r = StatusCode::SEE_OTHER.into_response();
-    if let Ok(v) = HeaderValue::from_str(to) {
-        r.headers_mut().insert(header::LOCATION, v);
-    }
-    pages::secure_headers(r.headers_mut(), &[]);
+    r.headers_mut().insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
     r
 }
 
@@ -71,33 +97,6 @@ fn set_cookie(r: &mut Response, name: &str, value: &str, max_age: Option<u64>) {
 
 fn clear_cookie(r: &mut Response, name: &str) {
     set_cookie(r, name, "", Some(0));
-}
-
-async fn home(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let Some(handle) = cookie(&headers, CONSOLE_COOKIE) else {
-        return redirect("/login");
-    };
-    match state
-        .identity
-        .authenticate(&handle, SignInKind::Browser)
-        .await
-    {
-        Ok(a) => pages::home(
-            &a.user,
-            &a.sign_in,
-            &state.identity.provider_origins().await,
-        ),
-        Err(why) => {
-            let mut r = pages::error(
-                StatusCode::UNAUTHORIZED,
-                "Signed out",
-                &why,
-                "<a class=\"button\" href=\"/login\">Sign in</a>",
-            );
-            clear_cookie(&mut r, CONSOLE_COOKIE);
-            r
-        }
-    }
 }
 
 #[derive(Deserialize, Default)]

@@ -23,15 +23,28 @@ pub fn page(
     let who = who
         .map(|w| format!("<span class=\"who\">{}</span>", esc(w)))
         .unwrap_or_default();
+    let mut r = page_with(status, title, "", &who, body);
+    secure_headers(r.headers_mut(), form_targets);
+    r
+}
+
+/// A page with extra `<head>` content and header content (both HTML).
+pub fn page_with(
+    status: StatusCode,
+    title: &str,
+    head: &str,
+    header: &str,
+    body: &str,
+) -> Response {
     let html = format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
 <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-<title>{t} · jitgate</title><link rel=\"stylesheet\" href=\"/assets/console.css\"></head>\
-<body><header><a class=\"brand\" href=\"/\">jitgate</a>{who}</header><main>{body}</main></body></html>",
+<title>{t} · jitgate</title><link rel=\"stylesheet\" href=\"/assets/console.css\">{head}</head>\
+<body><header><a class=\"brand\" href=\"/\">jitgate</a>{header}</header><main>{body}</main></body></html>",
         t = esc(title)
     );
     let mut r = (status, html).into_response();
-    secure_headers(r.headers_mut(), form_targets);
+    secure_headers(r.headers_mut(), &[]);
     r.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/html; charset=utf-8"),
@@ -39,9 +52,19 @@ pub fn page(
     r
 }
 
-/// Headers every console answer carries: no framing, no referrer for other origins (callback
-/// URLs carry codes; `same-origin` rather than `no-referrer`, with which browsers send
-/// `Origin: null` on the console's own form posts), no caching, and a policy that allows only the console's own style sheet.
+/// `303 See Other` to `to`, with the console's headers.
+pub fn redirect(to: &str) -> Response {
+    let mut r = StatusCode::SEE_OTHER.into_response();
+    if let Ok(v) = HeaderValue::from_str(to) {
+        r.headers_mut().insert(header::LOCATION, v);
+    }
+    secure_headers(r.headers_mut(), &[]);
+    r
+}
+
+/// Headers every console answer carries: no framing, no referrer (callback URLs carry codes;
+/// the console's own posts then carry `Origin: null`, and `Sec-Fetch-Site` vouches for them),
+/// no caching, and a policy that allows only the console's own style sheet.
 pub fn secure_headers(h: &mut HeaderMap, form_targets: &[String]) {
     let mut forms = String::from("'self'");
     for t in form_targets {
@@ -54,7 +77,7 @@ pub fn secure_headers(h: &mut HeaderMap, form_targets: &[String]) {
         }
     }
     let csp = format!(
-        "default-src 'none'; style-src 'self'; img-src 'self'; connect-src 'self'; form-action {forms}; frame-ancestors 'none'; base-uri 'none'"
+        "default-src 'none'; script-src 'self' 'wasm-unsafe-eval'; style-src 'self'; img-src 'self' data:; font-src 'self'; connect-src 'self'; form-action {forms}; frame-ancestors 'none'; base-uri 'none'"
     );
     if let Ok(v) = HeaderValue::from_str(&csp) {
         h.insert(header::CONTENT_SECURITY_POLICY, v);
@@ -62,7 +85,7 @@ pub fn secure_headers(h: &mut HeaderMap, form_targets: &[String]) {
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     h.insert(
         header::REFERRER_POLICY,
-        HeaderValue::from_static("same-origin"),
+        HeaderValue::from_static("no-referrer"),
     );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     h.insert(

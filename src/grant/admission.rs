@@ -84,6 +84,28 @@ pub struct AdmissionDenied {
     pub grant: Option<GrantId>,
 }
 
+/// Prefix of the one-time codes the console hands a browser to open an HTTPS grant.
+pub const OPEN_CODE_PREFIX: &str = "jgo_";
+/// How long such a code works.
+const OPEN_CODE_WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
+/// Codes held at once (each needs an active HTTPS grant of its requester).
+const MAX_OPEN_CODES: usize = 10_000;
+
+/// Codes from [`Service::open_code`], by SHA-256: the grant each opens, and when it was made.
+#[derive(Default)]
+pub(super) struct OpenCodes(
+    std::sync::Mutex<std::collections::HashMap<[u8; 32], (GrantId, std::time::Instant)>>,
+);
+
+impl OpenCodes {
+    fn take(&self, code: &str) -> Option<GrantId> {
+        let mut m = self.0.lock().expect("open codes lock");
+        m.retain(|_, (_, at)| at.elapsed() < OPEN_CODE_WINDOW);
+        m.remove(&crate::crypto::sha256(code.as_bytes()))
+            .map(|(g, _)| g)
+    }
+}
+
 /// What a gateway presents.
 #[derive(Debug, Clone, Copy)]
 pub struct AdmitRequest<'a> {
@@ -140,18 +162,32 @@ impl Service {
                 None,
             )
         };
-        let token = GrantToken::parse(r.token).map_err(|e| (e.to_string(), None))?;
-        let grant = self
-            .store
-            .grant_by_token_hash(&token.hash())
-            .await
-            .map_err(|e| internal(e.into()))?
-            .ok_or_else(|| {
+        let grant = if r.token.starts_with(OPEN_CODE_PREFIX) && r.protocol == TargetKind::Https {
+            // A code from the console's "Open console": used once, within a minute.
+            let id = self.open_codes.take(r.token).ok_or_else(|| {
                 (
-                    "unknown grant token; fetch it with `jitgate token REQUEST`".to_string(),
+                    "this console link was already used or is older than a minute; press Open console again".to_string(),
                     None,
                 )
             })?;
+            self.store
+                .grant(&id)
+                .await
+                .map_err(|e| internal(e.into()))?
+                .ok_or_else(|| (format!("grant {id} does not exist"), None))?
+        } else {
+            let token = GrantToken::parse(r.token).map_err(|e| (e.to_string(), None))?;
+            self.store
+                .grant_by_token_hash(&token.hash())
+                .await
+                .map_err(|e| internal(e.into()))?
+                .ok_or_else(|| {
+                    (
+                        "unknown grant token; fetch it with `jitgate token REQUEST`".to_string(),
+                        None,
+                    )
+                })?
+        };
         let gid = Some(grant.id.clone());
         let deny = |m: String| (m, gid.clone());
         // Compare names without revealing whose grant it is.
@@ -238,5 +274,43 @@ impl Service {
             approvers: grant.approvers.clone(),
             expires_at: grant.expires_at,
         })
+    }
+}
+
+impl Service {
+    /// A one-time code (one minute) that admits the browser of `caller` to the HTTPS gateway for
+    /// their active grant `id` (request or grant id), without the token being shown.
+    pub async fn open_code(&self, caller: &UserConfig, id: &str) -> Result<String, GrantError> {
+        let grant = self
+            .grants(caller, Some(crate::store::GrantState::Active))
+            .await?
+            .into_iter()
+            .find(|g| g.id.as_str() == id || g.request.as_str() == id)
+            .ok_or_else(|| GrantError::NotFound(format!("no active grant {id} of yours")))?;
+        if grant.requester != caller.name {
+            return Err(GrantError::Forbidden(format!(
+                "grant {} is {}'s; only its requester opens it",
+                grant.id, grant.requester
+            )));
+        }
+        if self.cfg.target(&grant.target).map(|t| t.kind) != Some(TargetKind::Https) {
+            return Err(GrantError::Invalid(format!(
+                "grant {} is for SSH target {}; connect with ssh",
+                grant.id, grant.target
+            )));
+        }
+        let code = format!("{OPEN_CODE_PREFIX}{}", crate::types::random_id(40));
+        let mut m = self.open_codes.0.lock().expect("open codes lock");
+        m.retain(|_, (_, at)| at.elapsed() < OPEN_CODE_WINDOW);
+        if m.len() >= MAX_OPEN_CODES {
+            return Err(GrantError::Conflict(
+                "too many console links are waiting to be used; try again in a minute".into(),
+            ));
+        }
+        m.insert(
+            crate::crypto::sha256(code.as_bytes()),
+            (grant.id, std::time::Instant::now()),
+        );
+        Ok(code)
     }
 }

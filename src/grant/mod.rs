@@ -7,6 +7,7 @@ mod alert;
 pub mod break_glass;
 pub mod bus;
 mod lifecycle;
+pub mod preview;
 mod rules;
 pub mod throttle;
 
@@ -18,11 +19,9 @@ use serde::Deserialize;
 use crate::audit::{AuditEvent, Log};
 use crate::config::{Config, Role, UserConfig};
 use crate::policy::{self, Engine};
-use crate::store::{
-    Approval, Grant, GrantState, Request, RequestFilter, RequestKind, RequestState, Store,
-};
+use crate::store::{Approval, Grant, GrantState, Request, RequestFilter, RequestState, Store};
 use crate::ticket::Tickets;
-use crate::types::{GrantId, RequestId, TargetName, TaskName, TicketRef, Ttl, UserName, now};
+use crate::types::{GrantId, RequestId, UserName, now};
 
 pub use admission::{Admission, AdmissionDenied};
 pub use bus::{GrantBus, GrantEvent, GrantEventKind, LocalBus};
@@ -87,6 +86,8 @@ pub struct Service {
     lock: tokio::sync::Mutex<()>,
     /// Failed tokens per source: past the limit, refusals are slowed.
     limiter: throttle::Throttle,
+    /// One-time codes that admit a browser to the HTTPS gateway for a grant ("Open console").
+    open_codes: admission::OpenCodes,
 }
 
 impl std::fmt::Debug for Service {
@@ -140,6 +141,7 @@ impl Service {
             bus,
             lock: tokio::sync::Mutex::new(()),
             limiter,
+            open_codes: admission::OpenCodes::default(),
         }
     }
 
@@ -192,63 +194,15 @@ impl Service {
         caller: &UserConfig,
         new: NewRequest,
     ) -> Result<Request, GrantError> {
-        let task: TaskName = parse_name("task", &new.task)?;
-        let target: TargetName = parse_name("target", &new.target)?;
-        let ticket: TicketRef = parse_name("ticket", &new.ticket)?;
-        let ttl: Ttl = new
-            .ttl
-            .parse()
-            .map_err(|e: String| GrantError::Invalid(format!("ttl: {e}")))?;
-        let reason = check_text("reason", &new.reason, false)?;
+        let mut req = self.draft(caller, new)?;
         let _guard = self.lock.lock().await;
-        if self
-            .cfg
-            .break_glass
-            .as_ref()
-            .is_some_and(|b| b.block_requests_until_reviewed)
-            && let Some(open) = self.open_review_of(caller).await?
-        {
-            return Err(GrantError::Forbidden(format!(
-                "{} has an unreviewed break-glass use ({}); requests are blocked until a reviewer signs it off with `jitgate review {} --notes ...`",
-                caller.name, open.id, open.id
-            )));
+        if let Some(why) = self.blocked_by_review(caller).await? {
+            return Err(GrantError::Forbidden(why));
         }
         let now = now();
-        let id = RequestId::generate();
-        let required = self
-            .cfg
-            .task(&task)
-            .map(|t| t.required_approvals())
-            .unwrap_or(1);
-        let mut req = Request {
-            id: id.clone(),
-            kind: RequestKind::Normal,
-            requester: caller.name.clone(),
-            task,
-            target,
-            ticket,
-            ttl,
-            reason,
-            state: RequestState::Pending,
-            created_at: now,
-            expires_at: now + self.cfg.requests.pending_ttl.as_secs() as i64,
-            approvals: Vec::new(),
-            required_approvals: required,
-            decided_at: None,
-            decided_by: None,
-            decision_reason: None,
-            grant: None,
-        };
-        let verdict = match self
-            .check_request(&req, caller, RequestKind::Normal)
-            .await?
-        {
-            Err(why) => Err(why),
-            Ok(()) => {
-                self.policy_check(&req, policy::Action::Request, caller, &[])
-                    .await?
-            }
-        };
+        let id = req.id.clone();
+        let required = req.required_approvals;
+        let verdict = self.verdict(&req, caller).await?;
         if let Err(reason) = verdict {
             req.state = RequestState::Denied;
             req.decided_at = Some(now);

@@ -377,6 +377,54 @@ impl Gateway {
             Ok(s) => s,
             Err(why) => return pages::login_form(Some(&why)),
         };
+        self.start_cookie_session(session, &next)
+    }
+
+    /// `GET /_jitgate/open?code=jgo_...`: the console's "Open console" for a grant, without the
+    /// token (the code works once, for a minute).
+    pub(super) async fn open(
+        self: &Arc<Self>,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+    ) -> Response<RespBody> {
+        let code = req
+            .uri()
+            .query()
+            .and_then(|q| form_value(q.as_bytes(), "code"))
+            .unwrap_or_default();
+        if !code.starts_with(crate::grant::admission::OPEN_CODE_PREFIX) {
+            return pages::login_form(Some("this link lacks its code; press Open console again"));
+        }
+        match self.admit(code.trim(), peer).await {
+            Ok(s) => {
+                // The browser arrives from the console, another site: a redirect would carry
+                // that cross-site origin on, and the browser would withhold the SameSite=Strict
+                // cookie from the next request. A page of this site moves it on instead.
+                let mut r = self.start_cookie_session(s, "/");
+                *r.status_mut() = StatusCode::OK;
+                r.headers_mut().remove(header::LOCATION);
+                *r.body_mut() = full(
+                    StatusCode::OK,
+                    "text/html; charset=utf-8",
+                    pages::continue_page(),
+                )
+                .into_body();
+                r.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("text/html; charset=utf-8"),
+                );
+                r
+            }
+            Err(why) => pages::login_form(Some(&why)),
+        }
+    }
+
+    /// Bind `session` to a new cookie and send the browser to `next`.
+    fn start_cookie_session(
+        self: &Arc<Self>,
+        session: Arc<HttpSession>,
+        next: &str,
+    ) -> Response<RespBody> {
         let handle = format!("c_{}", crate::types::random_id(52));
         self.by_cookie
             .lock()
@@ -397,7 +445,7 @@ impl Gateway {
         );
         r.headers_mut().insert(
             header::LOCATION,
-            HeaderValue::from_str(&next).unwrap_or(HeaderValue::from_static("/")),
+            HeaderValue::from_str(next).unwrap_or(HeaderValue::from_static("/")),
         );
         r
     }

@@ -291,6 +291,7 @@ impl Gateway {
     ) -> Response<RespBody> {
         match req.uri().path() {
             "/_jitgate/login" => return self.login(req, peer).await,
+            "/_jitgate/open" => return self.open(req, peer).await,
             "/_jitgate/logout" => return self.logout(req),
             _ => {}
         }

@@ -25,6 +25,15 @@ h1{{font-size:1.4rem}}input[type=password]{{width:100%;font:inherit;padding:.4re
     )
 }
 
+/// After "Open console": move on to the target's start page (a same-site navigation, so the
+/// session cookie goes with it).
+pub fn continue_page() -> String {
+    page(
+        "Opening the console",
+        "<meta http-equiv=\"refresh\" content=\"0;url=/\"><h1>jitgate</h1><p>Opening the console… <a id=\"continue\" href=\"/\">Continue</a></p>",
+    )
+}
+
 /// The login form (with a message after a failed attempt).
 pub fn login_form(message: Option<&str>) -> Response<RespBody> {
     let msg = message

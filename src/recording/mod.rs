@@ -111,6 +111,16 @@ pub fn session_dir(
     Ok(dir)
 }
 
+/// A session's recording folder: the one its record names, else found under `root` (moved
+/// recordings, another node's path).
+pub fn recorded_dir(root: &Path, s: &crate::store::SessionRecord) -> Option<PathBuf> {
+    let named = PathBuf::from(&s.dir);
+    if named.is_dir() {
+        return Some(named);
+    }
+    find_session_dir(root, &s.id).ok().flatten()
+}
+
 /// Find the recording directory of session `id` under `root` (`root/YYYY/MM/DD/<id>/`), for
 /// `jitgate replay` and evidence export; `Ok(None)` when there is none.
 pub fn find_session_dir(root: &Path, id: &SessionId) -> io::Result<Option<PathBuf>> {

@@ -21,15 +21,15 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 type Out = (i32, String, String);
 
 /// A running `jitgate demo` in its own temp directory.
-struct Demo {
+pub(crate) struct Demo {
     child: Child,
-    dir: tempfile::TempDir,
-    info: Value,
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) info: Value,
 }
 
 impl Demo {
     /// `jitgate --json demo --dir TMP`; waits for its one JSON line.
-    fn start() -> Self {
+    pub(crate) fn start() -> Self {
         for tool in ["ssh", "sshpass", "ssh-keygen"] {
             assert!(
                 Command::new("sh")
@@ -77,18 +77,18 @@ impl Demo {
         Self { child, dir, info }
     }
 
-    fn s(&self, key: &str) -> &str {
+    pub(crate) fn s(&self, key: &str) -> &str {
         self.info[key]
             .as_str()
             .unwrap_or_else(|| panic!("ready line lacks {key}: {}", self.info))
     }
 
     /// The demo's directory (`--dir`).
-    fn root(&self) -> PathBuf {
+    pub(crate) fn root(&self) -> PathBuf {
         PathBuf::from(self.s("dir"))
     }
 
-    fn ssh_port(&self) -> String {
+    pub(crate) fn ssh_port(&self) -> String {
         self.s("ssh")
             .rsplit(':')
             .next()
@@ -96,12 +96,12 @@ impl Demo {
             .to_string()
     }
 
-    fn logs(&self) -> String {
+    pub(crate) fn logs(&self) -> String {
         fs::read_to_string(self.dir.path().join("demo.stderr.log")).unwrap_or_default()
     }
 
     /// A client command as `user`, with the printed key, URL and `certs/ca.pem`.
-    fn cli(&self, user: &str, args: &[&str]) -> Out {
+    pub(crate) fn cli(&self, user: &str, args: &[&str]) -> Out {
         let key = self.info["keys"][user]
             .as_str()
             .unwrap_or_else(|| panic!("no key for {user}: {}", self.info));
@@ -114,7 +114,7 @@ impl Demo {
         run(cmd, None)
     }
 
-    fn cli_json(&self, user: &str, args: &[&str]) -> Value {
+    pub(crate) fn cli_json(&self, user: &str, args: &[&str]) -> Value {
         let mut all = vec!["--json"];
         all.extend_from_slice(args);
         let (code, out, err) = self.cli(user, &all);
@@ -123,7 +123,7 @@ impl Demo {
     }
 
     /// request → approve → token, as the demo prints it; returns the token.
-    fn grant_token(&self) -> String {
+    pub(crate) fn grant_token(&self) -> String {
         let r = self.cli_json(
             "alice",
             &[
@@ -149,7 +149,13 @@ impl Demo {
     }
 
     /// `ssh` to the gateway as alice with the token (password method, via sshpass).
-    fn ssh(&self, token: &str, extra: &[&str], remote: Option<&str>, input: Option<&[u8]>) -> Out {
+    pub(crate) fn ssh(
+        &self,
+        token: &str,
+        extra: &[&str],
+        remote: Option<&str>,
+        input: Option<&[u8]>,
+    ) -> Out {
         let mut cmd = Command::new("sshpass");
         cmd.args(["-p", token, "ssh"])
             .args(SSH_OPTS)
@@ -164,7 +170,7 @@ impl Demo {
     }
 
     /// SIGTERM, then wait (bounded) for the exit status.
-    fn stop(&mut self) -> Option<i32> {
+    pub(crate) fn stop(&mut self) -> Option<i32> {
         let pid = self.child.id().to_string();
         let _ = Command::new("kill").args(["-TERM", &pid]).status();
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -187,7 +193,7 @@ impl Drop for Demo {
     }
 }
 
-const SSH_OPTS: &[&str] = &[
+pub(crate) const SSH_OPTS: &[&str] = &[
     "-o",
     "StrictHostKeyChecking=no",
     "-o",

@@ -6,6 +6,7 @@
 mod audit_log;
 mod bad_input;
 mod check;
+mod console;
 mod control_plane;
 mod demo;
 mod denials;

@@ -306,6 +306,42 @@ impl Page {
         r["url"].as_str().unwrap_or_default().to_string()
     }
 
+    /// Wait until the text of `selector` contains `want` (the page may still be changing).
+    pub fn wait_until_text(&self, selector: &str, want: &str, timeout: Duration) -> String {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let got = self
+                .try_cmd("text", json!({ "selector": selector, "timeout_ms": 1000 }))
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default();
+            if got.contains(want) {
+                return got;
+            }
+            if std::time::Instant::now() >= deadline {
+                panic!(
+                    "{selector} never contained {want:?} within {timeout:?}; it says {got:?} (the page is at {})",
+                    self.url()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(150));
+        }
+    }
+
+    /// Wait until `expression` evaluates to `true`.
+    pub fn wait_until_eval(&self, expression: &str, timeout: Duration) {
+        let deadline = std::time::Instant::now() + timeout;
+        while self.try_eval(expression).ok() != Some(Value::Bool(true)) {
+            if std::time::Instant::now() >= deadline {
+                panic!(
+                    "{expression} never became true within {timeout:?} (the page is at {})",
+                    self.url()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(150));
+        }
+    }
+
     /// Every main-frame navigation this page made, redirects included, oldest first.
     pub fn navigations(&self) -> Vec<String> {
         self.must("navigations", json!({}))
