@@ -84,7 +84,7 @@ for (const form of document.querySelectorAll("form[data-preview]")) {
   const run = async () => {
     const body = {};
     for (const [k, v] of new FormData(form).entries()) body[k] = String(v);
-    if (!body.ticket || !body.task) { out.textContent = ""; return; }
+    if (!body.ticket || !body.task || !body.reason?.trim()) { out.textContent = ""; return; }
     const res = await api("POST", form.dataset.preview, body);
     out.replaceChildren();
     const p = document.createElement("p");

@@ -19,6 +19,8 @@ use crate::store::{SignIn, SignInKind};
 pub struct Person {
     pub user: UserConfig,
     pub sign_in: SignIn,
+    /// The identity provider's origins: "Sign out" continues there.
+    form_targets: Vec<String>,
 }
 
 impl Person {
@@ -58,6 +60,7 @@ impl FromRequestParts<AppState> for Person {
             Ok(a) => Ok(Person {
                 user: a.user,
                 sign_in: a.sign_in,
+                form_targets: state.identity.provider_origins().await,
             }),
             Err(_) => Err(redirect(&login)),
         }
@@ -96,12 +99,14 @@ pub fn frame(status: StatusCode, title: &str, who: &Person, here: &str, body: &s
     let header = format!(
         "<nav aria-label=\"Console\">{nav}</nav><span class=\"who\"><span id=\"me\">{}</span> <span class=\"hint\">({})</span>\
 <form class=\"inline\" method=\"post\" action=\"/logout\"><input type=\"hidden\" name=\"csrf_token\" value=\"{}\">\
-<button class=\"quiet small\" type=\"submit\">Sign out</button></form></span>",
+<button class=\"quiet small\" id=\"sign-out\" type=\"submit\">Sign out</button></form></span>",
         esc(who.user.name.as_str()),
         esc(&roles.join(", ")),
         esc(who.sign_in.csrf.as_deref().unwrap_or(""))
     );
-    page_with(status, title, &head, &header, body)
+    let mut r = page_with(status, title, &head, &header, body);
+    super::pages::secure_headers(r.headers_mut(), &who.form_targets);
+    r
 }
 
 /// `<dl>` rows from label/HTML pairs (values are already escaped).

@@ -132,25 +132,16 @@ impl Service {
         let task = parse_name::<TaskName>("task", &new.task)
             .ok()
             .and_then(|t| self.cfg.task(&t).cloned());
-        // An empty reason is a refusal the preview states, not a bad request.
-        let reason_missing = new.reason.trim().is_empty();
-        let new = NewRequest {
-            reason: if reason_missing {
-                "-".into()
-            } else {
-                new.reason
-            },
-            ..new
-        };
+        if new.reason.trim().is_empty() {
+            return Err(GrantError::Invalid(
+                "reason: say what you will do and why".into(),
+            ));
+        }
         let req = self.draft(caller, new)?;
         let refusal = match self.blocked_by_review(caller).await? {
             Some(why) => Some(why),
             None => self.verdict(&req, caller).await?.err(),
-        }
-        .or_else(|| {
-            reason_missing
-                .then(|| "the justification is empty; say what you will do and why".into())
-        });
+        };
         Ok(Preview {
             allowed: refusal.is_none(),
             refusal,

@@ -284,8 +284,18 @@ async fn a_console_session_ends_after_its_idle_timeout() {
             .contains("without use"),
         "{me}"
     );
-    page.goto(&format!("{}/", s.gw.url()));
-    assert!(page.text("#why").contains("without use"));
+    // The console sends the browser to sign in again (the provider, whose own session is
+    // still fresh, signs the person straight back in).
+    let again = ctx.page();
+    again.goto(&format!("{}/", s.gw.url()));
+    assert!(
+        again
+            .navigations()
+            .iter()
+            .any(|u| u.starts_with(&format!("{}/login?return_to=", s.gw.url()))),
+        "{:?}",
+        again.navigations()
+    );
 }
 
 /// A pending request by alice (API key) for `task` on dc-01.

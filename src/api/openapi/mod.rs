@@ -167,10 +167,18 @@ fn operation(op: &Op) -> Value {
     errors.dedup();
     let mut responses = Map::new();
     for (i, &(status, schema)) in op.ok.iter().enumerate() {
-        let content = if schema == "Metrics" {
-            json!({"text/plain": {"schema": r(schema)}, "application/openmetrics-text": {"schema": r(schema)}})
-        } else {
-            json!({"application/json": {"schema": r(schema)}})
+        let content = match schema {
+            "Metrics" => {
+                json!({"text/plain": {"schema": r(schema)}, "application/openmetrics-text": {"schema": r(schema)}})
+            }
+            "EventStream" => json!({"text/event-stream": {"schema": r(schema)}}),
+            "EvidenceBundle" => json!({"application/x-tar": {"schema": r(schema)}}),
+            "RecordingFile" => json!({
+                "application/x-asciicast": {"schema": r(schema)},
+                "application/x-ndjson": {"schema": r(schema)},
+                "application/json": {"schema": r(schema)},
+            }),
+            _ => json!({"application/json": {"schema": r(schema)}}),
         };
         let mut answer = json!({"description": if status == 201 { "Created" } else { "Success" }, "content": content});
         if i == 0 && !op.links.is_empty() {

@@ -235,6 +235,16 @@ pub(super) fn schemas() -> Value {
             "Health": obj(json!({"status": {"const": "ok"}}), &["status"]),
             "OpenApi": {"type": "object", "required": ["openapi", "info", "paths"]},
             "Metrics": {"type": "string", "description": "The Prometheus text exposition format, or OpenMetrics."},
+            "EventStream": {"type": "string", "description": "text/event-stream (server-sent events)."},
+            "EvidenceBundle": {"type": "string", "format": "binary", "description": "A tar archive: recording, audit records, public key, signed manifest."},
+            "RecordingFile": {"type": "string", "description": "The file as recorded."},
+            "RecordingName": {"type": "string", "pattern": "^([0-9]{1,6}\\.cast|http\\.jsonl|session\\.json)$"},
+            "Preview": obj(json!({
+                "allowed": {"type": "boolean"}, "refusal": opt_string,
+                "required_approvals": {"type": "integer", "minimum": 1}, "high_impact": {"type": "boolean"},
+                "approvals_why": string, "max_ttl": {"type": ["string", "null"]},
+            }), &["allowed", "refusal", "required_approvals", "high_impact", "approvals_why", "max_ttl"]),
+            "ConsoleLink": obj(json!({"url": {"type": "string", "format": "uri"}, "expires_in": {"type": "integer"}}), &["url", "expires_in"]),
             "WhoAmI": obj(json!({
                 "name": r("Name"), "user": r("Name"), "roles": array("Role"),
                 "groups": {"type": "array", "items": string}, "vendor": opt_string,
