@@ -7,6 +7,7 @@
 //! The tests live in the submodules by theme.
 
 mod access;
+mod console;
 mod recording;
 mod scope;
 mod streams;
