@@ -89,6 +89,19 @@ pub async fn login(cli: &Cli, no_browser: bool) -> Result<i32> {
         url_encode(&redirect),
         challenge(&verifier)
     );
+    // Ask the gateway first: one without an identity provider answers /login with a page, not
+    // a redirect, and waiting for a browser would be waiting for nothing.
+    let probe = crate::client::Client::new(&url, None, &ca)?;
+    let path = start.trim_start_matches(&url).to_string();
+    match probe.get(&path).await {
+        Err(crate::client::ClientError::NotJson(200)) => bail!(
+            "{url} has no identity provider ([oidc]), so the CLI cannot sign in as a person there; use an API key (JITGATE_API_KEY), or a sign-in link in the browser"
+        ),
+        Err(crate::client::ClientError::NotJson(502)) => bail!(
+            "{url} cannot reach its identity provider right now; try again in a minute, or ask an admin to check [oidc]"
+        ),
+        _ => {}
+    }
     let opened = !no_browser && open_browser(&start);
     if opened {
         eprintln!("Opening your browser to sign in. If it does not open, visit:\n{start}");

@@ -413,6 +413,13 @@ impl Gateway {
                     header::CONTENT_TYPE,
                     HeaderValue::from_static("text/html; charset=utf-8"),
                 );
+                // The target's first page must not see this address (its code) as a referrer.
+                r.headers_mut().insert(
+                    header::REFERRER_POLICY,
+                    HeaderValue::from_static("no-referrer"),
+                );
+                r.headers_mut()
+                    .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
                 r
             }
             Err(why) => pages::login_form(Some(&why)),

@@ -575,7 +575,7 @@ impl Identity {
                 s.user
             )
         })?;
-        if at - s.last_seen >= TOUCH_EVERY {
+        if at - s.last_seen >= touch_every(s.idle_timeout) {
             s.last_seen = at;
             self.store
                 .put_sign_in(&s)
@@ -626,12 +626,10 @@ impl Identity {
         Some(format!("{end}{sep}client_id={}", http::url_encode(client)))
     }
 
-    /// The origin of the provider's authorization endpoint (for the console's form-action).
+    /// The origins of the provider's authorization and sign-out endpoints (for the console's
+    /// form-action), from metadata already fetched: a page never waits on the provider.
     pub async fn provider_origins(&self) -> Vec<String> {
-        let Some(p) = &self.provider else {
-            return Vec::new();
-        };
-        let Ok(m) = p.metadata().await else {
+        let Some(m) = self.provider.as_ref().and_then(|p| p.cached()) else {
             return Vec::new();
         };
         [Some(m.authorization_endpoint), m.end_session_endpoint]
@@ -671,6 +669,12 @@ impl Identity {
             tracing::error!(error = %e, "cannot audit a refused sign-in");
         }
     }
+}
+
+/// How often a sign-in's last use is written back: every [`TOUCH_EVERY`] seconds, or every half
+/// idle timeout when that is shorter, so that a session in use never looks idle.
+fn touch_every(idle_timeout: Option<u64>) -> i64 {
+    idle_timeout.map_or(TOUCH_EVERY, |i| (i as i64 / 2).clamp(1, TOUCH_EVERY))
 }
 
 /// What the provider said before a sign-in was refused (for the audit record).

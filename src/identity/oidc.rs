@@ -114,6 +114,14 @@ impl Provider {
         &self.cfg.issuer
     }
 
+    /// The metadata fetched already, if any (never contacts the provider).
+    pub fn cached(&self) -> Option<Metadata> {
+        self.cache
+            .try_lock()
+            .ok()
+            .and_then(|c| c.as_ref().map(|c| c.meta.clone()))
+    }
+
     /// The provider's metadata (fetched, or cached for [`METADATA_TTL`]).
     pub async fn metadata(&self) -> Result<Metadata, String> {
         let mut cache = self.cache.lock().await;

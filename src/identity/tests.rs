@@ -74,3 +74,12 @@ fn a_sign_in_ends_when_idle_too_long_at_its_hard_end_or_when_ended() {
     s.ended_at = Some(1001);
     assert!(s.over(1002).is_some(), "ended");
 }
+
+#[test]
+fn a_session_in_use_is_touched_before_its_idle_timeout_could_end_it() {
+    assert_eq!(touch_every(None), TOUCH_EVERY);
+    assert_eq!(touch_every(Some(30 * 60)), TOUCH_EVERY);
+    assert_eq!(touch_every(Some(60)), 30);
+    assert_eq!(touch_every(Some(2)), 1);
+    assert_eq!(touch_every(Some(1)), 1);
+}

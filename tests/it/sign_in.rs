@@ -514,6 +514,11 @@ async fn approving_a_high_impact_request_needs_a_sign_in_newer_than_the_bound() 
 #[tokio::test]
 async fn without_a_provider_one_time_links_sign_people_in_once() {
     let gw = Gateway::start(Opts::default());
+    // jitgate login says at once that there is nobody to sign in with.
+    let xdg = tempfile::tempdir().unwrap();
+    let (code, _, err) = cli_as_person(&gw, xdg.path(), &["login", "--no-browser"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("has no identity provider"), "{err}");
     let (code, out, err) = gw.cli("admin", &["sign-in-link", "bob"]);
     // A gateway without [oidc]: /login says how people sign in here.
     let ctx = browser().context();

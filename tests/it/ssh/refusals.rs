@@ -20,20 +20,28 @@ async fn assert_refused(env: &Env, user: &str, token: &str, reason: &str) -> Val
     denial(env, user, reason).await
 }
 
-/// The `admission.denied` record for `user` whose reason contains `reason`.
+/// The `admission.denied` record for `user` whose reason contains `reason`. A connection that
+/// authenticated only halfway (token without the registered key) is audited when the gateway
+/// sees it close, which can be just after the client has exited: wait for it, boundedly.
 async fn denial(env: &Env, user: &str, reason: &str) -> Value {
-    let recs = env.gw.audit("admission.denied").await;
-    let hit = recs.iter().find(|r| {
-        r["user"] == user
-            && r["protocol"] == "ssh"
-            && r["reason"].as_str().is_some_and(|s| s.contains(reason))
-    });
-    match hit {
-        Some(r) => {
-            assert_eq!(r["source"], "127.0.0.1", "{r}");
-            r.clone()
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let recs = env.gw.audit("admission.denied").await;
+        let hit = recs.iter().find(|r| {
+            r["user"] == user
+                && r["protocol"] == "ssh"
+                && r["reason"].as_str().is_some_and(|s| s.contains(reason))
+        });
+        match hit {
+            Some(r) => {
+                assert_eq!(r["source"], "127.0.0.1", "{r}");
+                return r.clone();
+            }
+            None if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            None => panic!("no admission.denied for {user} with reason {reason:?}; got {recs:?}"),
         }
-        None => panic!("no admission.denied for {user} with reason {reason:?}; got {recs:?}"),
     }
 }
 
