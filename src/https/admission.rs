@@ -5,7 +5,6 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::Duration;
 
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
@@ -17,14 +16,11 @@ use tokio_util::sync::CancellationToken;
 
 use super::forward::{Driver, ReqBody, Upstream};
 use super::record::HttpLog;
-use super::{COOKIE, Gateway, HttpSession, RespBody, TOMBSTONE, full, pages};
+use super::timing::{DRAIN_AFTER_CUT, TOMBSTONE};
+use super::{COOKIE, Gateway, HttpSession, RespBody, full, pages};
 use crate::config::TargetKind;
 use crate::grant::admission::AdmitRequest;
 use crate::session::{Cause, FileInfo, NewSession};
-
-/// How long a cut session waits for its in-flight exchanges to be logged (their connections are
-/// already cut) before its end is recorded.
-const DRAIN_AFTER_CUT: Duration = Duration::from_secs(1);
 
 /// A client connection's kill switch and its hold on the sessions it carries.
 ///

@@ -3,7 +3,6 @@
 //! header rewriting a reverse proxy owes both sides.
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -31,7 +30,6 @@ type Connection = hyper::client::conn::http1::Connection<
 /// its answer then cross no task boundary in the gateway.
 pub type Driver = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const POOL_MAX: usize = 256;
 
 /// Hop-by-hop headers, never forwarded (RFC 9110 §7.6.1).
@@ -154,7 +152,7 @@ impl Upstream {
     /// A new connection to the target: TCP, TLS with the session's client certificate, HTTP/1.1.
     async fn handshake(&self) -> Result<(SendRequest<ReqBody>, Connection), String> {
         let tcp = tokio::time::timeout(
-            CONNECT_TIMEOUT,
+            super::timing::TARGET_CONNECT,
             TcpStream::connect((self.host.as_str(), self.port)),
         )
         .await
@@ -162,7 +160,7 @@ impl Upstream {
         .map_err(|e| format!("cannot connect to the target: {e}"))?;
         let _ = tcp.set_nodelay(true);
         let tls = tokio::time::timeout(
-            CONNECT_TIMEOUT,
+            super::timing::TARGET_CONNECT,
             self.tls.connect(self.server_name.clone(), tcp),
         )
         .await

@@ -10,13 +10,14 @@ mod allow;
 pub mod forward;
 pub(crate) mod pages;
 pub mod record;
+mod timing;
 mod websocket;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use futures_util::StreamExt as _;
@@ -51,9 +52,6 @@ pub const COOKIE: &str = "__Host-jitgate";
 /// Largest request body forwarded.
 pub const MAX_REQUEST_BODY: u64 = 256 * 1024 * 1024;
 const MAX_CONNECTIONS: usize = 4096;
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long a cut session's ended entry keeps answering "403 and why".
-const TOMBSTONE: Duration = Duration::from_secs(3600);
 
 /// Requests in flight for a session, and bytes moved.
 #[derive(Default)]
@@ -207,7 +205,7 @@ impl Gateway {
                     let (drivers_tx, mut drivers_rx) = tokio::sync::mpsc::unbounded_channel();
                     let kill = Arc::new(ConnKill::new(kill, drivers_tx));
                     let tls =
-                        match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                        match tokio::time::timeout(timing::HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                             Ok(Ok(s)) => s,
                             _ => return,
                         };
@@ -233,7 +231,7 @@ impl Gateway {
                     builder
                         .http1()
                         .timer(TokioTimer::new())
-                        .header_read_timeout(Duration::from_secs(15))
+                        .header_read_timeout(timing::HEADER_READ_TIMEOUT)
                         .max_buf_size(64 * 1024);
                     builder
                         .http2()
@@ -244,7 +242,7 @@ impl Gateway {
                     tokio::pin!(conn);
                     // This connection's own target connections run here too, next to it.
                     let mut drivers = futures_util::stream::FuturesUnordered::new();
-                    let grace = tokio::time::sleep(Duration::from_secs(365 * 86400));
+                    let grace = tokio::time::sleep(timing::NEVER);
                     tokio::pin!(grace);
                     // Polled on every wake of this task: a token of this connection's own, so
                     // that connections do not contend on the gateway-wide token's lock.
@@ -264,7 +262,7 @@ impl Gateway {
                                 conn.as_mut().graceful_shutdown();
                                 grace
                                     .as_mut()
-                                    .reset(tokio::time::Instant::now() + Duration::from_secs(2));
+                                    .reset(tokio::time::Instant::now() + timing::SHUTDOWN_GRACE);
                             }
                             _ = grace.as_mut(), if stopping => break,
                             _ = idle.as_mut(), if !stopping => {
@@ -273,7 +271,7 @@ impl Gateway {
                                 conn.as_mut().graceful_shutdown();
                                 grace
                                     .as_mut()
-                                    .reset(tokio::time::Instant::now() + Duration::from_secs(1));
+                                    .reset(tokio::time::Instant::now() + timing::IDLE_CLOSE_GRACE);
                             }
                         }
                     }

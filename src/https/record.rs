@@ -170,7 +170,7 @@ impl HttpLog {
             if self.shared.unwritten.load(Ordering::Acquire) <= MAX_UNWRITTEN {
                 break;
             }
-            let _ = tokio::time::timeout(std::time::Duration::from_millis(200), wrote).await;
+            let _ = tokio::time::timeout(super::timing::LOG_TICK, wrote).await;
         }
     }
 
@@ -184,7 +184,7 @@ impl HttpLog {
             .flushes
             .push(ack);
         self.shared.wake.notify_one();
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), done).await;
+        let _ = tokio::time::timeout(super::timing::LOG_FLUSH_WAIT, done).await;
     }
 
     /// Whether the writer has stopped (the file cannot be written).
@@ -195,7 +195,7 @@ impl HttpLog {
 
 /// The writer task: takes the buffer, writes it, syncs on a flush and at the end.
 async fn write_out(shared: Arc<LogShared>, mut file: tokio::fs::File) {
-    let mut tick = tokio::time::interval(std::time::Duration::from_millis(200));
+    let mut tick = tokio::time::interval(super::timing::LOG_TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut out = Vec::new();
     loop {

@@ -3,7 +3,6 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
 
 use russh::server;
 use tokio::sync::OnceCell;
@@ -142,11 +141,11 @@ impl Active {
         if self.disconnected.swap(true, Ordering::AcqRel) {
             return;
         }
-        let _ = tokio::time::timeout(Duration::from_millis(300), self.disconnect_upstream(reason))
-            .await;
+        let _ =
+            tokio::time::timeout(super::timing::PEER_WRITE, self.disconnect_upstream(reason)).await;
         if let Some(h) = client.or(self.client.get()) {
             let _ = tokio::time::timeout(
-                Duration::from_millis(300),
+                super::timing::PEER_WRITE,
                 h.disconnect(
                     russh::Disconnect::ByApplication,
                     format!("[jitgate] session terminated: {reason}"),

@@ -4,7 +4,6 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
 use bytes::Bytes;
 use russh::server::Msg;
@@ -164,7 +163,7 @@ impl Pump {
         }
         if let Some(down) = self.down.take() {
             // Let the target's last output (exit status, close) reach the client.
-            let _ = tokio::time::timeout(Duration::from_secs(2), down).await;
+            let _ = tokio::time::timeout(super::timing::TARGET_DRAIN, down).await;
         }
         self.wrap_up().await;
     }
@@ -413,7 +412,7 @@ impl Pump {
             let _ = c_tx.eof().await;
             let _ = c_tx.close().await;
         };
-        let _ = tokio::time::timeout(Duration::from_millis(300), closes).await;
+        let _ = tokio::time::timeout(super::timing::PEER_WRITE, closes).await;
         // Queued: the connection may be disconnected now; the last pump here does it.
         self.active.notices.close();
         self.ready = None;
@@ -427,7 +426,7 @@ impl Pump {
                 }
             }
         };
-        let _ = tokio::time::timeout(Duration::from_millis(300), acknowledged).await;
+        let _ = tokio::time::timeout(super::timing::PEER_WRITE, acknowledged).await;
     }
 
     async fn wrap_up(&mut self) {
@@ -435,10 +434,10 @@ impl Pump {
         let to_client = self.counters.to_client.load(Ordering::Relaxed);
         self.active.guard.add_bytes(to_target, to_client);
         if let Some(cast) = self.cast.take() {
-            // Within the connection task's wait for its pumps (2 s).
+            // Within the connection task's wait for its pumps (timing::PUMPS_WAIT).
             self.active
                 .guard
-                .after_pending_cuts(Duration::from_millis(500))
+                .after_pending_cuts(super::timing::PENDING_CUTS_WAIT)
                 .await;
             match cast.finish().await {
                 Ok(summary) => self.active.guard.file_finished(summary),
@@ -556,7 +555,7 @@ async fn notice(c_tx: &ClientTx, pty: bool, cast: Option<&CastRecorder>, text: &
             c_tx.extended_data_bytes(1, Bytes::from(line)).await
         }
     };
-    let _ = tokio::time::timeout(Duration::from_millis(300), write).await;
+    let _ = tokio::time::timeout(super::timing::PEER_WRITE, write).await;
     if let Some(cast) = cast {
         let _ = cast.marker(text).await;
     }

@@ -9,6 +9,7 @@ pub mod bridge;
 mod conn;
 pub mod server;
 pub mod tcpip;
+pub mod timing;
 pub mod upstream;
 
 use crate::config::{Allow, TaskConfig};

@@ -14,12 +14,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::conn::{Conn, Shared};
+use super::timing::{self, HELLO_TIMEOUT};
 use crate::metrics::Metrics;
 use crate::pki::Keys;
 use crate::session::Registry;
 
-/// Time a client has to send its SSH identification line.
-const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// Simultaneous SSH connections.
 const MAX_CONNECTIONS: usize = 4096;
 
@@ -80,7 +79,7 @@ impl Gateway {
                     MethodKind::PublicKey,
                 ][..],
             ),
-            auth_rejection_time: Duration::from_millis(300),
+            auth_rejection_time: timing::AUTH_REJECTION_DELAY,
             auth_rejection_time_initial: Some(Duration::ZERO),
             keys: vec![keys.ssh_host_key().clone()],
             max_auth_attempts: 8,
@@ -203,7 +202,7 @@ impl Gateway {
                 _ = tokio::time::sleep(self.grants.config().gateway.login_timeout.duration()) => {
                     tracing::info!(%peer, "SSH authentication timed out");
                     let _ = handle.disconnect(russh::Disconnect::ByApplication, "authentication timed out".into(), "en".into()).await;
-                    let _ = tokio::time::timeout(Duration::from_secs(1), &mut running).await;
+                    let _ = tokio::time::timeout(timing::SOCKET_CUT_WAIT, &mut running).await;
                     return;
                 }
                 _ = shutdown.cancelled() => return,
@@ -237,11 +236,11 @@ impl Gateway {
             // this covers a connection without channels.
             active.pumps.close();
             active.notices.close();
-            let _ = tokio::time::timeout(Duration::from_millis(300), active.notices.wait()).await;
+            let _ = tokio::time::timeout(timing::NOTICES_WAIT, active.notices.wait()).await;
             active.disconnect_both(&reason, Some(&handle)).await;
             // russh closes our side once the disconnect is written, then waits for the
             // client to close its side.
-            if tokio::time::timeout(Duration::from_millis(500), &mut running)
+            if tokio::time::timeout(timing::CLIENT_CLOSE_WAIT, &mut running)
                 .await
                 .is_err()
             {
@@ -250,16 +249,16 @@ impl Gateway {
                 tracing::info!(session = %active.guard.id(), "client did not take the disconnect; cutting the socket");
                 close_mark.set_now();
                 kill.cancel();
-                let _ = tokio::time::timeout(Duration::from_secs(1), &mut running).await;
+                let _ = tokio::time::timeout(timing::SOCKET_CUT_WAIT, &mut running).await;
             }
             // The recordings get their final markers and are closed.
-            let _ = tokio::time::timeout(Duration::from_secs(2), active.pumps.wait()).await;
+            let _ = tokio::time::timeout(timing::PUMPS_WAIT, active.pumps.wait()).await;
             let at = close_mark.get().unwrap_or_else(std::time::Instant::now);
             active.guard.closed_at(at).await;
         } else {
             token.cancel();
             active.pumps.close();
-            let _ = tokio::time::timeout(Duration::from_secs(2), active.pumps.wait()).await;
+            let _ = tokio::time::timeout(timing::PUMPS_WAIT, active.pumps.wait()).await;
             active.disconnect_upstream("client disconnected").await;
             active.guard.closed().await;
         }

@@ -13,9 +13,6 @@ use russh::keys::ssh_key::certificate::CertType;
 use crate::config::TargetConfig;
 use crate::pki::SshSessionCert;
 
-/// Time allowed to connect, exchange keys and authenticate to a target.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
-
 /// Why the target could not be reached.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum UpstreamError {
@@ -157,7 +154,7 @@ pub fn client_config(silence: Duration) -> client::Config {
         nodelay: true,
         inactivity_timeout: None,
         keepalive_interval: Some(
-            (silence / KEEPALIVE_MISSES as u32).max(Duration::from_millis(500)),
+            (silence / KEEPALIVE_MISSES as u32).max(super::timing::MIN_KEEPALIVE),
         ),
         keepalive_max: KEEPALIVE_MISSES,
         ..Default::default()
@@ -226,11 +223,11 @@ pub async fn connect(
         }
         Ok(Upstream { handle })
     };
-    match tokio::time::timeout(CONNECT_TIMEOUT, attempt).await {
+    match tokio::time::timeout(super::timing::TARGET_CONNECT, attempt).await {
         Ok(r) => r,
         Err(_) => Err(connect_err(format!(
             "no answer within {} s",
-            CONNECT_TIMEOUT.as_secs()
+            super::timing::TARGET_CONNECT.as_secs()
         ))),
     }
 }
