@@ -5,10 +5,7 @@
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use crate::config::UserConfig;
 use crate::https::pages::esc;
-use crate::store::SignIn;
-use crate::types::rfc3339;
 
 /// A whole page: `title`, an optional signed-in name for the header, and `body` (HTML).
 /// `form_targets` are origins forms may be sent to besides the console (the provider's
@@ -106,55 +103,6 @@ pub fn error(status: StatusCode, title: &str, why: &str, next: &str) -> Response
             esc(why)
         ),
         &[],
-    )
-}
-
-/// The signed-in home page: who the person is, their roles, and sign-out.
-pub fn home(user: &UserConfig, s: &SignIn, form_targets: &[String]) -> Response {
-    let tags = |items: Vec<String>, id: &str| {
-        if items.is_empty() {
-            return format!("<dd id=\"{id}\" class=\"hint\">none</dd>");
-        }
-        let spans: String = items
-            .iter()
-            .map(|i| format!("<span class=\"tag\">{}</span>", esc(i)))
-            .collect();
-        format!("<dd id=\"{id}\">{spans}</dd>")
-    };
-    let roles = user.roles.iter().map(|r| r.as_str().to_string()).collect();
-    let how = match (s.method, &s.issuer) {
-        (crate::store::SignInMethod::Oidc, Some(i)) => format!("through {}", esc(i)),
-        _ => "with a one-time sign-in link".to_string(),
-    };
-    let vendor = user
-        .vendor
-        .as_ref()
-        .map(|v| format!("<dt>Vendor</dt><dd id=\"vendor\">{}</dd>", esc(v)))
-        .unwrap_or_default();
-    let body = format!(
-        "<div class=\"card\"><h1>Signed in as <span id=\"user\">{name}</span></h1><dl>\
-<dt>Roles</dt>{roles}<dt>Groups</dt>{groups}{vendor}\
-<dt>Signed in</dt><dd>{how}, at {at}</dd><dt>Session ends</dt><dd>at the latest {end}, or after {idle} unused</dd></dl></div>\
-<div class=\"card\"><p>From a terminal, <code>jitgate login</code> signs the CLI in the same way.</p>\
-<form class=\"inline\" method=\"post\" action=\"/logout\"><input type=\"hidden\" name=\"csrf_token\" value=\"{csrf}\">\
-<button id=\"sign-out\" type=\"submit\">Sign out</button></form></div>",
-        name = esc(user.name.as_str()),
-        roles = tags(roles, "roles"),
-        groups = tags(user.groups.clone(), "groups"),
-        at = rfc3339(s.auth_time),
-        end = rfc3339(s.expires_at),
-        idle = s
-            .idle_timeout
-            .map_or("—".into(), |i| crate::types::Ttl::from_secs(i)
-                .to_string()),
-        csrf = esc(s.csrf.as_deref().unwrap_or("")),
-    );
-    page(
-        StatusCode::OK,
-        "Home",
-        Some(user.name.as_str()),
-        &body,
-        form_targets,
     )
 }
 

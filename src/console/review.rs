@@ -156,11 +156,22 @@ pub(super) async fn home(State(state): State<AppState>, who: Person) -> Response
         ));
     }
     let roles: Vec<&str> = who.user.roles.iter().map(|r| r.as_str()).collect();
+    let how = match &who.sign_in.issuer {
+        Some(i) => format!("through {}", esc(i)),
+        None => "with a one-time link".to_string(),
+    };
+    let idle = who
+        .sign_in
+        .idle_timeout
+        .map(|i| format!(", or after {} unused", crate::types::Ttl::from_secs(i)))
+        .unwrap_or_default();
     let body = format!(
-        "<h1>Signed in as <span id=\"user\">{}</span></h1><p class=\"hint\">Roles: <span id=\"roles\">{}</span>; groups: <span id=\"groups\">{}</span>; session ends at the latest {}.</p>{cards}",
+        "<h1>Signed in as <span id=\"user\">{}</span></h1><p class=\"hint\">Roles: <span id=\"roles\">{}</span>; groups: <span id=\"groups\">{}</span>. \
+Signed in {how} at {}; the session ends at the latest {}{idle}. From a terminal, <code>jitgate login</code> signs the CLI in the same way.</p>{cards}",
         esc(who.user.name.as_str()),
         esc(&roles.join(", ")),
         esc(&who.user.groups.join(", ")),
+        crate::types::rfc3339(who.sign_in.auth_time),
         crate::types::rfc3339(who.sign_in.expires_at),
     );
     frame(StatusCode::OK, "Home", &who, "/", &body)
