@@ -170,7 +170,11 @@ pub(super) async fn home(State(state): State<AppState>, who: Person) -> Response
 Signed in {how} at {}; the session ends at the latest {}{idle}. From a terminal, <code>jitgate login</code> signs the CLI in the same way.</p>{cards}",
         esc(who.user.name.as_str()),
         esc(&roles.join(", ")),
-        esc(&who.user.groups.join(", ")),
+        if who.user.groups.is_empty() {
+            "none".to_string()
+        } else {
+            esc(&who.user.groups.join(", "))
+        },
         crate::types::rfc3339(who.sign_in.auth_time),
         crate::types::rfc3339(who.sign_in.expires_at),
     );
