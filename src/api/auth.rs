@@ -162,7 +162,8 @@ impl FromRequestParts<AppState> for Caller {
     }
 }
 
-async fn audit_denied(parts: &Parts, state: &AppState, ip: IpAddr, reason: &str) {
+/// Audit a refused authentication (within the flood budget), with the path as sent.
+pub(super) async fn audit_denied(parts: &Parts, state: &AppState, ip: IpAddr, reason: &str) {
     {
         // The path as the caller sent it (inside the nested router, `uri` lacks `/api/v1`).
         let path: String = parts

@@ -13,7 +13,6 @@ use serde_json::json;
 use super::auth::{Caller, Via, source};
 use super::error::ApiError;
 use super::{ApiResult, AppState, ok};
-use crate::audit::AuditEvent;
 use crate::config::Role;
 use crate::types::{UserName, rfc3339};
 
@@ -70,22 +69,7 @@ pub(super) async fn cli_token(
         })),
         Err(why) => {
             let throttled = state.auth_limiter.fail(ip);
-            if let Err(e) = state
-                .grants
-                .audit()
-                .refusal(
-                    "anonymous",
-                    ip,
-                    AuditEvent::ApiAuthDenied {
-                        source: ip.to_string(),
-                        path: "/api/v1/auth/cli-token".into(),
-                        reason: why.0.clone(),
-                    },
-                )
-                .await
-            {
-                tracing::error!(error = %e, "cannot audit a refused CLI sign-in");
-            }
+            super::auth::audit_denied(&parts, &state, ip, &why.0).await;
             if throttled {
                 tokio::time::sleep(crate::grant::throttle::DELAY).await;
             }
