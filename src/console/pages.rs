@@ -7,22 +7,9 @@ use axum::response::{IntoResponse, Response};
 
 use crate::https::pages::esc;
 
-/// A whole page: `title`, an optional signed-in name for the header, and `body` (HTML).
-/// `form_targets` are origins forms may be sent to besides the console (the provider's
-/// sign-out page, which a sign-out redirects to).
-pub fn page(
-    status: StatusCode,
-    title: &str,
-    who: Option<&str>,
-    body: &str,
-    form_targets: &[String],
-) -> Response {
-    let who = who
-        .map(|w| format!("<span class=\"who\">{}</span>", esc(w)))
-        .unwrap_or_default();
-    let mut r = page_with(status, title, "", &who, body);
-    secure_headers(r.headers_mut(), form_targets);
-    r
+/// A whole page of the signed-out console: `title` and `body` (HTML).
+pub fn page(status: StatusCode, title: &str, body: &str) -> Response {
+    page_with(status, title, "", "", body)
 }
 
 /// A page with extra `<head>` content and header content (both HTML).
@@ -96,13 +83,11 @@ pub fn error(status: StatusCode, title: &str, why: &str, next: &str) -> Response
     page(
         status,
         title,
-        None,
         &format!(
             "<div class=\"card\"><h1>{}</h1><p class=\"why\" id=\"why\">{}</p><p>{next}</p></div>",
             esc(title),
             esc(why)
         ),
-        &[],
     )
 }
 
@@ -116,14 +101,12 @@ pub fn no_provider(signed_out: bool) -> Response {
     page(
         StatusCode::OK,
         "Sign in",
-        None,
         &format!(
             "<div class=\"card\"><h1>Sign in</h1>{note}<p>This gateway has no identity provider configured, \
 so people sign in with a one-time link: an admin makes one with <code>jitgate sign-in-link USER</code> \
 (<code>jitgate demo</code> prints one for each demo user). Each link works once, for 30 minutes.</p>\
 <p class=\"hint\">Admins: configure <code>[oidc]</code> so that people sign in with the company's identity provider.</p></div>"
         ),
-        &[],
     )
 }
 
@@ -132,9 +115,7 @@ pub fn signed_out() -> Response {
     page(
         StatusCode::OK,
         "Signed out",
-        None,
         "<div class=\"card\"><h1 id=\"signed-out\">You are signed out</h1><p><a class=\"button\" href=\"/login\">Sign in again</a></p></div>",
-        &[],
     )
 }
 
@@ -144,14 +125,12 @@ pub fn link_confirm(token: &str) -> Response {
     page(
         StatusCode::OK,
         "Sign in",
-        None,
         &format!(
             "<div class=\"card\"><h1>Sign in to jitgate</h1><p>This one-time link signs you in once.</p>\
 <form method=\"post\" action=\"/auth/link\"><input type=\"hidden\" name=\"token\" value=\"{}\">\
 <button id=\"continue\" type=\"submit\">Continue</button></form></div>",
             esc(token)
         ),
-        &[],
     )
 }
 
