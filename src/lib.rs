@@ -32,6 +32,7 @@ pub mod console;
 pub mod crypto;
 pub mod demo;
 pub mod evidence;
+pub mod gateway;
 pub mod grant;
 pub mod https;
 pub mod identity;

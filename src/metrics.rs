@@ -99,11 +99,11 @@ impl Metrics {
     }
 
     /// Count one gateway admission (`result`: admitted or denied).
-    pub fn admission(&self, protocol: &str, result: &str) {
+    pub fn admission(&self, protocol: crate::config::TargetKind, admitted: bool) {
         self.admissions
             .get_or_create(&AdmissionLabels {
-                protocol: protocol.into(),
-                result: result.into(),
+                protocol: protocol.as_str().into(),
+                result: if admitted { "admitted" } else { "denied" }.into(),
             })
             .inc();
     }

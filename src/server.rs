@@ -178,7 +178,9 @@ impl Runtime {
         })
     }
 
-    /// Serve the API on `api` until `shutdown` is cancelled.
+    /// Serve until `shutdown` is cancelled: the API (and console) on `listeners.api`, the SSH
+    /// and HTTPS gateways and the metrics listener where they are given, and the expiry sweep.
+    /// On shutdown, live sessions are cut and their ends recorded before it returns.
     pub async fn serve(
         self,
         listeners: Listeners,
@@ -189,24 +191,22 @@ impl Runtime {
             ssh: listeners.ssh.as_ref().and_then(|l| l.local_addr().ok()),
             https: listeners.https.as_ref().and_then(|l| l.local_addr().ok()),
         };
+        let parts = crate::gateway::Parts {
+            admit: self.grants.clone(),
+            sessions: self.sessions.clone(),
+            keys: self.keys.clone(),
+            audit: self.grants.audit().clone(),
+            metrics: self.metrics.clone(),
+            settings: Arc::new(self.cfg.gateway.clone()),
+        };
         if let Some(ssh) = listeners.ssh {
-            let gw = crate::ssh::server::Gateway::new(
-                self.grants.clone(),
-                self.sessions.clone(),
-                self.keys.clone(),
-                self.metrics.clone(),
-            );
+            let gw = crate::ssh::server::Gateway::new(parts.clone(), &self.cfg.users);
             let stop = shutdown.clone();
             let t = tracker.clone();
             tracker.spawn(async move { gw.serve(ssh, stop, t).await });
         }
         if let Some(https) = listeners.https {
-            let gw = crate::https::Gateway::new(
-                self.grants.clone(),
-                self.sessions.clone(),
-                self.keys.clone(),
-                self.metrics.clone(),
-            );
+            let gw = crate::https::Gateway::new(parts);
             let tls = self.keys.server_tls(&[b"h2", b"http/1.1"])?;
             let stop = shutdown.clone();
             let t = tracker.clone();

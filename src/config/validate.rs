@@ -193,7 +193,7 @@ impl Config {
                             &[K("targets"), I(i)],
                             format!("ssh target {} needs address = \"host:port\"", t.name),
                         ),
-                        Some(a) if !valid_host_port(a) => err(
+                        Some(a) if crate::net::HostPort::parse(a).is_none() => err(
                             &[K("targets"), I(i), K("address")],
                             format!("target {}: address {a:?} is not host:port", t.name),
                         ),
@@ -415,13 +415,6 @@ impl Config {
         }
         self.validate_identity(&loc, &mut problems);
         problems
-    }
-}
-
-fn valid_host_port(s: &str) -> bool {
-    match s.rsplit_once(':') {
-        Some((host, port)) => !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p != 0),
-        None => false,
     }
 }
 

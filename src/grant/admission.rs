@@ -5,7 +5,7 @@ use std::net::IpAddr;
 
 use super::{GrantError, Service};
 use crate::audit::AuditEvent;
-use crate::config::{TargetConfig, TargetKind, TaskConfig, UserConfig};
+use crate::config::{TargetConfig, TargetKind, TargetSpec, TaskConfig, UserConfig};
 use crate::store::{GrantState, RequestKind, TicketState};
 use crate::types::{GrantId, GrantToken, RequestId, TicketRef, UnixTime, UserName, now};
 
@@ -18,6 +18,7 @@ pub struct Admission {
     user: UserConfig,
     task: TaskConfig,
     target: TargetConfig,
+    spec: TargetSpec,
     ticket: TicketRef,
     approvers: Vec<UserName>,
     expires_at: UnixTime,
@@ -41,6 +42,10 @@ impl Admission {
     }
     pub fn target(&self) -> &TargetConfig {
         &self.target
+    }
+    /// How the gateway reaches the target.
+    pub fn spec(&self) -> &TargetSpec {
+        &self.spec
     }
     /// Login name on an SSH target.
     pub fn principal(&self) -> Option<&str> {
@@ -69,6 +74,7 @@ impl Admission {
             user: cfg.users[0].clone(),
             task: cfg.tasks[0].clone(),
             target: cfg.targets[0].clone(),
+            spec: cfg.targets[0].spec().expect("a valid test target"),
             ticket: "INC-1".parse().expect("valid ticket id"),
             approvers: Vec::new(),
             expires_at: now() + 600,
@@ -230,6 +236,10 @@ impl Service {
                 grant.id
             )));
         };
+        // Checked by `jitgate check`; a target that fails here is refused, not half-dialled.
+        let spec = target
+            .spec()
+            .map_err(|why| deny(format!("target {} is misconfigured: {why}", target.name)))?;
         if target.kind != r.protocol {
             return Err(deny(format!(
                 "grant {} is for {} target {}; use the {} gateway",
@@ -270,6 +280,7 @@ impl Service {
             user: user.clone(),
             task: task.clone(),
             target: target.clone(),
+            spec,
             ticket: grant.ticket.clone(),
             approvers: grant.approvers.clone(),
             expires_at: grant.expires_at,

@@ -12,9 +12,18 @@ use crate::types::{GrantId, TicketRef, UserName};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GrantEventKind {
     Issued,
-    Revoked,
+    Revoked(Revoker),
     Expired,
     Completed,
+}
+
+/// Who revoked a grant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Revoker {
+    /// An approver or admin (`jitgate revoke`, the console).
+    Person,
+    /// The ticket system: the ticket closed, or was reassigned away from the requester.
+    Ticket,
 }
 
 impl GrantEventKind {
@@ -22,7 +31,7 @@ impl GrantEventKind {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Issued => "issued",
-            Self::Revoked => "revoked",
+            Self::Revoked(_) => "revoked",
             Self::Expired => "expired",
             Self::Completed => "completed",
         }

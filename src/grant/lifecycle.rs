@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use super::{
-    GrantError, GrantEvent, GrantEventKind, IssuedToken, Service, can_see_all, check_text,
+    GrantError, GrantEvent, GrantEventKind, IssuedToken, Revoker, Service, can_see_all, check_text,
 };
 use crate::audit::AuditEvent;
 use crate::config::{Role, UserConfig};
@@ -96,8 +96,13 @@ impl Service {
     /// Fail unless the grant is active (expiring it first when its time is up).
     async fn active_or_conflict(&self, grant: &mut Grant) -> Result<(), GrantError> {
         if grant.state == GrantState::Active && now() >= grant.expires_at {
-            self.end(grant, GrantState::Expired, "system", "ttl elapsed".into())
-                .await?;
+            self.end(
+                grant,
+                GrantEventKind::Expired,
+                "system",
+                "ttl elapsed".into(),
+            )
+            .await?;
         }
         if grant.state != GrantState::Active {
             return Err(GrantError::Conflict(format!(
@@ -127,7 +132,7 @@ impl Service {
         self.active_or_conflict(&mut grant).await?;
         self.end(
             &mut grant,
-            GrantState::Completed,
+            GrantEventKind::Completed,
             caller.name.as_str(),
             "completed by the requester".into(),
         )
@@ -154,7 +159,7 @@ impl Service {
         self.active_or_conflict(&mut grant).await?;
         self.end(
             &mut grant,
-            GrantState::Revoked,
+            GrantEventKind::Revoked(Revoker::Person),
             caller.name.as_str(),
             format!("revoked by {}: {reason}", caller.name),
         )
@@ -162,44 +167,40 @@ impl Service {
         Ok(grant)
     }
 
-    /// Move a grant to a final state: store, audit, publish. Lock held by the caller.
+    /// Move a grant to the final state of `kind`: store, audit, publish. Lock held by the caller.
     pub(super) async fn end(
         &self,
         grant: &mut Grant,
-        state: GrantState,
+        kind: GrantEventKind,
         actor: &str,
         reason: String,
     ) -> Result<(), GrantError> {
         let at = Instant::now();
+        let state = match kind {
+            GrantEventKind::Revoked(_) => GrantState::Revoked,
+            GrantEventKind::Expired => GrantState::Expired,
+            GrantEventKind::Completed => GrantState::Completed,
+            GrantEventKind::Issued => unreachable!("end() moves to a final state"),
+        };
         grant.state = state;
         grant.ended_at = Some(now());
         grant.ended_by = Some(actor.to_string());
         grant.end_reason = Some(reason.clone());
         self.store.put_grant(grant).await?;
-        let (event, kind) = match state {
-            GrantState::Revoked => (
-                AuditEvent::GrantRevoked {
-                    grant: grant.id.clone(),
-                    request: grant.request.clone(),
-                    reason: reason.clone(),
-                },
-                GrantEventKind::Revoked,
-            ),
-            GrantState::Expired => (
-                AuditEvent::GrantExpired {
-                    grant: grant.id.clone(),
-                    request: grant.request.clone(),
-                },
-                GrantEventKind::Expired,
-            ),
-            GrantState::Completed => (
-                AuditEvent::GrantCompleted {
-                    grant: grant.id.clone(),
-                    request: grant.request.clone(),
-                },
-                GrantEventKind::Completed,
-            ),
-            GrantState::Active => unreachable!("end() moves to a final state"),
+        let event = match state {
+            GrantState::Revoked => AuditEvent::GrantRevoked {
+                grant: grant.id.clone(),
+                request: grant.request.clone(),
+                reason: reason.clone(),
+            },
+            GrantState::Expired => AuditEvent::GrantExpired {
+                grant: grant.id.clone(),
+                request: grant.request.clone(),
+            },
+            _ => AuditEvent::GrantCompleted {
+                grant: grant.id.clone(),
+                request: grant.request.clone(),
+            },
         };
         self.bus.publish(GrantEvent {
             kind,
@@ -246,7 +247,7 @@ impl Service {
             if now >= grant.expires_at {
                 self.end(
                     &mut grant,
-                    GrantState::Expired,
+                    GrantEventKind::Expired,
                     "system",
                     "ttl elapsed".into(),
                 )
@@ -289,8 +290,13 @@ impl Service {
         {
             if change.closed || t.assignee.as_ref() != Some(&grant.requester) {
                 let reason = why(grant.requester.as_str());
-                self.end(&mut grant, GrantState::Revoked, &actor, reason)
-                    .await?;
+                self.end(
+                    &mut grant,
+                    GrantEventKind::Revoked(Revoker::Ticket),
+                    &actor,
+                    reason,
+                )
+                .await?;
                 n += 1;
             }
         }

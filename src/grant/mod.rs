@@ -24,7 +24,7 @@ use crate::ticket::Tickets;
 use crate::types::{GrantId, RequestId, UserName, now};
 
 pub use admission::{Admission, AdmissionDenied};
-pub use bus::{GrantBus, GrantEvent, GrantEventKind, LocalBus};
+pub use bus::{GrantBus, GrantEvent, GrantEventKind, LocalBus, Revoker};
 
 /// Longest accepted justification or comment, in characters.
 pub const MAX_TEXT: usize = 1000;

@@ -243,7 +243,7 @@ impl Gateway {
         peer: SocketAddr,
     ) -> Result<Arc<HttpSession>, String> {
         let admission = self
-            .grants
+            .admit
             .admit(AdmitRequest {
                 token,
                 user: None,
@@ -252,16 +252,16 @@ impl Gateway {
             })
             .await
             .map_err(|d| {
-                self.metrics.admission("https", "denied");
+                self.metrics.admission(TargetKind::Https, false);
                 d.message
             })?;
-        self.metrics.admission("https", "admitted");
+        self.metrics.admission(TargetKind::Https, true);
         let guard = self
             .registry
             .open(
                 &admission,
                 NewSession {
-                    protocol: "https",
+                    protocol: TargetKind::Https,
                     source: peer.to_string(),
                 },
             )
@@ -274,7 +274,7 @@ impl Gateway {
                     "recording failed (cannot create http.jsonl: {e}); the session was refused because it cannot be recorded"
                 );
                 guard.end(Cause::Recording, &why);
-                guard.closed().await;
+                guard.close(None).await;
                 return Err(why);
             }
         };
@@ -300,7 +300,7 @@ impl Gateway {
             Ok(u) => u,
             Err(why) => {
                 guard.end(Cause::Error, &why);
-                guard.closed().await;
+                guard.close(None).await;
                 return Err(why);
             }
         };
@@ -339,7 +339,7 @@ impl Gateway {
             );
             // Every exchange is on disk before session.json and session.ended digest the file.
             s.log.flush().await;
-            s.guard.closed().await;
+            s.guard.close(None).await;
             tokio::time::sleep(TOMBSTONE).await;
             if let Some(c) = cookie {
                 me.by_cookie.lock().expect("cookie lock").remove(&c);

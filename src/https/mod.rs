@@ -122,10 +122,11 @@ impl HttpSession {
 
 /// The HTTPS gateway.
 pub struct Gateway {
-    grants: Arc<crate::grant::Service>,
+    admit: Arc<dyn crate::gateway::Admit>,
     registry: Arc<Registry>,
     keys: Arc<Keys>,
     metrics: Arc<Metrics>,
+    settings: Arc<crate::config::GatewayConfig>,
     by_cookie: Mutex<HashMap<String, Arc<HttpSession>>>,
     by_token: Mutex<HashMap<String, Arc<HttpSession>>>,
     /// Per-token gates so concurrent first requests open one session.
@@ -155,18 +156,14 @@ fn full(status: StatusCode, content_type: &str, body: String) -> Response<RespBo
 }
 
 impl Gateway {
-    /// The gateway.
-    pub fn new(
-        grants: Arc<crate::grant::Service>,
-        registry: Arc<Registry>,
-        keys: Arc<Keys>,
-        metrics: Arc<Metrics>,
-    ) -> Arc<Self> {
+    /// The gateway, built from `parts`.
+    pub fn new(parts: crate::gateway::Parts) -> Arc<Self> {
         Arc::new(Self {
-            grants,
-            registry,
-            keys,
-            metrics,
+            admit: parts.admit,
+            registry: parts.sessions,
+            keys: parts.keys,
+            metrics: parts.metrics,
+            settings: parts.settings,
             by_cookie: Mutex::new(HashMap::new()),
             by_token: Mutex::new(HashMap::new()),
             opening: Mutex::new(HashMap::new()),
@@ -441,7 +438,7 @@ impl Gateway {
         let body = CountIn::new(body, bytes_in.clone(), MAX_REQUEST_BODY).boxed();
         let up_req: Request<ReqBody> = Request::from_parts(parts, body);
         s.inflight.enter();
-        let silence = self.grants.config().gateway.target_timeout.duration();
+        let silence = self.settings.target_timeout.duration();
         let sent = tokio::select! {
             r = async {
                 if is_ws {

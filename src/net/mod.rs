@@ -1,10 +1,14 @@
 //! Listener plumbing shared by the API and both gateways: a bounded accept loop, caps on
 //! unauthenticated connections ([`gate`]), idle HTTP connections closed ([`idle`]), and a
-//! socket wrapper the gateway can cut from outside ([`killable`]).
+//! socket wrapper the gateway can cut from outside ([`killable`]), and `host:port` parsing
+//! ([`HostPort`]).
 
 pub mod gate;
+mod host;
 pub mod idle;
 pub mod killable;
+
+pub use host::{HostPort, unbracket};
 
 use std::future::Future;
 use std::net::SocketAddr;

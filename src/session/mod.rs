@@ -19,7 +19,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::audit::{AuditEvent, Log};
-use crate::grant::{Admission, GrantBus, GrantEventKind};
+use crate::config::TargetKind;
+use crate::grant::{Admission, GrantBus, GrantEventKind, Revoker};
 use crate::metrics::Metrics;
 use crate::store::{SessionRecord, Store};
 use crate::types::{GrantId, SessionId};
@@ -180,8 +181,31 @@ pub enum SessionError {
 /// What a gateway knows about a new session.
 #[derive(Debug, Clone)]
 pub struct NewSession {
-    pub protocol: &'static str,
+    pub protocol: TargetKind,
     pub source: String,
+}
+
+/// Something that happened in a session, kept in `session.json`'s `events`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum SessionEvent {
+    /// An SFTP channel closed, with what it moved.
+    Sftp {
+        channel: u32,
+        bytes_to_target: u64,
+        bytes_to_client: u64,
+        at: String,
+    },
+    /// A port forward (`ssh -L`, `ssh -W`) to the target closed, with what it moved.
+    PortForward {
+        host: String,
+        port: u32,
+        bytes_to_target: u64,
+        bytes_to_client: u64,
+        at: String,
+    },
+    /// A port forward to somewhere other than the target was refused.
+    PortForwardRefused { host: String, port: u32, at: String },
 }
 
 impl Registry {
@@ -223,10 +247,8 @@ impl Registry {
                             GrantEventKind::Issued => continue,
                             GrantEventKind::Expired => Cause::Expired,
                             GrantEventKind::Completed => Cause::Completed,
-                            GrantEventKind::Revoked if ev.reason.starts_with("ticket ") => {
-                                Cause::Ticket
-                            }
-                            GrantEventKind::Revoked => Cause::Revoked,
+                            GrantEventKind::Revoked(Revoker::Ticket) => Cause::Ticket,
+                            GrantEventKind::Revoked(Revoker::Person) => Cause::Revoked,
                         };
                         let reason = match ev.kind {
                             GrantEventKind::Expired => format!("grant {} expired", ev.grant),
@@ -293,7 +315,7 @@ impl Registry {
         let user = admission.user();
         let record = SessionRecord {
             id: id.clone(),
-            protocol: new.protocol.into(),
+            protocol: new.protocol.as_str().into(),
             user: user.name.clone(),
             vendor: user.vendor.clone(),
             grant: admission.grant().clone(),
@@ -372,9 +394,11 @@ impl Registry {
         }
         tracing::info!(session = %id, grant = %record.grant, user = %record.user, target = %record.target, "session started");
         Ok(SessionGuard {
-            id,
-            live,
-            registry: self.clone(),
+            handle: SessionHandle {
+                id,
+                live,
+                registry: self.clone(),
+            },
         })
     }
 
@@ -518,10 +542,20 @@ impl Registry {
     }
 }
 
-/// A gateway's hold on one live session. Dropping it ends the session: whatever path leaves
-/// a session (an error return, a panic, a cancelled task), its end is recorded exactly once,
-/// with the reason given earlier or, where none was, as an error.
+/// A gateway's hold on one live session; one per session, owned by the task that serves it.
+/// Dropping it ends the session: whatever path leaves a session (an error return, a panic, a
+/// cancelled task), its end is recorded exactly once, with the reason given earlier or, where
+/// none was, as an error. [`SessionGuard::close`] is the orderly way out. What the session's
+/// other tasks (channel pumps, response bodies) need is a [`SessionHandle`], reached through
+/// this guard.
 pub struct SessionGuard {
+    handle: SessionHandle,
+}
+
+/// A view of a live session for the tasks that serve it: its id, folder, cancellation, and the
+/// counts and files it records. Holding one does not keep the session open.
+#[derive(Clone)]
+pub struct SessionHandle {
     id: SessionId,
     live: Arc<Live>,
     registry: Arc<Registry>,
@@ -529,33 +563,85 @@ pub struct SessionGuard {
 
 impl Drop for SessionGuard {
     fn drop(&mut self) {
-        if *self.live.finished.lock().expect("finished lock") {
+        let SessionHandle { id, live, registry } = &self.handle;
+        if *live.finished.lock().expect("finished lock") {
             return;
         }
         // The first reason wins: a session already ending keeps its own.
-        self.registry.terminate(
-            &self.id,
+        registry.terminate(
+            id,
             Cause::Error,
             "the gateway stopped serving the session",
             Instant::now(),
         );
-        let registry = self.registry.clone();
-        let live = self.live.clone();
+        let (registry, live) = (registry.clone(), live.clone());
         if tokio::runtime::Handle::try_current().is_ok() {
-            self.registry
+            self.handle
+                .registry
                 .tracker
                 .spawn(async move { registry.finish(&live).await });
         }
     }
 }
 
+impl std::ops::Deref for SessionGuard {
+    type Target = SessionHandle;
+
+    fn deref(&self) -> &SessionHandle {
+        &self.handle
+    }
+}
+
 impl std::fmt::Debug for SessionGuard {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "SessionGuard({})", self.id)
+        write!(f, "SessionGuard({})", self.handle.id)
+    }
+}
+
+impl std::fmt::Debug for SessionHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SessionHandle({})", self.id)
     }
 }
 
 impl SessionGuard {
+    /// A handle for the session's other tasks.
+    pub fn handle(&self) -> SessionHandle {
+        self.handle.clone()
+    }
+
+    /// What the client socket's close mark calls when the gateway closes that socket: the
+    /// session's cut has landed, so end records held back for it may go ahead.
+    pub fn on_client_closed(&self) -> impl FnOnce() + Send + 'static {
+        let live = self.handle.live.clone();
+        let registry = self.handle.registry.clone();
+        move || registry.cut_landed(&live)
+    }
+
+    /// The client's socket closed at `at` (for a cut, the end of its kill latency; `None`:
+    /// now), with the recordings finished: the end is recorded (cause `client` unless the
+    /// session was ending already) before this returns.
+    pub async fn close(&self, at: Option<Instant>) {
+        let SessionHandle { id, live, registry } = self.handle.clone();
+        *live.closed_at.lock().expect("closed lock") = Some(at.unwrap_or_else(Instant::now));
+        registry.cut_landed(&live);
+        let has_ending = live.ending.lock().expect("ending lock").is_some();
+        if !has_ending {
+            registry.terminate(
+                &id,
+                Cause::Client,
+                "the client disconnected",
+                Instant::now(),
+            );
+        }
+        live.closed.notify_waiters();
+        // Wait for the record so callers (and tests) see a finished session; the drop that
+        // follows finds it finished.
+        registry.finish(&live).await;
+    }
+}
+
+impl SessionHandle {
     /// The session id.
     pub fn id(&self) -> &SessionId {
         &self.id
@@ -576,6 +662,13 @@ impl SessionGuard {
         self.live.ending.lock().expect("ending lock").clone()
     }
 
+    /// Why the session is ending, as shown to the technician.
+    pub fn ending_reason(&self) -> String {
+        self.ending()
+            .map(|e| e.reason)
+            .unwrap_or_else(|| "session ended".into())
+    }
+
     /// Receives the expiry warning text when it is due.
     pub fn warnings(&self) -> watch::Receiver<Option<String>> {
         self.live.warning.subscribe()
@@ -594,8 +687,9 @@ impl SessionGuard {
         }
     }
 
-    /// Record a session event for `session.json` (e.g. SFTP byte counts).
-    pub fn add_event(&self, v: serde_json::Value) {
+    /// Note an event for `session.json`.
+    pub fn add_event(&self, event: SessionEvent) {
+        let v = serde_json::to_value(&event).expect("session events serialize");
         self.live.events.lock().expect("events lock").push(v);
     }
 
@@ -613,42 +707,9 @@ impl SessionGuard {
             .terminate(&self.id, cause, reason, Instant::now());
     }
 
-    /// What the client socket's close mark calls when the gateway closes that socket: the
-    /// session's cut has landed, so end records held back for it may go ahead.
-    pub fn on_client_closed(&self) -> impl FnOnce() + Send + 'static {
-        let live = self.live.clone();
-        let registry = self.registry.clone();
-        move || registry.cut_landed(&live)
-    }
-
     /// Until no session's cut is pending, or `max` has passed: end-of-session file work
     /// (a recording's final fsync) goes after closing sockets.
     pub async fn after_pending_cuts(&self, max: Duration) {
         self.registry.cuts.landed(max).await;
-    }
-
-    /// The client's socket is closed: the registry records the end now.
-    pub async fn closed(&self) {
-        self.closed_at(Instant::now()).await;
-    }
-
-    /// The gateway closed the client's socket at `at` (the end of a cut's kill latency); the
-    /// registry records the end now, with the recordings already finished.
-    pub async fn closed_at(&self, at: Instant) {
-        *self.live.closed_at.lock().expect("closed lock") = Some(at);
-        self.registry.cut_landed(&self.live);
-        let has_ending = self.live.ending.lock().expect("ending lock").is_some();
-        if !has_ending {
-            self.registry.terminate(
-                &self.id,
-                Cause::Client,
-                "the client disconnected",
-                Instant::now(),
-            );
-        }
-        self.live.closed.notify_waiters();
-        // Wait for the record so callers (and tests) see a finished session.
-        let registry = self.registry.clone();
-        registry.finish(&self.live).await;
     }
 }

@@ -83,7 +83,7 @@ async fn a_session_whose_guard_is_dropped_on_an_error_path_ends_once_with_a_caus
     let cfg = crate::config::Config::from_text(CONFIG, &dir.path().join("j.toml")).unwrap();
     let admission = Admission::for_test(&cfg);
     let open = |source: &str| NewSession {
-        protocol: "https",
+        protocol: TargetKind::Https,
         source: source.into(),
     };
 
@@ -113,7 +113,7 @@ async fn a_session_whose_guard_is_dropped_on_an_error_path_ends_once_with_a_caus
     // A session ended the normal way is not ended again by its drop.
     let guard = reg.open(&admission, open("127.0.0.1:3")).await.unwrap();
     let id = guard.id().clone();
-    guard.closed().await;
+    guard.close(None).await;
     drop(guard);
     tokio::time::sleep(Duration::from_millis(200)).await;
     let ended = ended_records(&store, &id).await;

@@ -7,25 +7,29 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use russh::server::Msg;
-use russh::{Channel, ChannelMsg, ChannelReadHalf, ChannelWriteHalf, Pty};
+use russh::{Channel, ChannelMsg, ChannelReadHalf, ChannelWriteHalf};
+use tokio::sync::mpsc;
 use tokio_util::task::task_tracker::TaskTrackerToken;
 
-use super::active::Active;
-use super::{Want, allowed, env_allowed};
+use super::handler::PtyReq;
+use super::link::Link;
+use super::timing;
 use crate::recording::cast::{CastOptions, CastRecorder};
-use crate::session::{Cause, FileInfo};
+use crate::session::{Cause, FileInfo, SessionEvent};
 use crate::store::RequestKind;
 
-struct PtyReq {
-    term: String,
-    cols: u32,
-    rows: u32,
-    pw: u32,
-    ph: u32,
-    modes: Vec<(Pty, u32)>,
+/// What the connection's task tells a session channel's pump, once it has allowed it. The
+/// client's own requests also reach the pump on the channel; it acts only on these.
+#[derive(Debug)]
+pub(super) enum Command {
+    Pty(PtyReq),
+    Env(String, String),
+    Start(Kind),
 }
 
-enum Kind {
+/// What runs on the channel.
+#[derive(Debug)]
+pub(super) enum Kind {
     Shell,
     Exec(Vec<u8>),
     Subsystem(String),
@@ -49,17 +53,19 @@ type ClientTx = Arc<ChannelWriteHalf<Msg>>;
 /// The two directions run as two loops so that a full window one way never stops the other
 /// way from draining (an SFTP upload needs the target's acknowledgements to keep flowing).
 ///
-/// `ready` is held until a cut's notice and channel closes are queued, so the connection sends
-/// its disconnect after them.
-pub(crate) async fn session_channel(
-    active: Arc<Active>,
+/// `commands` are what the connection's task allowed, in the client's order. `ready` is held
+/// until a cut's notice and channel closes are queued, so the connection sends its disconnect
+/// after them.
+pub(super) async fn session_channel(
+    link: Arc<Link>,
     client: Channel<Msg>,
+    commands: mpsc::UnboundedReceiver<Command>,
     ready: TaskTrackerToken,
 ) {
-    let mut p = Pump::new(active);
+    let mut p = Pump::new(link);
     p.ready = Some(ready);
     let (c_rx, c_tx) = client.split();
-    p.run(c_rx, Arc::new(c_tx)).await;
+    p.run(c_rx, commands, Arc::new(c_tx)).await;
 }
 
 /// Byte counters shared by both directions.
@@ -70,7 +76,7 @@ struct Counters {
 }
 
 struct Pump {
-    active: Arc<Active>,
+    link: Arc<Link>,
     env: Vec<(String, String)>,
     pty: Option<PtyReq>,
     buffered: Vec<Bytes>,
@@ -95,9 +101,9 @@ async fn down_done(down: &mut Option<tokio::task::JoinHandle<()>>) {
 }
 
 impl Pump {
-    fn new(active: Arc<Active>) -> Self {
+    fn new(link: Arc<Link>) -> Self {
         Self {
-            active,
+            link,
             env: Vec::new(),
             pty: None,
             buffered: Vec::new(),
@@ -113,13 +119,14 @@ impl Pump {
         }
     }
 
-    fn ok(&self, want: Want<'_>) -> bool {
-        allowed(self.active.admission.task(), want).is_ok()
-    }
-
-    async fn run(&mut self, mut c_rx: ChannelReadHalf, c_tx: ClientTx) {
-        let token = self.active.guard.token();
-        let mut warnings = self.active.guard.warnings();
+    async fn run(
+        &mut self,
+        mut c_rx: ChannelReadHalf,
+        mut commands: mpsc::UnboundedReceiver<Command>,
+        c_tx: ClientTx,
+    ) {
+        let token = self.link.session.token();
+        let mut warnings = self.link.session.warnings();
         loop {
             tokio::select! {
                 biased;
@@ -138,12 +145,28 @@ impl Pump {
                 }
                 msg = c_rx.wait() => {
                     let Some(msg) = msg else { break };
-                    // A cut does not wait for this message's work (opening the target
-                    // channel, or room in the target's window).
+                    // A cut does not wait for this message's work (room in the target's
+                    // window).
                     let handled = tokio::select! {
                         biased;
                         _ = token.cancelled() => None,
                         keep = self.on_client(msg, &c_tx) => Some(keep),
+                    };
+                    match handled {
+                        Some(true) => {}
+                        Some(false) => break,
+                        None => {
+                            self.terminate(&mut c_rx, &c_tx).await;
+                            break;
+                        }
+                    }
+                }
+                Some(command) = commands.recv() => {
+                    // Nor for the target: connecting to it, or opening its channel.
+                    let handled = tokio::select! {
+                        biased;
+                        _ = token.cancelled() => None,
+                        keep = self.on_command(command, &c_tx) => Some(keep),
                     };
                     match handled {
                         Some(true) => {}
@@ -163,7 +186,7 @@ impl Pump {
         }
         if let Some(down) = self.down.take() {
             // Let the target's last output (exit status, close) reach the client.
-            let _ = tokio::time::timeout(super::timing::TARGET_DRAIN, down).await;
+            let _ = tokio::time::timeout(timing::TARGET_DRAIN, down).await;
         }
         self.wrap_up().await;
     }
@@ -178,7 +201,7 @@ impl Pump {
                 if let Some(cast) = &self.cast
                     && let Err(e) = cast.input(data.clone()).await
                 {
-                    recording_failed(&self.active, c_tx, &e.to_string()).await;
+                    recording_failed(&self.link, c_tx, &e.to_string()).await;
                     return false;
                 }
                 match &self.up {
@@ -203,40 +226,6 @@ impl Pump {
                     let _ = tx.close().await;
                 }
                 return false;
-            }
-            ChannelMsg::RequestPty {
-                term,
-                col_width,
-                row_height,
-                pix_width,
-                pix_height,
-                terminal_modes,
-                ..
-            } if self.ok(Want::Pty) => {
-                self.pty = Some(PtyReq {
-                    term,
-                    cols: col_width,
-                    rows: row_height,
-                    pw: pix_width,
-                    ph: pix_height,
-                    modes: terminal_modes,
-                });
-            }
-            ChannelMsg::SetEnv {
-                variable_name,
-                variable_value,
-                ..
-            } if env_allowed(&variable_name) && self.env.len() < 32 => {
-                self.env.push((variable_name, variable_value));
-            }
-            ChannelMsg::RequestShell { .. } if self.ok(Want::Shell) => {
-                return self.start(Kind::Shell, c_tx).await;
-            }
-            ChannelMsg::Exec { command, .. } if self.ok(Want::Exec(&command)) => {
-                return self.start(Kind::Exec(command), c_tx).await;
-            }
-            ChannelMsg::RequestSubsystem { name, .. } if self.ok(Want::Subsystem(&name)) => {
-                return self.start(Kind::Subsystem(name), c_tx).await;
             }
             ChannelMsg::WindowChange {
                 col_width,
@@ -272,17 +261,27 @@ impl Pump {
         true
     }
 
-    /// Open the target channel for a shell, command or subsystem.
+    /// Do what the connection's task allowed; `false` ends the pump.
+    async fn on_command(&mut self, command: Command, c_tx: &ClientTx) -> bool {
+        match command {
+            Command::Pty(p) => self.pty = Some(p),
+            Command::Env(k, v) => self.env.push((k, v)),
+            Command::Start(kind) => return self.start(kind, c_tx).await,
+        }
+        true
+    }
+
+    /// Open the target channel for a shell, command or subsystem (once per channel).
     async fn start(&mut self, kind: Kind, c_tx: &ClientTx) -> bool {
         if self.started {
             return true;
         }
         self.started = true;
         self.kind_label = kind.label();
-        let upstream = match self.active.upstream().await {
+        let upstream = match self.link.target().await {
             Ok(u) => u,
             Err(e) => {
-                fail(&self.active, c_tx, &e.to_string()).await;
+                fail(&self.link, c_tx, &e.to_string()).await;
                 return false;
             }
         };
@@ -290,7 +289,7 @@ impl Pump {
             Ok(ch) => ch,
             Err(e) => {
                 fail(
-                    &self.active,
+                    &self.link,
                     c_tx,
                     &format!("the target refused a session channel: {e}"),
                 )
@@ -299,12 +298,10 @@ impl Pump {
             }
         };
         let (up_rx, up_tx) = ch.split();
-        self.file_no = self.active.next_file.fetch_add(1, Ordering::Relaxed);
+        self.file_no = self.link.next_file();
         // Record before anything reaches the target: no unrecorded privileged session.
-        let record = self.active.gw.grants.config().gateway.record_terminal
-            || self.active.admission.kind() == RequestKind::BreakGlass;
-        if record && !matches!(kind, Kind::Subsystem(_)) {
-            let a = &self.active.admission;
+        if self.link.record_terminal && !matches!(kind, Kind::Subsystem(_)) {
+            let a = &self.link.admission;
             let name = format!("{}.cast", self.file_no);
             let (cols, rows) = self
                 .pty
@@ -317,7 +314,7 @@ impl Pump {
                 term: self.pty.as_ref().map(|p| p.term.clone()),
                 title: format!(
                     "jitgate {} {}@{} task {} ticket {}",
-                    self.active.guard.id(),
+                    self.link.session.id(),
                     a.user().name,
                     a.target().name,
                     a.task().name,
@@ -326,9 +323,9 @@ impl Pump {
                 record_input: a.task().record_input || a.kind() == RequestKind::BreakGlass,
                 pty: self.pty.is_some(),
             };
-            match CastRecorder::start(&self.active.guard.dir().join(&name), opts) {
+            match CastRecorder::start(&self.link.session.dir().join(&name), opts) {
                 Ok(r) => {
-                    self.active.guard.add_file(FileInfo {
+                    self.link.session.add_file(FileInfo {
                         name,
                         channel: self.file_no,
                         kind: kind.label().into(),
@@ -344,14 +341,14 @@ impl Pump {
                 }
                 Err(e) => {
                     let _ = up_tx.close().await;
-                    recording_failed(&self.active, c_tx, &e.to_string()).await;
+                    recording_failed(&self.link, c_tx, &e.to_string()).await;
                     return false;
                 }
             }
         }
         // Target → client runs on its own from here.
         self.down = Some(tokio::spawn(downstream(
-            self.active.clone(),
+            self.link.clone(),
             up_rx,
             c_tx.clone(),
             self.cast.clone(),
@@ -371,7 +368,7 @@ impl Pump {
             Kind::Subsystem(name) => up_tx.request_subsystem(true, name.clone()).await,
         };
         if sent.is_err() {
-            fail(&self.active, c_tx, "the target closed the channel").await;
+            fail(&self.link, c_tx, "the target closed the channel").await;
             return false;
         }
         for data in std::mem::take(&mut self.buffered) {
@@ -389,12 +386,7 @@ impl Pump {
     /// The session was cut: tell the technician, mark the recording, close the target side,
     /// then the client side, and wait briefly for the client to confirm.
     async fn terminate(&mut self, c_rx: &mut ChannelReadHalf, c_tx: &ClientTx) {
-        let reason = self
-            .active
-            .guard
-            .ending()
-            .map(|e| e.reason)
-            .unwrap_or_else(|| "session ended".into());
+        let reason = self.link.session.ending_reason();
         if let Some(down) = self.down.take() {
             down.abort();
         }
@@ -412,12 +404,12 @@ impl Pump {
             let _ = c_tx.eof().await;
             let _ = c_tx.close().await;
         };
-        let _ = tokio::time::timeout(super::timing::PEER_WRITE, closes).await;
+        let _ = tokio::time::timeout(timing::PEER_WRITE, closes).await;
         // Queued: the connection may be disconnected now; the last pump here does it.
-        self.active.notices.close();
+        self.link.notices.close();
         self.ready = None;
-        if self.active.notices.is_empty() {
-            self.active.disconnect_both(&reason, None).await;
+        if self.link.notices.is_empty() {
+            self.link.disconnect_both(&reason).await;
         }
         let acknowledged = async {
             while let Some(m) = c_rx.wait().await {
@@ -426,41 +418,38 @@ impl Pump {
                 }
             }
         };
-        let _ = tokio::time::timeout(super::timing::PEER_WRITE, acknowledged).await;
+        let _ = tokio::time::timeout(timing::PEER_WRITE, acknowledged).await;
     }
 
     async fn wrap_up(&mut self) {
         let to_target = self.counters.to_target.load(Ordering::Relaxed);
         let to_client = self.counters.to_client.load(Ordering::Relaxed);
-        self.active.guard.add_bytes(to_target, to_client);
+        let session = &self.link.session;
+        session.add_bytes(to_target, to_client);
         if let Some(cast) = self.cast.take() {
             // Within the connection task's wait for its pumps (timing::PUMPS_WAIT).
-            self.active
-                .guard
-                .after_pending_cuts(super::timing::PENDING_CUTS_WAIT)
-                .await;
+            session.after_pending_cuts(timing::PENDING_CUTS_WAIT).await;
             match cast.finish().await {
-                Ok(summary) => self.active.guard.file_finished(summary),
+                Ok(summary) => session.file_finished(summary),
                 Err(e) => {
-                    tracing::error!(session = %self.active.guard.id(), error = %e, "recording could not be finished")
+                    tracing::error!(session = %session.id(), error = %e, "recording could not be finished")
                 }
             }
         }
         if self.kind_label == "subsystem" {
-            self.active.guard.add_event(serde_json::json!({
-                "type": "sftp",
-                "channel": self.file_no,
-                "bytes_to_target": to_target,
-                "bytes_to_client": to_client,
-                "at": crate::types::rfc3339(crate::types::now()),
-            }));
+            session.add_event(SessionEvent::Sftp {
+                channel: self.file_no,
+                bytes_to_target: to_target,
+                bytes_to_client: to_client,
+                at: crate::types::rfc3339(crate::types::now()),
+            });
         }
     }
 }
 
 /// Target → client: output, exit status, EOF and close, recorded on the way.
 async fn downstream(
-    active: Arc<Active>,
+    link: Arc<Link>,
     mut up_rx: ChannelReadHalf,
     c_tx: ClientTx,
     cast: Option<CastRecorder>,
@@ -475,7 +464,7 @@ async fn downstream(
                 if let Some(cast) = &cast
                     && let Err(e) = cast.output(data.clone()).await
                 {
-                    recording_failed(&active, &c_tx, &e.to_string()).await;
+                    recording_failed(&link, &c_tx, &e.to_string()).await;
                     return;
                 }
                 if c_tx.data_bytes(data).await.is_err() {
@@ -489,7 +478,7 @@ async fn downstream(
                 if let Some(cast) = &cast
                     && let Err(e) = cast.output(data.clone()).await
                 {
-                    recording_failed(&active, &c_tx, &e.to_string()).await;
+                    recording_failed(&link, &c_tx, &e.to_string()).await;
                     return;
                 }
                 if c_tx.extended_data_bytes(ext, data).await.is_err() {
@@ -506,21 +495,14 @@ async fn downstream(
                 signal_name,
                 core_dumped,
                 error_message,
-                lang_tag,
+                ..
             } => {
-                let _ = active
-                    .client_handle()
-                    .exit_signal_request(
-                        c_tx.id(),
-                        signal_name,
-                        core_dumped,
-                        error_message,
-                        lang_tag,
-                    )
+                link.client
+                    .exit_signal(c_tx.id(), signal_name, core_dumped, error_message)
                     .await;
             }
             ChannelMsg::Failure => {
-                fail(&active, &c_tx, "the target refused the request").await;
+                fail(&link, &c_tx, "the target refused the request").await;
                 return;
             }
             ChannelMsg::Close => {
@@ -533,13 +515,13 @@ async fn downstream(
     // The target's connection ended without closing the channel: it stopped answering (no
     // reply to keepalives within gateway.target_timeout) or went away. Unless the gateway is
     // cutting the session itself, the technician is told, and the session ends with that cause.
-    if active.guard.ending().is_none() {
+    if link.session.ending().is_none() {
         let reason = format!(
             "the connection to target {} was lost (it stopped answering or closed); the session was ended",
-            active.admission.target().name
+            link.admission.target().name
         );
-        fail(&active, &c_tx, &reason).await;
-        active.guard.end(Cause::Target, &reason);
+        fail(&link, &c_tx, &reason).await;
+        link.session.end(Cause::Target, &reason);
         return;
     }
     let _ = c_tx.close().await;
@@ -555,15 +537,15 @@ async fn notice(c_tx: &ClientTx, pty: bool, cast: Option<&CastRecorder>, text: &
             c_tx.extended_data_bytes(1, Bytes::from(line)).await
         }
     };
-    let _ = tokio::time::timeout(super::timing::PEER_WRITE, write).await;
+    let _ = tokio::time::timeout(timing::PEER_WRITE, write).await;
     if let Some(cast) = cast {
         let _ = cast.marker(text).await;
     }
 }
 
 /// The request could not be served: say why, exit 1, close.
-async fn fail(active: &Active, c_tx: &ClientTx, why: &str) {
-    tracing::info!(session = %active.guard.id(), reason = %why, "channel refused");
+async fn fail(link: &Link, c_tx: &ClientTx, why: &str) {
+    tracing::info!(session = %link.session.id(), reason = %why, "channel refused");
     let _ = c_tx
         .extended_data_bytes(1, Bytes::from(format!("[jitgate] {why}\r\n")))
         .await;
@@ -573,8 +555,8 @@ async fn fail(active: &Active, c_tx: &ClientTx, why: &str) {
 }
 
 /// A recording could not be written: end the channel and the session with a message.
-async fn recording_failed(active: &Active, c_tx: &ClientTx, why: &str) {
+async fn recording_failed(link: &Link, c_tx: &ClientTx, why: &str) {
     let reason = format!("{why}; the session was ended because it cannot be recorded");
-    fail(active, c_tx, &reason).await;
-    active.guard.end(Cause::Recording, &reason);
+    fail(link, c_tx, &reason).await;
+    link.session.end(Cause::Recording, &reason);
 }

@@ -1,476 +1,597 @@
-//! One client connection's SSH protocol handler: admission by grant token (and public key
-//! where the user has registered keys) and the channel-open decisions. The connection's life
-//! from accept to the recorded end is in [`super::server`].
+//! One client connection's task: it owns the connection's state ([`ConnState`]) from the first
+//! authentication attempt to the recorded end, and makes every transition in [`Connection::step`].
+//! The russh handler ([`super::handler`]) only forwards what the client does; channel pumps
+//! ([`super::bridge`], [`super::tcpip`]) move the bytes.
+//!
+//! ```text
+//! Authenticating --both factors, session opened--> Admitted --cut, or client gone--> Closing
+//!       |  token refused 3 times, login timeout, client gone                          |
+//!       +------------------------------------------------------------------------> (end)
+//! ```
 
+use std::collections::HashMap;
+use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::pin::Pin;
+use std::sync::Arc;
 
-use russh::server::{self, Auth, Msg, Session};
-use russh::{Channel, ChannelId, MethodKind, MethodSet};
-use tokio::sync::Notify;
+use russh::ChannelId;
+use russh::server::Auth;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
 
-use super::active::Active;
+use super::bridge::{self, Command, Kind};
+use super::handler::{Event, Request, Verdict};
+use super::link::{Client, Link, Target};
+use super::login::{Login, Step};
 use super::server::Gateway;
-use super::{Want, allowed, bridge, tcpip};
+use super::timing;
+use super::upstream::{self, Upstream, UpstreamError};
+use super::{allowed, env_allowed, tcpip};
+use crate::audit::AuditEvent;
 use crate::config::{Allow, TargetKind};
 use crate::grant::Admission;
-use crate::grant::admission::AdmitRequest;
-use crate::session::NewSession;
+use crate::net::gate::Pass;
+use crate::net::killable::CloseMark;
+use crate::session::{NewSession, SessionEvent, SessionGuard};
+use crate::store::RequestKind;
 
-/// Wrong tokens accepted per connection before it is refused.
-const MAX_TOKEN_FAILURES: u32 = 3;
+/// Environment variables passed on per channel; more are acknowledged and dropped.
+const MAX_ENV: usize = 32;
 
-/// State shared between a connection's handler and its supervising task.
-#[derive(Default)]
-pub(super) struct Shared {
-    pub(super) active: OnceLock<Arc<Active>>,
-    pub(super) authed: Notify,
-    pub(super) is_authed: AtomicBool,
-    /// Why an admitted token did not let the client in (audited if the client gives up).
-    pub(super) incomplete:
-        std::sync::Mutex<Option<(String, String, Option<crate::types::GrantId>)>>,
+/// Where a connection is.
+pub(super) enum ConnState {
+    /// Until the token (and the user's key, where they registered keys) let the client in.
+    Authenticating(Login),
+    /// The session is open and its target leg under way or up.
+    Admitted(Admitted),
+    /// Cut, or the client left: the session's end is being recorded.
+    Closing,
 }
 
-/// One connection's russh handler.
-pub(super) struct Conn {
-    pub(super) gw: Arc<Gateway>,
-    pub(super) peer: SocketAddr,
-    pub(super) shared: Arc<Shared>,
-    pub(super) pubkey_ok: bool,
-    pub(super) admission: Option<Admission>,
-    pub(super) failures: u32,
+/// An admitted connection.
+pub(super) struct Admitted {
+    guard: SessionGuard,
+    link: Arc<Link>,
+    /// The session's token: cancelled when it must end.
+    cut: CancellationToken,
+    /// The target leg while it connects (on a task of its own, so that it goes on while this
+    /// one answers the client; aborted with the connection); `None` once settled, the result
+    /// is in `target`.
+    connecting: Option<AbortOnDropHandle<Result<Upstream, UpstreamError>>>,
+    target: watch::Sender<Target>,
+    /// Each open session channel: its pump's command queue and what it asked for so far.
+    channels: HashMap<ChannelId, ChannelState>,
 }
 
-fn token_methods() -> MethodSet {
-    MethodSet::from(&[MethodKind::KeyboardInteractive, MethodKind::Password][..])
+struct ChannelState {
+    commands: mpsc::UnboundedSender<Command>,
+    env: usize,
+    started: bool,
 }
 
-impl Conn {
-    fn needs_pubkey(&self, user: &str) -> bool {
-        self.gw
-            .grants
-            .config()
-            .users
-            .iter()
-            .any(|u| u.name.as_str() == user && !u.ssh_keys.is_empty())
-    }
+/// What the task waits for next.
+enum Input {
+    Event(Event),
+    /// russh's connection task ended (the client left, or the socket failed).
+    ClientGone,
+    LoginTimedOut,
+    Shutdown,
+    Cut,
+    TargetSettled(Result<Upstream, UpstreamError>),
+}
 
-    fn key_registered(&self, user: &str, key: &russh::keys::ssh_key::PublicKey) -> bool {
-        self.gw.grants.config().users.iter().any(|u| {
-            u.name.as_str() == user
-                && u.ssh_keys.iter().any(|k| {
-                    russh::keys::ssh_key::PublicKey::from_openssh(k)
-                        .is_ok_and(|pk| pk.key_data() == key.key_data())
-                })
-        })
-    }
+/// Whether the connection goes on.
+enum Flow {
+    Continue,
+    Done,
+}
 
-    /// Check a presented token; on success open the session. `Err` is the refusal text.
-    async fn check_token(&mut self, user: &str, token: &str) -> Result<(), String> {
-        if self.admission.is_some() {
-            return Ok(());
+/// The socket under russh, as the connection's task can cut it.
+pub(super) struct Socket {
+    pub kill: CancellationToken,
+    pub close_mark: CloseMark,
+}
+
+/// russh's running connection (its own task), as this task waits for it.
+pub(super) type Running = Pin<Box<dyn Future<Output = Result<(), russh::Error>> + Send>>;
+
+/// One connection's task.
+pub(super) struct Connection {
+    gw: Arc<Gateway>,
+    peer: SocketAddr,
+    client: Arc<dyn Client>,
+    socket: Socket,
+    /// A place among unauthenticated connections, given up once admitted.
+    pass: Option<Pass>,
+    state: ConnState,
+}
+
+impl Connection {
+    pub fn new(
+        gw: Arc<Gateway>,
+        peer: SocketAddr,
+        client: Arc<dyn Client>,
+        socket: Socket,
+        pass: Option<Pass>,
+    ) -> Self {
+        Self {
+            gw,
+            peer,
+            client,
+            socket,
+            pass,
+            state: ConnState::Authenticating(Login::default()),
         }
-        let admission = self
-            .gw
-            .grants
-            .admit(AdmitRequest {
-                token,
-                user: Some(user),
-                protocol: TargetKind::Ssh,
-                source: self.peer.ip(),
-            })
-            .await
-            .map_err(|d| {
-                self.gw.metrics.admission("ssh", "denied");
-                d.message
-            })?;
-        self.gw.metrics.admission("ssh", "admitted");
-        self.admission = Some(admission);
-        Ok(())
     }
 
-    /// Both factors present: open the session and let the client in. When the session cannot
-    /// be opened (its recording cannot be created), the refusal is audited and, at a
-    /// keyboard-interactive prompt, shown with its reason.
-    async fn complete(&mut self, interactive: bool) -> Result<Auth, russh::Error> {
-        let Some(admission) = self.admission.clone() else {
-            return Ok(Auth::reject());
+    /// Serve the connection until it ends. `shutdown` ends it while it authenticates (admitted
+    /// sessions are cut by the registry).
+    pub async fn run(
+        mut self,
+        mut running: Running,
+        mut events: mpsc::Receiver<Event>,
+        shutdown: CancellationToken,
+    ) {
+        let login_deadline = tokio::time::sleep(self.gw.settings.login_timeout.duration());
+        tokio::pin!(login_deadline);
+        loop {
+            let input = match &mut self.state {
+                ConnState::Authenticating(_) => tokio::select! {
+                    _ = &mut running => Input::ClientGone,
+                    ev = events.recv() => ev.map_or(Input::ClientGone, Input::Event),
+                    _ = &mut login_deadline => Input::LoginTimedOut,
+                    _ = shutdown.cancelled() => Input::Shutdown,
+                },
+                ConnState::Admitted(a) => tokio::select! {
+                    r = &mut running => {
+                        if let Err(e) = r {
+                            tracing::debug!(session = %a.guard.id(), error = %e, "SSH connection ended with an error");
+                        }
+                        Input::ClientGone
+                    }
+                    _ = a.cut.cancelled() => Input::Cut,
+                    ev = events.recv() => ev.map_or(Input::ClientGone, Input::Event),
+                    r = async { a.connecting.as_mut().expect("polled while connecting").await },
+                        if a.connecting.is_some() => Input::TargetSettled(
+                            r.unwrap_or_else(|e| Err(UpstreamError::Connect {
+                                target: a.link.admission.target().name.to_string(),
+                                address: String::new(),
+                                reason: format!("the connection attempt failed: {e}"),
+                            })),
+                        ),
+                },
+                ConnState::Closing => return,
+            };
+            if let Flow::Done = self.step(input, &mut running).await {
+                return;
+            }
+        }
+    }
+
+    /// Every transition of the connection's state.
+    async fn step(&mut self, input: Input, running: &mut Running) -> Flow {
+        let state = std::mem::replace(&mut self.state, ConnState::Closing);
+        match (state, input) {
+            (ConnState::Authenticating(mut login), Input::Event(ev)) => {
+                self.state = match self.authenticate(&mut login, ev).await {
+                    Some(admitted) => {
+                        self.pass = None;
+                        ConnState::Admitted(admitted)
+                    }
+                    None => ConnState::Authenticating(login),
+                };
+                Flow::Continue
+            }
+            (ConnState::Authenticating(login), Input::ClientGone) => {
+                self.audit_incomplete(login).await;
+                Flow::Done
+            }
+            (ConnState::Authenticating(_), Input::LoginTimedOut) => {
+                tracing::info!(peer = %self.peer, "SSH authentication timed out");
+                self.client
+                    .disconnect("authentication timed out".into())
+                    .await;
+                let _ = tokio::time::timeout(timing::SOCKET_CUT_WAIT, running).await;
+                Flow::Done
+            }
+            (ConnState::Authenticating(_), _) => Flow::Done,
+            (ConnState::Admitted(mut a), Input::Event(ev)) => {
+                self.admitted_event(&mut a, ev).await;
+                self.state = ConnState::Admitted(a);
+                Flow::Continue
+            }
+            (ConnState::Admitted(mut a), Input::TargetSettled(r)) => {
+                a.connecting = None;
+                self.target_settled(&mut a, r).await;
+                self.state = ConnState::Admitted(a);
+                Flow::Continue
+            }
+            (ConnState::Admitted(a), Input::Cut) => {
+                self.cut(a, running).await;
+                Flow::Done
+            }
+            (ConnState::Admitted(a), _) => {
+                self.client_gone(a).await;
+                Flow::Done
+            }
+            (ConnState::Closing, _) => Flow::Done,
+        }
+    }
+
+    /// An authentication attempt; `Some` once the session is open.
+    async fn authenticate(&mut self, login: &mut Login, ev: Event) -> Option<Admitted> {
+        let gw = self.gw.clone();
+        let (step, interactive, reply) = match ev {
+            Event::Password {
+                user,
+                password,
+                reply,
+            } => {
+                let r = login
+                    .token(&*gw.admit, &gw.user_keys, self.peer.ip(), &user, &password)
+                    .await;
+                (self.counted(r, login, false), false, reply)
+            }
+            Event::KeyboardInteractive {
+                answer: None,
+                reply,
+                ..
+            } => (Step::Answer(login.start_prompt()), true, reply),
+            Event::KeyboardInteractive {
+                user,
+                answer: Some(token),
+                reply,
+            } => {
+                let r = login
+                    .token(&*gw.admit, &gw.user_keys, self.peer.ip(), &user, &token)
+                    .await;
+                (self.counted(r, login, true), true, reply)
+            }
+            Event::KeyOffered { user, key, reply } => (
+                Step::Answer(login.key_offered(&gw.user_keys, &user, &key)),
+                false,
+                reply,
+            ),
+            Event::KeyVerified { user, key, reply } => {
+                (login.key_verified(&gw.user_keys, &user, &key), false, reply)
+            }
+            // Channels open only after authentication; nothing else needs an answer yet.
+            other => {
+                refuse_unauthenticated(other);
+                return None;
+            }
         };
-        let guard = match self
+        match step {
+            Step::Answer(auth) => {
+                let _ = reply.send(auth);
+                None
+            }
+            Step::Open(admission) => match self.open(admission).await {
+                Ok(admitted) => {
+                    let _ = reply.send(Auth::Accept);
+                    Some(admitted)
+                }
+                Err(reason) => {
+                    let _ = reply.send(login.open_failed(&reason, interactive));
+                    None
+                }
+            },
+        }
+    }
+
+    /// Count a token check's outcome; a refusal becomes the answer.
+    fn counted(&self, r: Result<(bool, Step), String>, login: &Login, interactive: bool) -> Step {
+        let metrics = &self.gw.metrics;
+        match r {
+            Ok((admitted_now, step)) => {
+                if admitted_now {
+                    metrics.admission(TargetKind::Ssh, true);
+                }
+                step
+            }
+            Err(why) => {
+                metrics.admission(TargetKind::Ssh, false);
+                Step::Answer(login.refused(&why, interactive))
+            }
+        }
+    }
+
+    /// Open the session of `admission` and start reaching the target. `Err` is the reason
+    /// (audited) when the session cannot be opened (its recording cannot be created).
+    async fn open(&mut self, admission: Admission) -> Result<Admitted, String> {
+        let opened = self
             .gw
             .registry
             .open(
                 &admission,
                 NewSession {
-                    protocol: "ssh",
+                    protocol: TargetKind::Ssh,
                     source: self.peer.to_string(),
                 },
             )
-            .await
-        {
+            .await;
+        let guard = match opened {
             Ok(g) => g,
             Err(e) => {
                 tracing::error!(error = %e, "cannot open a session");
                 let reason = e.to_string();
-                let _ = self
-                    .gw
-                    .grants
-                    .audit()
-                    .record(
-                        "system",
-                        crate::audit::AuditEvent::AdmissionDenied {
-                            user: admission.user().name.to_string(),
-                            protocol: "ssh".into(),
-                            source: self.peer.ip().to_string(),
-                            grant: Some(admission.grant().clone()),
-                            reason: reason.clone(),
-                        },
-                    )
-                    .await;
-                self.failures = MAX_TOKEN_FAILURES;
-                if interactive {
-                    // The reason, then one last prompt whose answer is refused.
-                    return Ok(Auth::Partial {
-                        name: "jitgate".into(),
-                        instructions: format!("[jitgate] refused: {reason}").into(),
-                        prompts: vec![("Press Enter to close: ".into(), true)].into(),
-                    });
-                }
-                return Ok(Auth::reject());
+                self.audit_denied(&admission, reason.clone()).await;
+                return Err(reason);
             }
         };
-        let active = Arc::new(Active::new(guard, admission, self.gw.clone()));
-        // Start reaching the target while the client opens its channels.
+        self.socket.close_mark.on_close(guard.on_client_closed());
+        let cut = guard.token();
+        let record_terminal =
+            self.gw.settings.record_terminal || admission.kind() == RequestKind::BreakGlass;
+        let (target, watch_target) = watch::channel(Target::Connecting);
+        let connecting = upstream::connect_for(
+            self.gw.keys.clone(),
+            admission.clone(),
+            guard.id().clone(),
+            self.gw.settings.target_timeout.duration(),
+        );
+        let link = Arc::new(Link::new(
+            guard.handle(),
+            admission,
+            self.client.clone(),
+            record_terminal,
+            watch_target,
+        ));
+        Ok(Admitted {
+            guard,
+            link,
+            cut,
+            connecting: Some(AbortOnDropHandle::new(tokio::spawn(connecting))),
+            target,
+            channels: HashMap::new(),
+        })
+    }
+
+    /// A channel event of an admitted connection.
+    async fn admitted_event(&self, a: &mut Admitted, ev: Event) {
+        let session = a.guard.id().clone();
+        match ev {
+            Event::OpenSession { channel, reply } => {
+                if a.cut.is_cancelled() {
+                    let _ = reply.send(false);
+                    return;
+                }
+                let id = channel.id();
+                let (tx, rx) = mpsc::unbounded_channel();
+                a.channels.insert(
+                    id,
+                    ChannelState {
+                        commands: tx,
+                        env: 0,
+                        started: false,
+                    },
+                );
+                let _ = reply.send(true);
+                let link = a.link.clone();
+                let ready = link.notices.token();
+                a.link
+                    .pumps
+                    .spawn(bridge::session_channel(link, channel, rx, ready));
+            }
+            Event::OpenDirectTcpip {
+                channel,
+                host,
+                port,
+                originator,
+                originator_port,
+                reply,
+            } => {
+                let task = a.link.admission.task();
+                let to_target = tcpip::is_target_host(&a.link.admission, &host);
+                if !task.allow.contains(&Allow::PortForward) || !to_target {
+                    tracing::info!(%session, %host, port, "port forward refused");
+                    a.guard.add_event(SessionEvent::PortForwardRefused {
+                        host,
+                        port,
+                        at: crate::types::rfc3339(crate::types::now()),
+                    });
+                    let _ = reply.send(false);
+                    return;
+                }
+                let _ = reply.send(true);
+                let link = a.link.clone();
+                a.link.pumps.spawn(tcpip::direct_tcpip(
+                    link,
+                    channel,
+                    host,
+                    port,
+                    originator,
+                    originator_port,
+                ));
+            }
+            Event::Request {
+                channel,
+                request,
+                reply,
+            } => {
+                let verdict = decide(a, channel, request);
+                if let Verdict::Refuse { why, .. } | Verdict::RefuseAndEnd(why) = &verdict {
+                    tracing::info!(%session, reason = %why, "channel request refused");
+                }
+                let _ = reply.send(verdict);
+            }
+            Event::Refused { what } => {
+                tracing::info!(%session, "{what} refused");
+            }
+            // Authentication is over; russh asks no more.
+            Event::Password { reply, .. }
+            | Event::KeyboardInteractive { reply, .. }
+            | Event::KeyOffered { reply, .. }
+            | Event::KeyVerified { reply, .. } => {
+                let _ = reply.send(Auth::reject());
+            }
+        }
+    }
+
+    /// The target leg connected or failed: publish it to the pumps (a failure reaches every
+    /// channel waiting for the target now, with its reason) and audit a refused host key.
+    async fn target_settled(&self, a: &mut Admitted, r: Result<Upstream, UpstreamError>) {
+        match r {
+            Ok(up) => {
+                let _ = a.target.send(Target::Ready(Arc::new(up)));
+            }
+            Err(e) => {
+                tracing::warn!(session = %a.guard.id(), error = %e, "target connection failed");
+                if matches!(e, UpstreamError::HostKey { .. }) {
+                    let _ = self
+                        .gw
+                        .audit
+                        .record(
+                            "system",
+                            AuditEvent::TargetRefused {
+                                session: a.guard.id().clone(),
+                                target: a.link.admission.target().name.clone(),
+                                reason: e.to_string(),
+                            },
+                        )
+                        .await;
+                }
+                let _ = a.target.send(Target::Failed(e));
+            }
+        }
+    }
+
+    /// The session was cut (expiry, revocation, ticket, kill, shutdown). Nothing here waits on
+    /// a peer's reply: the client is cut as soon as the reason, the channel closes and the
+    /// disconnects are on their way, in that order. The last pump to queue its notice sends
+    /// the disconnects itself (one hop less); this covers a connection without channels.
+    async fn cut(&mut self, a: Admitted, running: &mut Running) {
+        let reason = a.guard.ending_reason();
+        a.link.pumps.close();
+        a.link.notices.close();
+        let _ = tokio::time::timeout(timing::NOTICES_WAIT, a.link.notices.wait()).await;
+        a.link.disconnect_both(&reason).await;
+        // russh closes our side once the disconnect is written, then waits for the client to
+        // close its side.
+        if tokio::time::timeout(timing::CLIENT_CLOSE_WAIT, &mut *running)
+            .await
+            .is_err()
         {
-            let a = active.clone();
-            tokio::spawn(async move {
-                let _ = a.upstream().await;
+            tracing::info!(session = %a.guard.id(), "client did not take the disconnect; cutting the socket");
+            self.socket.close_mark.set_now();
+            self.socket.kill.cancel();
+            let _ = tokio::time::timeout(timing::SOCKET_CUT_WAIT, &mut *running).await;
+        }
+        // The recordings get their final markers and are closed.
+        let _ = tokio::time::timeout(timing::PUMPS_WAIT, a.link.pumps.wait()).await;
+        let at = self.socket.close_mark.get();
+        a.guard.close(at).await;
+    }
+
+    /// The client left: the pumps finish their recordings, the target is disconnected.
+    async fn client_gone(&mut self, a: Admitted) {
+        a.cut.cancel();
+        a.link.pumps.close();
+        let _ = tokio::time::timeout(timing::PUMPS_WAIT, a.link.pumps.wait()).await;
+        a.link.disconnect_target("client disconnected").await;
+        a.guard.close(None).await;
+    }
+
+    /// A client that presented a valid token but never completed the second factor.
+    async fn audit_incomplete(&self, login: Login) {
+        if let Some(i) = login.incomplete {
+            tracing::info!(peer = %self.peer, user = %i.user, reason = %i.reason, "SSH authentication incomplete");
+            self.record_denied(i.user, i.grant, i.reason).await;
+        }
+    }
+
+    async fn audit_denied(&self, admission: &Admission, reason: String) {
+        self.record_denied(
+            admission.user().name.to_string(),
+            Some(admission.grant().clone()),
+            reason,
+        )
+        .await;
+    }
+
+    async fn record_denied(
+        &self,
+        user: String,
+        grant: Option<crate::types::GrantId>,
+        reason: String,
+    ) {
+        let _ = self
+            .gw
+            .audit
+            .record(
+                "system",
+                AuditEvent::AdmissionDenied {
+                    user,
+                    protocol: TargetKind::Ssh.as_str().into(),
+                    source: self.peer.ip().to_string(),
+                    grant,
+                    reason,
+                },
+            )
+            .await;
+    }
+}
+
+/// The one check of a channel request: the task's allow-list, then what the channel's pump is
+/// told to do.
+fn decide(a: &mut Admitted, channel: ChannelId, request: Request) -> Verdict {
+    let task = a.link.admission.task();
+    let want = request.want();
+    if let Err(why) = allowed(task, want) {
+        return match request {
+            Request::Shell | Request::Exec(_) | Request::Subsystem(_) => Verdict::RefuseAndEnd(why),
+            Request::Env { .. } => Verdict::Refuse { why, quiet: true },
+            _ => Verdict::Refuse { why, quiet: false },
+        };
+    }
+    let Some(ch) = a.channels.get_mut(&channel) else {
+        return Verdict::Refuse {
+            why: "no such channel".into(),
+            quiet: false,
+        };
+    };
+    let command = match request {
+        Request::Pty(p) => Some(Command::Pty(p)),
+        Request::Env { name, value } => {
+            debug_assert!(env_allowed(&name));
+            ch.env += 1;
+            (ch.env <= MAX_ENV).then_some(Command::Env(name, value))
+        }
+        Request::Shell => Some(Command::Start(Kind::Shell)),
+        Request::Exec(cmd) => Some(Command::Start(Kind::Exec(cmd))),
+        Request::Subsystem(name) => Some(Command::Start(Kind::Subsystem(name))),
+        Request::X11 => None,
+    };
+    if let Some(c) = command {
+        if matches!(c, Command::Start(_)) {
+            if ch.started {
+                // One program per channel (RFC 4254 6.5); the first one runs.
+                return Verdict::Refuse {
+                    why: "this channel already runs a shell, command or subsystem".into(),
+                    quiet: false,
+                };
+            }
+            ch.started = true;
+        }
+        let _ = ch.commands.send(c);
+    }
+    Verdict::Allow
+}
+
+/// Before authentication nothing but authentication gets an answer.
+fn refuse_unauthenticated(ev: Event) {
+    match ev {
+        Event::OpenSession { reply, .. } | Event::OpenDirectTcpip { reply, .. } => {
+            let _ = reply.send(false);
+        }
+        Event::Request { reply, .. } => {
+            let _ = reply.send(Verdict::Refuse {
+                why: "not authenticated".into(),
+                quiet: false,
             });
         }
-        let _ = self.shared.active.set(active);
-        self.shared
-            .incomplete
-            .lock()
-            .expect("incomplete lock")
-            .take();
-        self.shared.is_authed.store(true, Ordering::Release);
-        self.shared.authed.notify_waiters();
-        Ok(Auth::Accept)
-    }
-
-    async fn after_token(
-        &mut self,
-        user: &str,
-        token: &str,
-        interactive: bool,
-    ) -> Result<Auth, russh::Error> {
-        match self.check_token(user, token).await {
-            Ok(()) => {
-                if self.needs_pubkey(user) && !self.pubkey_ok {
-                    *self.shared.incomplete.lock().expect("incomplete lock") = Some((
-                        user.chars().take(64).collect(),
-                        format!(
-                            "{user} has registered SSH keys: the gateway requires public-key authentication with one of them as well as the grant token"
-                        ),
-                        self.admission.as_ref().map(|a| a.grant().clone()),
-                    ));
-                    return Ok(Auth::Reject {
-                        proceed_with_methods: Some(MethodSet::from(&[MethodKind::PublicKey][..])),
-                        partial_success: true,
-                    });
-                }
-                self.complete(interactive).await
-            }
-            Err(why) => {
-                self.failures += 1;
-                if interactive && self.failures < MAX_TOKEN_FAILURES {
-                    Ok(Auth::Partial {
-                        name: "jitgate".into(),
-                        instructions: format!("[jitgate] refused: {why}").into(),
-                        prompts: vec![("Grant token: ".into(), false)].into(),
-                    })
-                } else {
-                    Ok(Auth::reject())
-                }
-            }
-        }
-    }
-
-    fn active(&self) -> Option<Arc<Active>> {
-        self.shared.active.get().cloned()
-    }
-}
-
-impl server::Handler for Conn {
-    type Error = russh::Error;
-
-    async fn auth_none(&mut self, _user: &str) -> Result<Auth, Self::Error> {
-        Ok(Auth::Reject {
-            proceed_with_methods: None,
-            partial_success: false,
-        })
-    }
-
-    async fn auth_password(&mut self, user: &str, password: &str) -> Result<Auth, Self::Error> {
-        if self.failures >= MAX_TOKEN_FAILURES {
-            return Ok(Auth::reject());
-        }
-        // Authentication work is boxed: russh keeps room for every handler future inside the
-        // connection's task for the connection's whole life, and this runs once.
-        Box::pin(self.after_token(user, password, false)).await
-    }
-
-    async fn auth_keyboard_interactive<'a>(
-        &'a mut self,
-        user: &str,
-        _submethods: &str,
-        response: Option<server::Response<'a>>,
-    ) -> Result<Auth, Self::Error> {
-        if self.failures >= MAX_TOKEN_FAILURES {
-            return Ok(Auth::reject());
-        }
-        match response {
-            None => Ok(Auth::Partial {
-                name: "jitgate".into(),
-                instructions: "".into(),
-                prompts: vec![("Grant token: ".into(), false)].into(),
-            }),
-            Some(mut answers) => {
-                let answer = answers.next().unwrap_or_default();
-                let token = String::from_utf8_lossy(&answer).trim().to_string();
-                Box::pin(self.after_token(user, &token, true)).await
-            }
-        }
-    }
-
-    async fn auth_publickey_offered(
-        &mut self,
-        user: &str,
-        offer: server::PublicKeyOffer<'_>,
-    ) -> Result<Auth, Self::Error> {
-        if self.key_registered(user, offer.public_key) {
-            Ok(Auth::Accept)
-        } else {
-            Ok(Auth::Reject {
-                proceed_with_methods: Some(if self.needs_pubkey(user) {
-                    MethodSet::from(&[MethodKind::PublicKey][..])
-                } else {
-                    token_methods()
-                }),
-                partial_success: false,
-            })
-        }
-    }
-
-    async fn auth_publickey(
-        &mut self,
-        user: &str,
-        key: server::VerifiedPublicKey<'_>,
-    ) -> Result<Auth, Self::Error> {
-        if !self.key_registered(user, key.public_key) {
-            return Ok(Auth::reject());
-        }
-        self.pubkey_ok = true;
-        if self.admission.is_some() {
-            return Box::pin(self.complete(false)).await;
-        }
-        Ok(Auth::Reject {
-            proceed_with_methods: Some(token_methods()),
-            partial_success: true,
-        })
-    }
-
-    async fn auth_succeeded(&mut self, session: &mut Session) -> Result<(), Self::Error> {
-        if let Some(a) = self.active() {
-            a.set_client(session.handle());
-        }
-        Ok(())
-    }
-
-    async fn channel_open_session(
-        &mut self,
-        channel: Channel<Msg>,
-        reply: server::ChannelOpenHandle,
-        session: &mut Session,
-    ) -> Result<(), Self::Error> {
-        let Some(active) = self.active() else {
-            drop(reply);
-            return Ok(());
-        };
-        active.set_client(session.handle());
-        if active.guard.token().is_cancelled() {
-            drop(reply);
-            return Ok(());
-        }
-        reply.accept().await;
-        let a = active.clone();
-        let ready = active.notices.token();
-        active.pumps.spawn(async move {
-            bridge::session_channel(a, channel, ready).await;
-        });
-        Ok(())
-    }
-
-    async fn channel_open_direct_tcpip(
-        &mut self,
-        channel: Channel<Msg>,
-        host: &str,
-        port: u32,
-        originator: &str,
-        originator_port: u32,
-        reply: server::ChannelOpenHandle,
-        _session: &mut Session,
-    ) -> Result<(), Self::Error> {
-        let Some(active) = self.active() else {
-            drop(reply);
-            return Ok(());
-        };
-        let task = active.admission.task();
-        if !task.allow.contains(&Allow::PortForward)
-            || !tcpip::is_target_host(&active.admission, host)
-        {
-            tracing::info!(session = %active.guard.id(), %host, port, "port forward refused");
-            active.guard.add_event(serde_json::json!({
-                "type": "port-forward-refused", "host": host, "port": port,
-                "at": crate::types::rfc3339(crate::types::now()),
-            }));
-            drop(reply);
-            return Ok(());
-        }
-        reply.accept().await;
-        let a = active.clone();
-        let (host, originator) = (host.to_string(), originator.to_string());
-        active.pumps.spawn(async move {
-            tcpip::direct_tcpip(a, channel, host, port, originator, originator_port).await;
-        });
-        Ok(())
-    }
-
-    async fn pty_request(
-        &mut self,
-        channel: ChannelId,
-        _term: &str,
-        _cols: u32,
-        _rows: u32,
-        _pw: u32,
-        _ph: u32,
-        _modes: &[(russh::Pty, u32)],
-        session: &mut Session,
-    ) -> Result<(), Self::Error> {
-        self.reply(channel, Want::Pty, session)
-    }
-
-    async fn env_request(
-        &mut self,
-        channel: ChannelId,
-        name: &str,
-        _value: &str,
-        session: &mut Session,
-    ) -> Result<(), Self::Error> {
-        self.reply(channel, Want::Env(name), session)
-    }
-
-    async fn shell_request(
-        &mut self,
-        channel: ChannelId,
-        session: &mut Session,
-    ) -> Result<(), Self::Error> {
-        self.reply(channel, Want::Shell, session)
-    }
-
-    async fn exec_request(
-        &mut self,
-        channel: ChannelId,
-        data: &[u8],
-        session: &mut Session,
-    ) -> Result<(), Self::Error> {
-        self.reply(channel, Want::Exec(data), session)
-    }
-
-    async fn subsystem_request(
-        &mut self,
-        channel: ChannelId,
-        name: &str,
-        session: &mut Session,
-    ) -> Result<(), Self::Error> {
-        self.reply(channel, Want::Subsystem(name), session)
-    }
-
-    async fn x11_request(
-        &mut self,
-        channel: ChannelId,
-        _single: bool,
-        _proto: &str,
-        _cookie: &str,
-        _screen: u32,
-        session: &mut Session,
-    ) -> Result<(), Self::Error> {
-        self.reply(channel, Want::X11, session)
-    }
-
-    async fn agent_request(
-        &mut self,
-        channel: ChannelId,
-        _session: &mut Session,
-    ) -> Result<bool, Self::Error> {
-        if let Some(a) = self.active() {
-            tracing::info!(session = %a.guard.id(), channel = ?channel, "agent forwarding refused");
-        }
-        Ok(false)
-    }
-
-    async fn tcpip_forward(
-        &mut self,
-        address: &str,
-        port: &mut u32,
-        _session: &mut Session,
-    ) -> Result<bool, Self::Error> {
-        if let Some(a) = self.active() {
-            tracing::info!(session = %a.guard.id(), %address, port = *port, "remote forwarding refused");
-        }
-        Ok(false)
-    }
-}
-
-impl Conn {
-    /// Answer a channel request in the callback (russh keeps one reply flag per channel).
-    fn reply(
-        &self,
-        channel: ChannelId,
-        want: Want<'_>,
-        session: &mut Session,
-    ) -> Result<(), russh::Error> {
-        let verdict = match self.active() {
-            Some(a) => allowed(a.admission.task(), want),
-            None => Err("not authenticated".into()),
-        };
-        match verdict {
-            Ok(()) => session.channel_success(channel),
-            Err(why) if matches!(want, Want::Shell | Want::Exec(_) | Want::Subsystem(_)) => {
-                // OpenSSH drops stderr that arrives with a failure reply; accept the request,
-                // say why, and end the channel with exit status 1 so the technician sees it.
-                tracing::info!(reason = %why, "channel request refused");
-                session.channel_success(channel)?;
-                session.extended_data(
-                    channel,
-                    1,
-                    format!("[jitgate] refused: {why}\r\n").into_bytes(),
-                )?;
-                session.exit_status_request(channel, 1)?;
-                session.eof(channel)?;
-                session.close(channel)
-            }
-            Err(why) => {
-                if !matches!(want, Want::Env(_)) {
-                    let _ = session.extended_data(
-                        channel,
-                        1,
-                        format!("[jitgate] {why}\r\n").into_bytes(),
-                    );
-                }
-                session.channel_failure(channel)
-            }
-        }
+        _ => {}
     }
 }

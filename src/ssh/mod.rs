@@ -4,15 +4,55 @@
 //! opens with a certificate minted for this session only. Every channel is bridged message by
 //! message, recorded, and cut when the grant ends.
 
-pub mod active;
-pub mod bridge;
+pub mod algorithms;
+mod bridge;
 mod conn;
+mod handler;
+mod link;
+mod login;
 pub mod server;
 pub mod tcpip;
 pub mod timing;
 pub mod upstream;
 
-use crate::config::{Allow, TaskConfig};
+use std::collections::HashMap;
+
+use russh::keys::ssh_key::PublicKey;
+
+use crate::config::{Allow, TaskConfig, UserConfig};
+
+/// The public keys users registered (`ssh_keys`), parsed once: a user with any must present one
+/// of them as well as the grant token.
+#[derive(Debug, Default)]
+pub struct UserKeys(HashMap<String, Vec<PublicKey>>);
+
+impl UserKeys {
+    /// The keys of `users` (lines that do not parse are left out; `jitgate check` reports them).
+    pub fn new(users: &[UserConfig]) -> Self {
+        let mut m: HashMap<String, Vec<PublicKey>> = HashMap::new();
+        for u in users.iter().filter(|u| !u.ssh_keys.is_empty()) {
+            let keys = m.entry(u.name.to_string()).or_default();
+            keys.extend(
+                u.ssh_keys
+                    .iter()
+                    .filter_map(|k| PublicKey::from_openssh(k).ok()),
+            );
+        }
+        Self(m)
+    }
+
+    /// Whether `user` registered keys (and so must present one).
+    pub fn has_keys(&self, user: &str) -> bool {
+        self.0.contains_key(user)
+    }
+
+    /// Whether `key` is one of `user`'s.
+    pub fn is_registered(&self, user: &str, key: &PublicKey) -> bool {
+        self.0
+            .get(user)
+            .is_some_and(|ks| ks.iter().any(|k| k.key_data() == key.key_data()))
+    }
+}
 
 /// What a client asks for on a session channel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -6,36 +6,40 @@ use std::sync::Arc;
 use russh::Channel;
 use russh::server::Msg;
 
-use super::active::Active;
+use super::link::Link;
 use crate::grant::Admission;
+use crate::session::SessionEvent;
 
 /// Whether `host` names the grant's target itself (the only place `ssh -L`/`-W` may reach).
 pub fn is_target_host(a: &Admission, host: &str) -> bool {
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    if matches!(host, "localhost" | "127.0.0.1" | "::1") {
+    if matches!(
+        crate::net::unbracket(host),
+        "localhost" | "127.0.0.1" | "::1"
+    ) {
         return true;
     }
-    a.target()
-        .address
-        .as_deref()
-        .and_then(|addr| addr.rsplit_once(':'))
-        .is_some_and(|(h, _)| h.trim_start_matches('[').trim_end_matches(']') == host)
+    matches!(a.spec(), crate::config::TargetSpec::Ssh { address, .. } if address.is_host(host))
 }
 
 /// Bridge a `direct-tcpip` channel (`ssh -L`, `ssh -W`) to the target host.
-pub(crate) async fn direct_tcpip(
-    active: Arc<Active>,
+pub(super) async fn direct_tcpip(
+    link: Arc<Link>,
     client: Channel<Msg>,
     host: String,
     port: u32,
     originator: String,
     originator_port: u32,
 ) {
-    let token = active.guard.token();
-    let upstream = match active.upstream().await {
+    let session = &link.session;
+    let token = session.token();
+    let upstream = tokio::select! {
+        up = link.target() => up,
+        _ = token.cancelled() => return,
+    };
+    let upstream = match upstream {
         Ok(u) => u,
         Err(e) => {
-            tracing::info!(session = %active.guard.id(), error = %e, "port forward failed");
+            tracing::info!(session = %session.id(), error = %e, "port forward failed");
             let _ = client.close().await;
             return;
         }
@@ -47,7 +51,7 @@ pub(crate) async fn direct_tcpip(
     {
         Ok(c) => c,
         Err(e) => {
-            tracing::info!(session = %active.guard.id(), error = %e, "the target refused a port forward");
+            tracing::info!(session = %session.id(), error = %e, "the target refused a port forward");
             let _ = client.close().await;
             return;
         }
@@ -58,13 +62,12 @@ pub(crate) async fn direct_tcpip(
         r = tokio::io::copy_bidirectional(&mut a, &mut b) => r.unwrap_or((0, 0)),
         _ = token.cancelled() => (0, 0),
     };
-    active.guard.add_bytes(to_target, to_client);
-    active.guard.add_event(serde_json::json!({
-        "type": "port-forward",
-        "host": host,
-        "port": port,
-        "bytes_to_target": to_target,
-        "bytes_to_client": to_client,
-        "at": crate::types::rfc3339(crate::types::now()),
-    }));
+    session.add_bytes(to_target, to_client);
+    session.add_event(SessionEvent::PortForward {
+        host,
+        port,
+        bytes_to_target: to_target,
+        bytes_to_client: to_client,
+        at: crate::types::rfc3339(crate::types::now()),
+    });
 }

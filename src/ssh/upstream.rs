@@ -10,8 +10,11 @@ use russh::keys::PublicKeyOrCertificate;
 use russh::keys::ssh_key::PublicKey;
 use russh::keys::ssh_key::certificate::CertType;
 
-use crate::config::TargetConfig;
-use crate::pki::SshSessionCert;
+use crate::config::{Allow, HostTrust, TargetSpec};
+use crate::grant::Admission;
+use crate::net::HostPort;
+use crate::pki::{Keys, SshCertSpec, SshSessionCert};
+use crate::types::SessionId;
 
 /// Why the target could not be reached.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -30,6 +33,8 @@ pub enum UpstreamError {
         "target {target} refused the session certificate for principal {principal}; check that it trusts jitgate's user CA and lists the principal"
     )]
     Auth { target: String, principal: String },
+    #[error("the session is ending")]
+    Gone,
 }
 
 /// How the target proves itself.
@@ -111,46 +116,15 @@ impl std::fmt::Debug for Upstream {
     }
 }
 
-/// Key exchanges on both legs (technician to gateway, gateway to target), most preferred first:
-/// the post-quantum hybrids (ML-KEM for OpenSSH 9.9 and later; Streamlined NTRU Prime for 8.9 to
-/// 9.8, such as Debian 12's 9.2, which would otherwise fall back to curve25519), then russh's
-/// default classical ones, then the pseudo-algorithms of russh's default list that announce
-/// extension negotiation and strict key exchange (the Terrapin fix).
-pub const KEX_ORDER: &[russh::kex::Name] = &[
-    russh::kex::MLKEM768X25519_SHA256,
-    russh::kex::SNTRUP761X25519_SHA512_OPENSSH,
-    russh::kex::CURVE25519,
-    russh::kex::CURVE25519_PRE_RFC_8731,
-    russh::kex::DH_GEX_SHA256,
-    russh::kex::DH_G18_SHA512,
-    russh::kex::DH_G17_SHA512,
-    russh::kex::DH_G16_SHA512,
-    russh::kex::DH_G15_SHA512,
-    russh::kex::DH_G14_SHA256,
-    russh::kex::EXTENSION_SUPPORT_AS_CLIENT,
-    russh::kex::EXTENSION_SUPPORT_AS_SERVER,
-    russh::kex::EXTENSION_OPENSSH_STRICT_KEX_AS_CLIENT,
-    russh::kex::EXTENSION_OPENSSH_STRICT_KEX_AS_SERVER,
-];
-
 /// Keepalive probes a target may leave unanswered before its connection is given up.
 const KEEPALIVE_MISSES: usize = 3;
 
-/// The client configuration for target connections (AES-GCM first: cheapest on CPUs with AES).
+/// The client configuration for target connections.
 /// A target that answers none of [`KEEPALIVE_MISSES`] probes sent a third of `silence` apart is
 /// given up, which ends the session.
 pub fn client_config(silence: Duration) -> client::Config {
-    let preferred = russh::Preferred {
-        kex: std::borrow::Cow::Borrowed(KEX_ORDER),
-        cipher: std::borrow::Cow::Borrowed(&[
-            russh::cipher::AES_128_GCM,
-            russh::cipher::AES_256_GCM,
-            russh::cipher::CHACHA20_POLY1305,
-        ]),
-        ..Default::default()
-    };
     client::Config {
-        preferred,
+        preferred: super::algorithms::gateway_client(),
         nodelay: true,
         inactivity_timeout: None,
         keepalive_interval: Some(
@@ -161,33 +135,78 @@ pub fn client_config(silence: Duration) -> client::Config {
     }
 }
 
-/// Connect to `target` and log in as `principal` with `cert`.
+/// The target leg of session `session`: mint its certificate (valid until the grant ends, with
+/// the task's permissions), then connect and log in with it.
+pub async fn connect_for(
+    keys: Arc<Keys>,
+    admission: Admission,
+    session: SessionId,
+    silence: Duration,
+) -> Result<Upstream, UpstreamError> {
+    let a = &admission;
+    let name = a.target().name.to_string();
+    let TargetSpec::Ssh { address, trust } = a.spec() else {
+        return Err(UpstreamError::Connect {
+            target: name,
+            address: String::new(),
+            reason: "not an SSH target".into(),
+        });
+    };
+    let principal = a.principal().unwrap_or_default().to_string();
+    let mut key_id = format!(
+        "jitgate session={session} grant={} user={} ticket={}",
+        a.grant(),
+        a.user().name,
+        a.ticket()
+    );
+    if let Some(v) = &a.user().vendor {
+        key_id.push_str(&format!(" vendor={v}"));
+    }
+    let task = a.task();
+    let cert = keys
+        .mint_ssh_cert(&SshCertSpec {
+            principal: &principal,
+            key_id,
+            valid_before: a.expires_at().max(0) as u64,
+            permit_pty: task.allow.contains(&Allow::Pty),
+            permit_port_forwarding: task.allow.contains(&Allow::PortForward),
+            force_command: task.force_command.as_deref(),
+            source_address: task.source_address.as_deref(),
+        })
+        .map_err(|e| UpstreamError::Connect {
+            target: name.clone(),
+            address: address.to_string(),
+            reason: e.to_string(),
+        })?;
+    connect(&name, address, trust, &principal, cert, silence).await
+}
+
+/// Connect to the SSH target `name` at `address`, check it by `trust`, and log in as
+/// `principal` with `cert`.
 pub async fn connect(
-    target: &TargetConfig,
+    name: &str,
+    address: &HostPort,
+    trust: &HostTrust,
     principal: &str,
     cert: SshSessionCert,
     silence: Duration,
 ) -> Result<Upstream, UpstreamError> {
-    let name = target.name.to_string();
-    let address = target.address.clone().unwrap_or_default();
+    let name = name.to_string();
+    let address_text = address.to_string();
     let connect_err = |reason: String| UpstreamError::Connect {
         target: name.clone(),
-        address: address.clone(),
+        address: address_text.clone(),
         reason,
     };
-    let trust = match (&target.host_key, &target.host_ca) {
-        (Some(k), _) => Trust::Pinned(
+    let trust = match trust {
+        HostTrust::Pinned(k) => Trust::Pinned(
             PublicKey::from_openssh(k).map_err(|e| connect_err(format!("bad host_key: {e}")))?,
         ),
-        (None, Some(ca)) => Trust::Ca {
+        HostTrust::Ca(ca) => Trust::Ca {
             ca: PublicKey::from_openssh(ca)
                 .map_err(|e| connect_err(format!("bad host_ca: {e}")))?,
-            host: address
-                .rsplit_once(':')
-                .map(|(h, _)| h.trim_start_matches('[').trim_end_matches(']').to_string())
-                .unwrap_or_default(),
+            host: address.host().to_string(),
         },
-        (None, None) => return Err(connect_err("no host_key or host_ca configured".into())),
     };
     let mut config = client_config(silence);
     if let Trust::Ca { ca, .. } = &trust {
@@ -199,18 +218,19 @@ pub async fn connect(
         refusal: refusal.clone(),
     };
     let attempt = async {
-        let mut handle = client::connect(Arc::new(config), address.as_str(), verifier)
-            .await
-            .map_err(|e| {
-                if let Some(why) = refusal.lock().expect("refusal lock").take() {
-                    UpstreamError::HostKey {
-                        target: name.clone(),
-                        detail: why,
+        let mut handle =
+            client::connect(Arc::new(config), (address.host(), address.port()), verifier)
+                .await
+                .map_err(|e| {
+                    if let Some(why) = refusal.lock().expect("refusal lock").take() {
+                        UpstreamError::HostKey {
+                            target: name.clone(),
+                            detail: why,
+                        }
+                    } else {
+                        connect_err(e.to_string())
                     }
-                } else {
-                    connect_err(e.to_string())
-                }
-            })?;
+                })?;
         let auth = handle
             .authenticate_openssh_cert(principal, cert.key, cert.cert)
             .await
@@ -229,27 +249,5 @@ pub async fn connect(
             "no answer within {} s",
             super::timing::TARGET_CONNECT.as_secs()
         ))),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::KEX_ORDER;
-
-    #[test]
-    fn kex_order_puts_post_quantum_first_and_keeps_all_of_russhs_defaults() {
-        let names: Vec<&str> = KEX_ORDER.iter().map(|k| k.as_ref()).collect();
-        assert_eq!(
-            names[..3],
-            [
-                "mlkem768x25519-sha256",
-                "sntrup761x25519-sha512@openssh.com",
-                "curve25519-sha256"
-            ]
-        );
-        // A russh upgrade that adds a default (or a strict-kex marker) shows up here.
-        for k in russh::Preferred::DEFAULT.kex.iter() {
-            assert!(KEX_ORDER.contains(k), "{} is missing", k.as_ref());
-        }
     }
 }
