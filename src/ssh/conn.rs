@@ -21,14 +21,15 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
 
-use super::bridge::{self, Command, Kind};
-use super::handler::{Event, Request, Verdict};
+use super::bridge;
+use super::handler::{Event, Verdict};
 use super::link::{Client, Link, Target};
 use super::login::{Login, Step};
+use super::requests::{ChannelState, decide};
 use super::server::Gateway;
+use super::tcpip;
 use super::timing;
 use super::upstream::{self, Upstream, UpstreamError};
-use super::{allowed, env_allowed, tcpip};
 use crate::audit::AuditEvent;
 use crate::config::{Allow, TargetKind};
 use crate::grant::Admission;
@@ -36,9 +37,6 @@ use crate::net::gate::Pass;
 use crate::net::killable::CloseMark;
 use crate::session::{NewSession, SessionEvent, SessionGuard};
 use crate::store::RequestKind;
-
-/// Environment variables passed on per channel; more are acknowledged and dropped.
-const MAX_ENV: usize = 32;
 
 /// Where a connection is.
 pub(super) enum ConnState {
@@ -63,12 +61,6 @@ pub(super) struct Admitted {
     target: watch::Sender<Target>,
     /// Each open session channel: its pump's command queue and what it asked for so far.
     channels: HashMap<ChannelId, ChannelState>,
-}
-
-struct ChannelState {
-    commands: mpsc::UnboundedSender<Command>,
-    env: usize,
-    started: bool,
 }
 
 /// What the task waits for next.
@@ -360,14 +352,7 @@ impl Connection {
                 }
                 let id = channel.id();
                 let (tx, rx) = mpsc::unbounded_channel();
-                a.channels.insert(
-                    id,
-                    ChannelState {
-                        commands: tx,
-                        env: 0,
-                        started: false,
-                    },
-                );
+                a.channels.insert(id, ChannelState::new(tx));
                 let _ = reply.send(true);
                 let link = a.link.clone();
                 let ready = link.notices.token();
@@ -411,7 +396,11 @@ impl Connection {
                 request,
                 reply,
             } => {
-                let verdict = decide(a, channel, request);
+                let verdict = decide(
+                    a.link.admission.task(),
+                    a.channels.get_mut(&channel),
+                    request,
+                );
                 if let Verdict::Refuse { why, .. } | Verdict::RefuseAndEnd(why) = &verdict {
                     tracing::info!(%session, reason = %why, "channel request refused");
                 }
@@ -532,52 +521,6 @@ impl Connection {
             )
             .await;
     }
-}
-
-/// The one check of a channel request: the task's allow-list, then what the channel's pump is
-/// told to do.
-fn decide(a: &mut Admitted, channel: ChannelId, request: Request) -> Verdict {
-    let task = a.link.admission.task();
-    let want = request.want();
-    if let Err(why) = allowed(task, want) {
-        return match request {
-            Request::Shell | Request::Exec(_) | Request::Subsystem(_) => Verdict::RefuseAndEnd(why),
-            Request::Env { .. } => Verdict::Refuse { why, quiet: true },
-            _ => Verdict::Refuse { why, quiet: false },
-        };
-    }
-    let Some(ch) = a.channels.get_mut(&channel) else {
-        return Verdict::Refuse {
-            why: "no such channel".into(),
-            quiet: false,
-        };
-    };
-    let command = match request {
-        Request::Pty(p) => Some(Command::Pty(p)),
-        Request::Env { name, value } => {
-            debug_assert!(env_allowed(&name));
-            ch.env += 1;
-            (ch.env <= MAX_ENV).then_some(Command::Env(name, value))
-        }
-        Request::Shell => Some(Command::Start(Kind::Shell)),
-        Request::Exec(cmd) => Some(Command::Start(Kind::Exec(cmd))),
-        Request::Subsystem(name) => Some(Command::Start(Kind::Subsystem(name))),
-        Request::X11 => None,
-    };
-    if let Some(c) = command {
-        if matches!(c, Command::Start(_)) {
-            if ch.started {
-                // One program per channel (RFC 4254 6.5); the first one runs.
-                return Verdict::Refuse {
-                    why: "this channel already runs a shell, command or subsystem".into(),
-                    quiet: false,
-                };
-            }
-            ch.started = true;
-        }
-        let _ = ch.commands.send(c);
-    }
-    Verdict::Allow
 }
 
 /// Before authentication nothing but authentication gets an answer.

@@ -10,10 +10,14 @@ mod conn;
 mod handler;
 mod link;
 mod login;
+mod requests;
 pub mod server;
 pub mod tcpip;
 pub mod timing;
 pub mod upstream;
+
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashMap;
 
@@ -117,29 +121,5 @@ pub fn allowed(task: &TaskConfig, want: Want<'_>) -> Result<(), String> {
         Want::Env(name) => Err(format!("environment variable {name} is not passed through")),
         Want::X11 => Err("X11 forwarding is not available through jitgate".into()),
         Want::Agent => Err("agent forwarding is not available through jitgate".into()),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn transfer_commands_are_recognised() {
-        assert!(is_transfer_command(b"scp -t /tmp"));
-        assert!(is_transfer_command(
-            b"rsync --server -vlogDtpre.iLsfxCIvu . /tmp/x"
-        ));
-        assert!(is_transfer_command(b"/usr/bin/scp -f x"));
-        assert!(!is_transfer_command(b"ls -l"));
-        assert!(!is_transfer_command(b"echo scp"));
-    }
-
-    #[test]
-    fn env_allow_list() {
-        assert!(env_allowed("TERM"));
-        assert!(env_allowed("LC_ALL"));
-        assert!(!env_allowed("LD_PRELOAD"));
-        assert!(!env_allowed("PATH"));
     }
 }
