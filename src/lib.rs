@@ -4,6 +4,8 @@
 //! human approve it; jitgate issues a short-lived grant token that its gateways admit, and records
 //! every step in a hash-chained, signed audit log.
 //!
+//! `ARCHITECTURE.md` draws the data flow and follows a grant token from accept to the target.
+//!
 //! Map of the modules, in dependency order:
 //! - [`types`]: ids, names, durations, secrets; [`crypto`]: hashing, HMAC, Ed25519.
 //! - [`config`]: the TOML model and its validation.
@@ -17,7 +19,8 @@
 //! - [`pki`]: the CAs jitgate owns, the keys `jitgate init` creates, per-session certificates.
 //! - [`session`]: the registry of live sessions and the code that ends them.
 //! - [`recording`]: asciicast v2 writer and reader, `session.json`, replay.
-//! - [`ssh`], [`https`]: the two gateways.
+//! - [`gateway`]: what a gateway is built from (the admission check, the registry, keys, audit
+//!   log, metrics, settings); [`ssh`], [`https`]: the two gateways.
 //! - [`evidence`]: signed, offline-verifiable evidence bundles of one session.
 //! - [`api`]: the control-plane REST API; [`server`]: listeners and shutdown.
 //! - [`client`]: the HTTPS client the CLI uses; [`cli`]: the commands; [`demo`]: `jitgate demo`.

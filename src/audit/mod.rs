@@ -173,7 +173,7 @@ pub enum AuditEvent {
         session: SessionId,
         grant: GrantId,
         request: RequestId,
-        protocol: String,
+        protocol: crate::config::TargetKind,
         user: UserName,
         vendor: Option<String>,
         task: TaskName,
@@ -231,7 +231,7 @@ pub enum AuditEvent {
     #[serde(rename = "admission.denied")]
     AdmissionDenied {
         user: String,
-        protocol: String,
+        protocol: crate::config::TargetKind,
         source: String,
         grant: Option<GrantId>,
         reason: String,

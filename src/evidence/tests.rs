@@ -118,7 +118,7 @@ async fn fixture(live: bool) -> Fixture {
             session: session.clone(),
             grant: grant.clone(),
             request: request.clone(),
-            protocol: "ssh".into(),
+            protocol: crate::config::TargetKind::Ssh,
             user: "alice".parse().unwrap(),
             vendor: None,
             task: "ops".parse().unwrap(),

@@ -140,7 +140,7 @@ impl Service {
                 r.source,
                 AuditEvent::AdmissionDenied {
                     user,
-                    protocol: r.protocol.as_str().into(),
+                    protocol: r.protocol,
                     source: r.source.to_string(),
                     grant: grant.clone(),
                     reason: message.clone(),

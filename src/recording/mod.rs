@@ -1,6 +1,6 @@
 //! Session recordings: asciicast v2 files, session.json manifests, replay.
 //!
-//! Layout (see DESIGN.md): `recordings/YYYY/MM/DD/<session-id>/` holds `session.json`
+//! Layout (README, "Recordings"): `recordings/YYYY/MM/DD/<session-id>/` holds `session.json`
 //! ([`manifest::SessionManifest`]) and one `<n>.cast` per shell/exec channel, written by a
 //! [`cast::CastRecorder`]. A recorder is a cheap handle around a bounded channel into a writer
 //! task: the gateway's channel pump hands over `bytes::Bytes` and never waits on a file syscall

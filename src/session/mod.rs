@@ -365,7 +365,7 @@ impl Registry {
                     session: id.clone(),
                     grant: record.grant.clone(),
                     request: record.request.clone(),
-                    protocol: record.protocol.clone(),
+                    protocol: new.protocol,
                     user: record.user.clone(),
                     vendor: record.vendor.clone(),
                     task: record.task.clone(),

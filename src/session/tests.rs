@@ -120,3 +120,43 @@ async fn a_session_whose_guard_is_dropped_on_an_error_path_ends_once_with_a_caus
     assert_eq!(ended.len(), 1, "{ended:?}");
     assert_eq!(ended[0]["cause"], "client", "{}", ended[0]);
 }
+
+#[tokio::test]
+async fn a_session_whose_task_panics_or_is_cancelled_ends_once_with_a_cause() {
+    let dir = tempfile::tempdir().unwrap();
+    let (reg, store) = registry(dir.path()).await;
+    let cfg = crate::config::Config::from_text(CONFIG, &dir.path().join("j.toml")).unwrap();
+    let admission = Admission::for_test(&cfg);
+    let open = || NewSession {
+        protocol: TargetKind::Ssh,
+        source: "127.0.0.1:1".into(),
+    };
+
+    // The task serving the session panics: unwinding drops the guard.
+    let guard = reg.open(&admission, open()).await.unwrap();
+    let id = guard.id().clone();
+    let served = tokio::spawn(async move {
+        let _held = guard;
+        panic!("a bug in the code serving the session");
+    });
+    assert!(served.await.unwrap_err().is_panic());
+    let s = ended(&store, &id).await;
+    assert_eq!(s.end_cause.as_deref(), Some("error"), "{s:?}");
+    assert_eq!(ended_records(&store, &id).await.len(), 1);
+
+    // The task is cancelled (aborted) while it waits: the drop ends the session too, keeping a
+    // reason given before.
+    let guard = reg.open(&admission, open()).await.unwrap();
+    let id = guard.id().clone();
+    let served = tokio::spawn(async move {
+        guard.end(Cause::Target, "the connection to target dc-01 was lost");
+        std::future::pending::<()>().await;
+        drop(guard);
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    served.abort();
+    assert!(served.await.unwrap_err().is_cancelled());
+    let s = ended(&store, &id).await;
+    assert_eq!(s.end_cause.as_deref(), Some("target"), "{s:?}");
+    assert_eq!(ended_records(&store, &id).await.len(), 1);
+}

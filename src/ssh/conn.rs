@@ -156,7 +156,9 @@ impl Connection {
                 },
                 ConnState::Closing => return,
             };
-            if let Flow::Done = self.step(input, &mut running).await {
+            // Boxed: the task keeps room for what it awaits for its whole life, and a step (the
+            // admission check, opening the session, a cut) is large and brief.
+            if let Flow::Done = Box::pin(self.step(input, &mut running)).await {
                 return;
             }
         }
@@ -188,7 +190,9 @@ impl Connection {
                 let _ = tokio::time::timeout(timing::SOCKET_CUT_WAIT, running).await;
                 Flow::Done
             }
-            (ConnState::Authenticating(_), _) => Flow::Done,
+            (ConnState::Authenticating(_), Input::Shutdown) => Flow::Done,
+            // Only an admitted connection has a cut or a target leg.
+            (ConnState::Authenticating(_), Input::Cut | Input::TargetSettled(_)) => Flow::Done,
             (ConnState::Admitted(mut a), Input::Event(ev)) => {
                 self.admitted_event(&mut a, ev).await;
                 self.state = ConnState::Admitted(a);
@@ -204,9 +208,15 @@ impl Connection {
                 self.cut(a, running).await;
                 Flow::Done
             }
-            (ConnState::Admitted(a), _) => {
+            (ConnState::Admitted(a), Input::ClientGone) => {
                 self.client_gone(a).await;
                 Flow::Done
+            }
+            // Once admitted, the registry cuts the session on shutdown; the login deadline is
+            // over.
+            (ConnState::Admitted(a), Input::LoginTimedOut | Input::Shutdown) => {
+                self.state = ConnState::Admitted(a);
+                Flow::Continue
             }
             (ConnState::Closing, _) => Flow::Done,
         }
@@ -513,7 +523,7 @@ impl Connection {
                 "system",
                 AuditEvent::AdmissionDenied {
                     user,
-                    protocol: TargetKind::Ssh.as_str().into(),
+                    protocol: TargetKind::Ssh,
                     source: self.peer.ip().to_string(),
                     grant,
                     reason,
