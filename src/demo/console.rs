@@ -15,10 +15,15 @@ use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
     Issuer, KeyPair, KeyUsagePurpose, SanType,
 };
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+
+/// Time a client has to finish the TLS handshake.
+const TLS_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections open at once: the HTTPS gateway's to this console, a handful in a demo.
+const MAX_CONNECTIONS: usize = 256;
 
 /// The console: its TLS configuration and the accounts it manages.
 pub struct DemoConsole {
@@ -185,7 +190,8 @@ client certificates from jitgate's CA.</p><h2>Locked accounts</h2><ul>{}</ul>\
         }
     }
 
-    /// Serve on `listener` until `stop`.
+    /// Serve on `listener` until `stop` (the gateway's accept loop, at most
+    /// [`MAX_CONNECTIONS`] at a time).
     pub async fn serve(
         self: Arc<Self>,
         listener: TcpListener,
@@ -193,43 +199,42 @@ client certificates from jitgate's CA.</p><h2>Locked accounts</h2><ul>{}</ul>\
         tracker: TaskTracker,
     ) {
         let acceptor = TlsAcceptor::from(self.tls.clone());
-        loop {
-            let (tcp, _) = tokio::select! {
-                _ = stop.cancelled() => break,
-                r = listener.accept() => match r {
-                    Ok(x) => x,
-                    Err(_) => {
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
-            };
-            let acceptor = acceptor.clone();
+        crate::net::accept_loop(
+            listener,
+            MAX_CONNECTIONS,
+            "demo console",
+            &stop,
+            &tracker,
+            |tcp, _| self.clone().connection(acceptor.clone(), tcp, stop.clone()),
+        )
+        .await;
+    }
+
+    /// One connection: the TLS handshake, which fails without a client certificate from
+    /// jitgate's CA, then HTTP/1.1 until the client closes or `stop`.
+    async fn connection(
+        self: Arc<Self>,
+        acceptor: TlsAcceptor,
+        tcp: TcpStream,
+        stop: CancellationToken,
+    ) {
+        let Ok(Ok(tls)) = tokio::time::timeout(TLS_TIMEOUT, acceptor.accept(tcp)).await else {
+            return;
+        };
+        let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
             let me = self.clone();
-            let stop = stop.clone();
-            tracker.spawn(async move {
-                // Without a client certificate from jitgate's CA the handshake fails here.
-                let Ok(Ok(tls)) =
-                    tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await
-                else {
-                    return;
-                };
-                let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-                    let me = me.clone();
-                    async move {
-                        let resp = me.handle(&req);
-                        let _ = req.into_body().collect().await;
-                        Ok::<_, std::convert::Infallible>(resp)
-                    }
-                });
-                let conn = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(tls), svc);
-                tokio::pin!(conn);
-                tokio::select! {
-                    _ = conn.as_mut() => {}
-                    _ = stop.cancelled() => {}
-                }
-            });
+            async move {
+                let resp = me.handle(&req);
+                let _ = req.into_body().collect().await;
+                Ok::<_, std::convert::Infallible>(resp)
+            }
+        });
+        let conn =
+            hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tls), svc);
+        tokio::pin!(conn);
+        tokio::select! {
+            _ = conn.as_mut() => {}
+            _ = stop.cancelled() => {}
         }
     }
 }

@@ -16,18 +16,14 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::target::{Permits, TargetSettings};
+use super::cert::Permits;
+use super::target::TargetSettings;
 
 /// How long output may keep draining after the process exits (a background job can hold the
 /// terminal open).
 const DRAIN_GRACE: Duration = Duration::from_secs(1);
 /// How long a shell has to exit after its terminal hangs up before it is killed.
 const HANGUP_GRACE: Duration = Duration::from_secs(1);
-
-/// Environment variables a client may set.
-pub fn env_allowed(name: &str) -> bool {
-    matches!(name, "TERM" | "LANG" | "COLORTERM") || name.starts_with("LC_")
-}
 
 /// Whether the `name` subsystem can run here.
 pub fn subsystem_available(settings: &TargetSettings, name: &str) -> bool {
@@ -109,7 +105,7 @@ pub async fn run(channel: Channel<Msg>, ctx: ChannelCtx, stop: CancellationToken
                 variable_name,
                 variable_value,
                 ..
-            }) if env_allowed(&variable_name) && env.len() < 32 => {
+            }) if crate::ssh::env_allowed(&variable_name) && env.len() < 32 => {
                 env.push((variable_name, variable_value));
             }
             Some(ChannelMsg::WindowChange {

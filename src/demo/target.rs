@@ -1,6 +1,11 @@
 //! `demo-box`, the demo's built-in SSH target: a small russh server that trusts only the
 //! gateway's user CA, the way an OpenSSH target does with `TrustedUserCAKeys` and an
-//! `AuthorizedPrincipalsFile`, and runs a real shell on a PTY (see [`super::shell`]).
+//! `AuthorizedPrincipalsFile`, and runs a real shell on a PTY.
+//!
+//! This file holds its settings, its listener and each connection's life (handshake, the
+//! authentication timer, shutdown) with the russh handler that answers authentication and
+//! channel requests. What a certificate must be to be accepted is in [`super::cert`]; what runs
+//! on a session channel is in [`super::shell`].
 //!
 //! It accepts nothing but an OpenSSH user certificate signed by that CA, inside its validity
 //! window, naming the demo principal, for the login name of that principal; it logs the
@@ -8,26 +13,31 @@
 //! loopback only and runs every shell as the user running `jitgate demo`: it is a demo, not a
 //! hardened server.
 
-use std::net::{IpAddr, SocketAddr};
+use std::borrow::Cow;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use russh::keys::PrivateKey;
-use russh::keys::ssh_key::certificate::CertType;
 use russh::keys::ssh_key::{Certificate, Fingerprint, HashAlg, PublicKey};
 use russh::server::{self, Auth, Msg, Session};
-use russh::{Channel, ChannelId, Disconnect, MethodKind, MethodSet};
+use russh::{Channel, ChannelId, Disconnect, MethodKind, MethodSet, Preferred};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::cert::{Permits, check_certificate};
 use super::shell::{self, ChannelCtx};
+use crate::ssh::algorithms::{CIPHERS, KEX_ORDER};
 
 /// Time a client has to send its SSH identification line.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time a client has to authenticate.
 pub const AUTH_TIMEOUT: Duration = Duration::from_secs(30);
+/// Connections open at once: one per gateway session, each with a shell on a PTY; far more than
+/// a demo needs, and well inside the kernel's default limit of 4096 PTYs.
+const MAX_CONNECTIONS: usize = 256;
 
 /// How the demo target is set up.
 pub struct TargetSettings {
@@ -59,109 +69,6 @@ impl std::fmt::Debug for TargetSettings {
     }
 }
 
-/// What an accepted certificate permits on this connection.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Permits {
-    pub key_id: String,
-    pub serial: u64,
-    pub permit_pty: bool,
-    pub force_command: Option<String>,
-}
-
-/// Why a certificate was refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Refusal {
-    #[error("login name {user:?} is not allowed; log in as {principal:?}")]
-    User { user: String, principal: String },
-    #[error("this is a host certificate, not a user certificate")]
-    NotUserCert,
-    #[error("the certificate is not signed by the gateway's user CA or is outside its validity")]
-    Untrusted,
-    #[error("principal {principal:?} is not listed in the certificate (it lists {listed:?})")]
-    Principal {
-        principal: String,
-        listed: Vec<String>,
-    },
-    #[error("critical option {0:?} is not supported")]
-    UnknownOption(String),
-    #[error("source address {peer} is not in the certificate's source-address {allowed:?}")]
-    Source { peer: String, allowed: String },
-}
-
-/// Check a user certificate as sshd does with `TrustedUserCAKeys` and a principals file listing
-/// only `principal`: type, CA signature, validity at `now`, principal, critical options.
-pub fn check_certificate(
-    cert: &Certificate,
-    user: &str,
-    principal: &str,
-    ca: &Fingerprint,
-    now: u64,
-    peer: Option<IpAddr>,
-) -> Result<Permits, Refusal> {
-    if user != principal {
-        return Err(Refusal::User {
-            user: user.to_string(),
-            principal: principal.to_string(),
-        });
-    }
-    if cert.cert_type() != CertType::User {
-        return Err(Refusal::NotUserCert);
-    }
-    cert.validate_at(now, [ca])
-        .map_err(|_| Refusal::Untrusted)?;
-    if !cert.valid_principals().iter().any(|p| p == principal) {
-        return Err(Refusal::Principal {
-            principal: principal.to_string(),
-            listed: cert.valid_principals().to_vec(),
-        });
-    }
-    let mut force_command = None;
-    for (name, value) in cert.critical_options().iter() {
-        match name.as_str() {
-            "force-command" => force_command = Some(value.clone()),
-            "source-address" => {
-                if !peer.is_some_and(|ip| source_allowed(value, ip)) {
-                    return Err(Refusal::Source {
-                        peer: peer.map_or_else(|| "unknown".into(), |ip| ip.to_string()),
-                        allowed: value.clone(),
-                    });
-                }
-            }
-            other => return Err(Refusal::UnknownOption(other.to_string())),
-        }
-    }
-    Ok(Permits {
-        key_id: cert.key_id().to_string(),
-        serial: cert.serial(),
-        permit_pty: cert.extensions().contains_key("permit-pty"),
-        force_command,
-    })
-}
-
-/// Whether `ip` matches the comma-separated addresses and CIDR blocks of a `source-address`.
-fn source_allowed(list: &str, ip: IpAddr) -> bool {
-    let ip = ip.to_canonical();
-    list.split(',').map(str::trim).any(|entry| {
-        let (addr, bits) = match entry.split_once('/') {
-            Some((a, b)) => (a, b.parse::<u32>().ok()),
-            None => (entry, None),
-        };
-        match (addr.parse::<IpAddr>().map(|a| a.to_canonical()), ip) {
-            (Ok(IpAddr::V4(net)), IpAddr::V4(ip)) => {
-                let bits = bits.unwrap_or(32).min(32);
-                let mask = u32::MAX.checked_shl(32 - bits).unwrap_or(0);
-                u32::from(net) & mask == u32::from(ip) & mask
-            }
-            (Ok(IpAddr::V6(net)), IpAddr::V6(ip)) => {
-                let bits = bits.unwrap_or(128).min(128);
-                let mask = u128::MAX.checked_shl(128 - bits).unwrap_or(0);
-                u128::from(net) & mask == u128::from(ip) & mask
-            }
-            _ => false,
-        }
-    })
-}
-
 /// The running demo target.
 pub struct DemoTarget {
     settings: Arc<TargetSettings>,
@@ -190,12 +97,10 @@ impl DemoTarget {
             inactivity_timeout: None,
             keepalive_interval: Some(Duration::from_secs(60)),
             nodelay: true,
-            preferred: russh::Preferred {
-                cipher: std::borrow::Cow::Borrowed(&[
-                    russh::cipher::AES_128_GCM,
-                    russh::cipher::AES_256_GCM,
-                    russh::cipher::CHACHA20_POLY1305,
-                ]),
+            // The gateway's own lists, so the demo negotiates what a jitgate target would.
+            preferred: Preferred {
+                kex: Cow::Borrowed(KEX_ORDER),
+                cipher: Cow::Borrowed(CIPHERS),
                 ..Default::default()
             },
             ..Default::default()
@@ -207,30 +112,26 @@ impl DemoTarget {
         })
     }
 
-    /// Accept connections on `listener` until `stop`; every task goes into `tracker`.
+    /// Accept connections on `listener` until `stop` (the gateway's accept loop, at most
+    /// [`MAX_CONNECTIONS`] at a time); every task goes into `tracker`.
     pub async fn serve(
         self: Arc<Self>,
         listener: TcpListener,
         stop: CancellationToken,
         tracker: TaskTracker,
     ) {
-        loop {
-            let (tcp, peer) = tokio::select! {
-                _ = stop.cancelled() => break,
-                r = listener.accept() => match r {
-                    Ok(x) => x,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "demo-box: accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                }
-            };
-            let _ = tcp.set_nodelay(true);
-            let me = self.clone();
-            let (stop, t) = (stop.clone(), tracker.clone());
-            tracker.spawn(async move { me.connection(tcp, peer, stop, t).await });
-        }
+        crate::net::accept_loop(
+            listener,
+            MAX_CONNECTIONS,
+            "demo-box",
+            &stop,
+            &tracker,
+            |tcp, peer| {
+                self.clone()
+                    .connection(tcp, peer, stop.clone(), tracker.clone())
+            },
+        )
+        .await;
     }
 
     async fn connection(
@@ -427,7 +328,7 @@ impl server::Handler for Conn {
         _value: &str,
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        self.reply(channel, shell::env_allowed(name), session)
+        self.reply(channel, crate::ssh::env_allowed(name), session)
     }
 
     async fn shell_request(
@@ -473,46 +374,9 @@ impl server::Handler for Conn {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::demo::cert::tests::{cert, key, now};
     use russh::client;
-    use russh::keys::ssh_key::certificate::Builder;
-    use russh::keys::{Algorithm, PrivateKeyWithHashAlg};
-
-    fn key() -> PrivateKey {
-        PrivateKey::random(&mut rand::rng(), Algorithm::Ed25519).unwrap()
-    }
-
-    /// A user certificate for a fresh key, signed by `ca`.
-    fn cert(
-        ca: &PrivateKey,
-        principal: &str,
-        valid: std::ops::Range<u64>,
-        pty: bool,
-    ) -> (Arc<PrivateKey>, Certificate) {
-        let k = key();
-        let mut b = Builder::new_with_random_nonce(
-            &mut rand::rng(),
-            k.public_key(),
-            valid.start,
-            valid.end,
-        )
-        .unwrap();
-        b.serial(7)
-            .unwrap()
-            .cert_type(CertType::User)
-            .unwrap()
-            .key_id("jitgate session=ses_test grant=gr_test user=alice ticket=DEMO-1")
-            .unwrap()
-            .valid_principal(principal)
-            .unwrap();
-        if pty {
-            b.extension("permit-pty", "").unwrap();
-        }
-        (Arc::new(k), b.sign(ca).unwrap())
-    }
-
-    fn now() -> u64 {
-        crate::types::now() as u64
-    }
+    use russh::keys::PrivateKeyWithHashAlg;
 
     struct Pinned(PublicKey);
 
@@ -672,43 +536,5 @@ mod tests {
         let (out, code) = exec(&h, "echo still here").await;
         assert_eq!((out.as_str(), code), ("still here\n", Some(0)));
         stop.cancel();
-    }
-
-    #[test]
-    fn certificate_checks_name_the_reason() {
-        let ca = key();
-        let fp = ca.public_key().fingerprint(HashAlg::Sha256);
-        let t = now();
-        let (_, c) = cert(&ca, "demo", t - 60..t + 60, true);
-        let p = check_certificate(&c, "demo", "demo", &fp, t, None).unwrap();
-        assert!(p.permit_pty);
-        assert!(p.key_id.contains("ticket=DEMO-1"));
-        let (_, c) = cert(&ca, "ops", t - 60..t + 60, true);
-        assert!(matches!(
-            check_certificate(&c, "demo", "demo", &fp, t, None),
-            Err(Refusal::Principal { .. })
-        ));
-        let other = key().public_key().fingerprint(HashAlg::Sha256);
-        let (_, c) = cert(&ca, "demo", t - 60..t + 60, true);
-        assert_eq!(
-            check_certificate(&c, "demo", "demo", &other, t, None),
-            Err(Refusal::Untrusted)
-        );
-        assert_eq!(
-            check_certificate(&c, "demo", "demo", &fp, t + 61, None),
-            Err(Refusal::Untrusted)
-        );
-    }
-
-    #[test]
-    fn source_address_lists_match_addresses_and_blocks() {
-        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
-        assert!(source_allowed("127.0.0.1", ip("127.0.0.1")));
-        assert!(source_allowed("10.0.0.0/8, 127.0.0.0/8", ip("127.1.2.3")));
-        assert!(!source_allowed("10.0.0.0/8", ip("127.0.0.1")));
-        assert!(source_allowed("::1", ip("::1")));
-        assert!(source_allowed("127.0.0.1", ip("::ffff:127.0.0.1")));
-        assert!(!source_allowed("192.168.1.0/24", ip("192.168.2.1")));
-        assert!(source_allowed("0.0.0.0/0", ip("8.8.8.8")));
     }
 }
