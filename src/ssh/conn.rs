@@ -41,7 +41,8 @@ use crate::store::RequestKind;
 /// Where a connection is.
 pub(super) enum ConnState {
     /// Until the token (and the user's key, where they registered keys) let the client in.
-    Authenticating(Login),
+    /// Boxed: it holds the admission, which the admitted state keeps behind its link.
+    Authenticating(Box<Login>),
     /// The session is open and its target leg under way or up.
     Admitted(Admitted),
     /// Cut, or the client left: the session's end is being recorded.
@@ -114,7 +115,7 @@ impl Connection {
             client,
             socket,
             pass,
-            state: ConnState::Authenticating(Login::default()),
+            state: ConnState::Authenticating(Box::default()),
         }
     }
 
@@ -179,7 +180,7 @@ impl Connection {
                 Flow::Continue
             }
             (ConnState::Authenticating(login), Input::ClientGone) => {
-                self.audit_incomplete(login).await;
+                self.audit_incomplete(*login).await;
                 Flow::Done
             }
             (ConnState::Authenticating(_), Input::LoginTimedOut) => {
@@ -270,7 +271,7 @@ impl Connection {
                 let _ = reply.send(auth);
                 None
             }
-            Step::Open(admission) => match self.open(admission).await {
+            Step::Open(admission) => match self.open(*admission).await {
                 Ok(admitted) => {
                     let _ = reply.send(Auth::Accept);
                     Some(admitted)

@@ -36,7 +36,7 @@ pub(super) enum Step {
     /// Answer the client.
     Answer(Auth),
     /// Both factors are in: open the session, then answer `Accept`.
-    Open(Admission),
+    Open(Box<Admission>),
 }
 
 /// The authentication state of one connection.
@@ -139,7 +139,7 @@ impl Login {
                 partial_success: true,
             });
         }
-        Step::Open(admission)
+        Step::Open(Box::new(admission))
     }
 
     /// A key was offered for `user`: accepted (to be proven) only if it is one of theirs.
@@ -164,7 +164,7 @@ impl Login {
         }
         self.key_of = Some(user.to_string());
         match &self.admission {
-            Some(a) if a.user().name.as_str() == user => Step::Open(a.clone()),
+            Some(a) if a.user().name.as_str() == user => Step::Open(Box::new(a.clone())),
             _ => Step::Answer(Auth::Reject {
                 proceed_with_methods: Some(token_methods()),
                 partial_success: true,

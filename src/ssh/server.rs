@@ -24,14 +24,14 @@ const MAX_CONNECTIONS: usize = 4096;
 
 /// Everything the SSH gateway needs, shared by all connections.
 pub struct Gateway {
-    pub admit: Arc<dyn crate::gateway::Admit>,
-    pub registry: Arc<Registry>,
-    pub keys: Arc<Keys>,
-    pub audit: Arc<crate::audit::Log>,
-    pub metrics: Arc<Metrics>,
-    pub settings: Arc<crate::config::GatewayConfig>,
+    pub(super) admit: Arc<dyn crate::gateway::Admit>,
+    pub(super) registry: Arc<Registry>,
+    pub(super) keys: Arc<Keys>,
+    pub(super) audit: Arc<crate::audit::Log>,
+    pub(super) metrics: Arc<Metrics>,
+    pub(super) settings: Arc<crate::config::GatewayConfig>,
     /// Users' registered public keys (a second factor beside the token).
-    pub user_keys: super::UserKeys,
+    pub(super) user_keys: super::UserKeys,
     config: Arc<server::Config>,
     /// Caps on connections that have not authenticated yet.
     gate: crate::net::gate::Gate,
