@@ -11,12 +11,14 @@ use crate::types::{TargetName, TaskName, Ttl, UserName};
 
 mod exposure;
 mod oidc;
+mod target;
 mod validate;
 
 use exposure::resolve_secret;
 
 pub use oidc::{ConsoleConfig, OidcConfig, RoleMapping, TokenAuth, host_for_url};
 
+pub use target::{HostTrust, TargetSpec};
 use validate::Locator;
 pub use validate::{Problem, Seg, check_http_rule};
 
@@ -354,66 +356,6 @@ pub struct TargetConfig {
     pub server_ca: Option<PathBuf>,
     #[serde(default)]
     pub tags: Vec<String>,
-}
-
-/// A target as its gateway reaches it, by protocol: what `[[targets]]` says, checked.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TargetSpec {
-    Ssh {
-        address: crate::net::HostPort,
-        trust: HostTrust,
-    },
-    Https {
-        /// Base URL (`https://host[:port][/path]`).
-        url: String,
-        /// PEM file with the CA that signs the target's server certificate.
-        server_ca: PathBuf,
-    },
-}
-
-/// How an SSH target proves itself (never trust on first use).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HostTrust {
-    /// Its host key (OpenSSH public key line).
-    Pinned(String),
-    /// The CA (OpenSSH public key line) that signs its host certificate.
-    Ca(String),
-}
-
-impl TargetConfig {
-    /// The target as its gateway reaches it; `Err` says what is missing or wrong (`jitgate
-    /// check` reports the same with its line).
-    pub fn spec(&self) -> Result<TargetSpec, String> {
-        let name = &self.name;
-        match self.kind {
-            TargetKind::Ssh => {
-                let address = self
-                    .address
-                    .as_deref()
-                    .ok_or_else(|| format!("ssh target {name} has no address"))?;
-                let address = crate::net::HostPort::parse(address).ok_or_else(|| {
-                    format!("target {name}: address {address:?} is not host:port")
-                })?;
-                let trust = match (&self.host_key, &self.host_ca) {
-                    (Some(k), None) => HostTrust::Pinned(k.clone()),
-                    (None, Some(ca)) => HostTrust::Ca(ca.clone()),
-                    _ => {
-                        return Err(format!(
-                            "ssh target {name} needs one of host_key or host_ca"
-                        ));
-                    }
-                };
-                Ok(TargetSpec::Ssh { address, trust })
-            }
-            TargetKind::Https => match (&self.url, &self.server_ca) {
-                (Some(url), Some(ca)) => Ok(TargetSpec::Https {
-                    url: url.clone(),
-                    server_ca: ca.clone(),
-                }),
-                _ => Err(format!("https target {name} needs url and server_ca")),
-            },
-        }
-    }
 }
 
 /// What a session under a task may open.
