@@ -470,32 +470,6 @@ impl Gateway {
     }
 }
 
-pub(super) fn strip_our_cookie(h: &mut http::HeaderMap) {
-    let values: Vec<String> = h
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .map(|v| {
-            v.split(';')
-                .map(str::trim)
-                // Neither the gateway's cookie nor the console's reaches a target.
-                .filter(|c| {
-                    let name = c.split('=').next().unwrap_or_default();
-                    !super::forward::is_jitgate_cookie(name.as_bytes())
-                })
-                .collect::<Vec<_>>()
-                .join("; ")
-        })
-        .filter(|v| !v.is_empty())
-        .collect();
-    h.remove(header::COOKIE);
-    for v in values {
-        if let Ok(v) = HeaderValue::from_str(&v) {
-            h.append(header::COOKIE, v);
-        }
-    }
-}
-
 /// A field of an `application/x-www-form-urlencoded` body.
 pub(crate) fn form_value(body: &[u8], name: &str) -> Option<String> {
     let text = std::str::from_utf8(body).ok()?;
@@ -513,28 +487,6 @@ pub(super) fn percent_decode(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn neither_the_gateways_nor_the_consoles_cookie_reaches_a_target() {
-        let mut h = http::HeaderMap::new();
-        h.append(
-            header::COOKIE,
-            HeaderValue::from_static(
-                "a=1; __Host-jitgate-console=secret; __Host-jitgate=grant; __Host-jitgate-login=x",
-            ),
-        );
-        h.append(
-            header::COOKIE,
-            HeaderValue::from_static("__Host-jitgatey=2; b=3"),
-        );
-        strip_our_cookie(&mut h);
-        let left: Vec<&str> = h
-            .get_all(header::COOKIE)
-            .iter()
-            .map(|v| v.to_str().unwrap())
-            .collect();
-        assert_eq!(left, ["a=1", "__Host-jitgatey=2; b=3"]);
-    }
 
     #[test]
     fn form_values_are_decoded() {

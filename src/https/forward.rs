@@ -294,26 +294,6 @@ fn is_hop_by_hop(n: &HeaderName) -> bool {
     HOP_BY_HOP.contains(&n.as_str())
 }
 
-/// Whether a cookie name is one of jitgate's own on this host: the gateway's `__Host-jitgate`
-/// and the console's `__Host-jitgate-...` (browsers read the `__Host-` prefix in any case).
-pub fn is_jitgate_cookie(name: &[u8]) -> bool {
-    let name = name.trim_ascii();
-    name.len() >= COOKIE_PREFIX.len()
-        && name[..COOKIE_PREFIX.len()].eq_ignore_ascii_case(COOKIE_PREFIX)
-        && (name.len() == COOKIE_PREFIX.len() || name[COOKIE_PREFIX.len()] == b'-')
-}
-
-const COOKIE_PREFIX: &[u8] = b"__Host-jitgate";
-
-/// Whether a target's `Set-Cookie` would set one of jitgate's cookies (a target must not plant
-/// or overwrite the gateway's or the console's session on this host).
-pub fn sets_jitgate_cookie(v: &HeaderValue) -> bool {
-    let b = v.as_bytes();
-    let first = b.split(|c| *c == b';').next().unwrap_or_default();
-    let name = first.split(|c| *c == b'=').next().unwrap_or_default();
-    is_jitgate_cookie(name)
-}
-
 /// Drop the `Domain` attribute so a target's cookie sticks to the gateway's host.
 pub fn rewrite_set_cookie(v: &HeaderValue) -> HeaderValue {
     // Work on bytes: a cookie value need not be text, and its attributes still must be read.
@@ -360,16 +340,6 @@ mod tests {
         strip_hop_by_hop(&mut h, false);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key("accept"));
-    }
-
-    #[test]
-    fn targets_cannot_set_jitgate_cookies() {
-        let sets = |s: &str| sets_jitgate_cookie(&HeaderValue::from_str(s).unwrap());
-        assert!(sets("__Host-jitgate=x; Path=/; Secure"));
-        assert!(sets("__Host-jitgate-console=x; Path=/; Secure"));
-        assert!(sets(" __HOST-JITGATE-console=x"));
-        assert!(!sets("__Host-jitgatex=1"));
-        assert!(!sets("sid=__Host-jitgate"));
     }
 
     #[test]

@@ -7,6 +7,7 @@
 
 pub(crate) mod admission;
 mod allow;
+mod exchange;
 pub mod forward;
 pub(crate) mod pages;
 pub mod record;
@@ -17,7 +18,6 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
 
 use bytes::Bytes;
 use futures_util::StreamExt as _;
@@ -33,16 +33,15 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::Allow;
 use crate::grant::Admission;
 use crate::metrics::Metrics;
 use crate::pki::Keys;
-use crate::session::{Cause, Registry, SessionGuard};
-use admission::{ConnKill, bearer, cookie_handle, strip_our_cookie};
+use crate::session::{Registry, SessionGuard};
+use admission::{ConnKill, bearer, cookie_handle};
 pub(crate) use allow::percent_decode_lossy;
 pub use allow::{http_allowed, path_matches};
-use forward::{ReqBody, Upstream};
-use record::{BoxError, CountIn, Exchange, HttpLog, Pending, Tap};
+use forward::Upstream;
+use record::{BoxError, HttpLog};
 
 /// Response bodies sent to clients.
 pub type RespBody = BoxBody<Bytes, BoxError>;
@@ -99,10 +98,6 @@ pub struct HttpSession {
     /// Set on every forwarded request: `X-Jitgate-User`, `-Grant`, `-Ticket` and `Host`.
     headers: Vec<(HeaderName, HeaderValue)>,
 }
-
-const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
 impl HttpSession {
     /// The headers every forwarded request of `admission` carries (values that are not valid
@@ -331,225 +326,9 @@ impl Gateway {
         self.forward(session, req, peer, cut, &kill).await
     }
 
-    async fn forward(
-        self: &Arc<Self>,
-        s: Arc<HttpSession>,
-        req: Request<Incoming>,
-        peer: SocketAddr,
-        token: CancellationToken,
-        conn: &ConnKill,
-    ) -> Response<RespBody> {
-        let started = Instant::now();
-        let method = req.method().clone();
-        let path = req.uri().path().to_string();
-        let query = req.uri().query().map(record::redact_query);
-        let is_ws = websocket::is_upgrade(&req);
-        let mut exchange = Exchange {
-            ts: crate::types::rfc3339_millis_now(),
-            method: method.to_string(),
-            path: path.chars().take(2048).collect(),
-            query,
-            status: 0,
-            bytes_in: 0,
-            bytes_out: 0,
-            duration_ms: 0,
-            upgrade: is_ws.then(|| "websocket".into()),
-            refused: None,
-            aborted: false,
-        };
-        let task = s.admission.task();
-        let refusal = if !http_allowed(task, &method, &path) {
-            Some(format!("task {} does not allow {method} {path}", task.name))
-        } else if is_ws && !task.allow.contains(&Allow::Websocket) {
-            Some(format!("task {} does not allow websockets", task.name))
-        } else {
-            None
-        };
-        if let Some(why) = refusal {
-            exchange.status = 403;
-            exchange.refused = Some(why.clone());
-            s.log.record(exchange).await;
-            tracing::info!(session = %s.guard.id(), %method, %path, "request outside the task's allow-list refused");
-            return pages::refused(StatusCode::FORBIDDEN, &why, Some(task));
-        }
-        if s.log.is_closed() {
-            s.guard.end(
-                Cause::Recording,
-                "recording failed: http.jsonl cannot be written",
-            );
-            return pages::refused(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "recording failed: the session was ended because it cannot be recorded",
-                None,
-            );
-        }
-        // When the disk falls far behind, requests wait rather than the buffer growing.
-        s.log.room().await;
-        let gateway_host = req
-            .headers()
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .map(str::to_string)
-            .or_else(|| req.uri().authority().map(|a| a.to_string()))
-            .unwrap_or_default();
-        let (mut parts, body) = req.into_parts();
-        let client_upgrade =
-            is_ws.then(|| hyper::upgrade::on(Request::from_parts(parts.clone_for_upgrade(), ())));
-        let uri = match s.upstream.uri_for(&parts.uri) {
-            Ok(u) => u,
-            Err(why) => return pages::refused(StatusCode::BAD_REQUEST, &why, None),
-        };
-        let h = &mut parts.headers;
-        forward::strip_hop_by_hop(h, is_ws);
-        // jitgate's own credential never reaches the target; the target's own auth does.
-        if let Some(v) = h.remove(header::AUTHORIZATION) {
-            let ours = v.as_bytes().starts_with(b"Bearer jgt_")
-                || v.as_bytes().starts_with(b"bearer jgt_");
-            if !ours {
-                h.insert(header::AUTHORIZATION, v);
-            }
-        }
-        strip_our_cookie(h);
-        let jitgate_headers: Vec<_> = h
-            .keys()
-            .filter(|k| k.as_str().starts_with("x-jitgate-"))
-            .cloned()
-            .collect();
-        for k in jitgate_headers {
-            h.remove(k);
-        }
-        let xff = match h.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-            Some(prev) => format!("{prev}, {}", peer.ip()),
-            None => peer.ip().to_string(),
-        };
-        if let Ok(v) = HeaderValue::from_str(&xff) {
-            h.insert(X_FORWARDED_FOR, v);
-        }
-        h.insert(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
-        if let Ok(v) = HeaderValue::from_str(&gateway_host) {
-            h.insert(X_FORWARDED_HOST, v);
-        }
-        for (k, v) in &s.headers {
-            h.insert(k, v.clone());
-        }
-        parts.uri = uri;
-        parts.version = http::Version::HTTP_11;
-        let bytes_in = Arc::new(AtomicU64::new(0));
-        let body = CountIn::new(body, bytes_in.clone(), MAX_REQUEST_BODY).boxed();
-        let up_req: Request<ReqBody> = Request::from_parts(parts, body);
-        s.inflight.enter();
-        let silence = self.settings.target_timeout.duration();
-        let sent = tokio::select! {
-            r = async {
-                if is_ws {
-                    s.upstream.send(up_req, true).await
-                } else {
-                    conn.send(&s, up_req).await
-                }
-            } => r.map_err(|why| (StatusCode::BAD_GATEWAY, why)),
-            _ = token.cancelled() => Err((StatusCode::BAD_GATEWAY, "the session was terminated".into())),
-            _ = tokio::time::sleep(silence) => Err((
-                StatusCode::GATEWAY_TIMEOUT,
-                format!(
-                    "target {} did not begin to answer within {} (gateway.target_timeout); try again or ask its admins",
-                    task_target(&s),
-                    crate::types::Ttl::from_secs(silence.as_secs())
-                ),
-            )),
-        };
-        let mut resp = match sent {
-            Ok(r) => r,
-            Err((status, why)) => {
-                exchange.status = status.as_u16();
-                exchange.refused = Some(why.clone());
-                exchange.duration_ms = started.elapsed().as_millis() as u64;
-                s.log.record(exchange).await;
-                s.inflight.leave(0, bytes_in.load(Ordering::Relaxed));
-                return pages::refused(status, &why, None);
-            }
-        };
-        exchange.status = resp.status().as_u16();
-        if is_ws && resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-            let upstream_upgrade = hyper::upgrade::on(&mut resp);
-            let (parts, _) = resp.into_parts();
-            let out = Response::from_parts(
-                parts,
-                http_body_util::Empty::new()
-                    .map_err(|never| match never {})
-                    .boxed(),
-            );
-            websocket::bridge(
-                s.clone(),
-                client_upgrade.expect("set for websocket requests"),
-                upstream_upgrade,
-                exchange,
-                started,
-            );
-            return out;
-        }
-        let (mut parts, body) = resp.into_parts();
-        forward::strip_hop_by_hop(&mut parts.headers, false);
-        if let Some(loc) = parts
-            .headers
-            .get(header::LOCATION)
-            .and_then(|v| v.to_str().ok())
-            && let Some(new) = s
-                .upstream
-                .rewrite_location(loc, &format!("https://{gateway_host}"))
-            && let Ok(v) = HeaderValue::from_str(&new)
-        {
-            parts.headers.insert(header::LOCATION, v);
-        }
-        let cookies: Vec<HeaderValue> = parts
-            .headers
-            .get_all(header::SET_COOKIE)
-            .iter()
-            .filter(|c| !forward::sets_jitgate_cookie(c))
-            .map(forward::rewrite_set_cookie)
-            .collect();
-        if parts.headers.contains_key(header::SET_COOKIE) {
-            parts.headers.remove(header::SET_COOKIE);
-            for c in cookies {
-                parts.headers.append(header::SET_COOKIE, c);
-            }
-        }
-        let tap = Tap::new(
-            body,
-            token,
-            Pending {
-                log: Some(s.log.clone()),
-                exchange,
-                started,
-                bytes_in,
-                inflight: s.inflight.clone(),
-            },
-        );
-        Response::from_parts(parts, tap.boxed())
-    }
-
     /// Forget every session (shutdown).
     pub fn clear(&self) {
         self.by_cookie.lock().expect("cookie lock").clear();
         self.by_token.lock().expect("token lock").clear();
-    }
-}
-
-/// The name of the session's target, for messages.
-fn task_target(s: &HttpSession) -> &str {
-    s.admission.target().name.as_str()
-}
-
-trait ClonePartsForUpgrade {
-    fn clone_for_upgrade(&mut self) -> http::request::Parts;
-}
-
-impl ClonePartsForUpgrade for http::request::Parts {
-    /// The upgrade future lives in the request's extensions; move it to a stub request.
-    fn clone_for_upgrade(&mut self) -> http::request::Parts {
-        let (mut stub, ()) = Request::new(()).into_parts();
-        if let Some(on) = self.extensions.remove::<hyper::upgrade::OnUpgrade>() {
-            stub.extensions.insert(on);
-        }
-        stub
     }
 }
