@@ -1,20 +1,18 @@
-//! Who a request belongs to: bearer tokens and the login page's cookie, admitting a token and
-//! opening its session, and each client connection's hold on the sessions it carries.
+//! Who a request belongs to: bearer tokens (and the last one each client connection presented),
+//! the cookie of the login page and of Open console, admitting a token or code and opening its
+//! session, and logging out.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, Weak};
 
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use hyper::client::conn::http1::SendRequest;
-use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 
-use super::forward::{Driver, ReqBody, Upstream};
+use super::forward::Upstream;
 use super::record::HttpLog;
 use super::timing::{DRAIN_AFTER_CUT, TOMBSTONE};
 use super::{COOKIE, Gateway, HttpSession, RespBody, full, pages};
@@ -22,147 +20,27 @@ use crate::config::TargetKind;
 use crate::grant::admission::AdmitRequest;
 use crate::session::{Cause, FileInfo, NewSession};
 
-/// A client connection's kill switch and its hold on the sessions it carries.
-///
-/// Each session gets the connection's kill switch once, and the connection gets a child of the
-/// session's cancellation token: requests check and wait on the child, so concurrent
-/// connections of one session do not all contend on the session token's lock.
-pub(super) struct ConnKill {
-    id: u64,
-    token: CancellationToken,
-    sessions: Mutex<Vec<(Weak<HttpSession>, CancellationToken)>>,
-    /// The last bearer token this connection presented and its session, so that a client
-    /// repeating it on a kept-alive connection skips parsing, hashing and the shared map.
-    bearer: Mutex<Option<(String, Weak<HttpSession>)>>,
-    /// This connection's own target connection per session (keyed by the session's address,
-    /// kept unique by the `Weak` in `sessions`); `None` while a request is using it.
-    upstreams: Mutex<Vec<(usize, Option<SendRequest<ReqBody>>)>>,
-    /// Hands a new target connection's I/O to this connection's task.
-    drivers: mpsc::UnboundedSender<Driver>,
-}
+/// The last bearer token a client connection presented and its session, so that a client
+/// repeating it on a kept-alive connection skips parsing, hashing and the gateway-wide map.
+#[derive(Default)]
+pub(super) struct LastBearer(Mutex<Option<(String, Weak<HttpSession>)>>);
 
-/// Which target connection a request goes out on.
-enum Route {
-    Own(SendRequest<ReqBody>),
-    Connect,
-    Pool,
-}
-
-impl ConnKill {
-    pub(super) fn new(token: CancellationToken, drivers: mpsc::UnboundedSender<Driver>) -> Self {
-        static NEXT: AtomicU64 = AtomicU64::new(1);
-        Self {
-            id: NEXT.fetch_add(1, Ordering::Relaxed),
-            token,
-            sessions: Mutex::new(Vec::new()),
-            bearer: Mutex::new(None),
-            upstreams: Mutex::new(Vec::new()),
-            drivers,
-        }
-    }
-
-    /// Send `req` to `s`'s target. A request goes out on this connection's own target
-    /// connection, which this connection's task drives, so that it and its answer cross no task
-    /// boundary. While that one is busy (concurrent HTTP/2 streams), the session's pool serves.
-    pub(super) async fn send(
-        &self,
-        s: &Arc<HttpSession>,
-        req: Request<ReqBody>,
-    ) -> Result<Response<Incoming>, String> {
-        let key = Arc::as_ptr(s) as usize;
-        let route = {
-            let mut ups = self.upstreams.lock().expect("upstreams lock");
-            match ups.iter_mut().find(|(k, _)| *k == key) {
-                None => {
-                    ups.push((key, None));
-                    Route::Connect
-                }
-                Some((_, slot)) => match slot.take() {
-                    None => Route::Pool,
-                    Some(up) if up.is_ready() => Route::Own(up),
-                    Some(up) if !up.is_closed() => {
-                        *slot = Some(up);
-                        Route::Pool
-                    }
-                    Some(_) => Route::Connect,
-                },
-            }
-        };
-        let mut up = match route {
-            Route::Own(up) => up,
-            Route::Pool => return s.upstream.send(req, false).await,
-            Route::Connect => match s.upstream.connect_driven().await {
-                Ok((up, driver)) => {
-                    if let Err(mpsc::error::SendError(driver)) = self.drivers.send(driver) {
-                        tokio::spawn(driver);
-                    }
-                    up
-                }
-                Err(e) => {
-                    self.upstreams
-                        .lock()
-                        .expect("upstreams lock")
-                        .retain(|(k, _)| *k != key);
-                    return Err(e);
-                }
-            },
-        };
-        let resp = up.send_request(req).await;
-        if let Some((_, slot)) = self
-            .upstreams
-            .lock()
-            .expect("upstreams lock")
-            .iter_mut()
-            .find(|(k, _)| *k == key)
-        {
-            *slot = Some(up);
-        }
-        resp.map_err(|e| format!("the target did not answer: {e}"))
-    }
-
-    /// The session of `token` if this connection presented it last.
-    pub(super) fn cached(&self, token: &str) -> Option<Arc<HttpSession>> {
-        match &*self.bearer.lock().expect("bearer lock") {
+impl LastBearer {
+    /// The session of `token` if it was the last one presented and its session is still held.
+    pub(super) fn get(&self, token: &str) -> Option<Arc<HttpSession>> {
+        match &*self.0.lock().expect("bearer lock") {
             Some((t, s)) if t == token => s.upgrade(),
             _ => None,
         }
     }
 
-    pub(super) fn cache(&self, token: String, s: &Arc<HttpSession>) {
-        *self.bearer.lock().expect("bearer lock") = Some((token, Arc::downgrade(s)));
-    }
-
-    /// Register with `s` (once) and return this connection's view of the session's cut.
-    pub(super) fn register(&self, s: &Arc<HttpSession>) -> CancellationToken {
-        let mut held = self.sessions.lock().expect("sessions lock");
-        if let Some((_, cut)) = held
-            .iter()
-            .find(|(w, _)| std::ptr::eq(w.as_ptr(), Arc::as_ptr(s)))
-        {
-            return cut.clone();
-        }
-        s.conns
-            .lock()
-            .expect("conns lock")
-            .insert(self.id, self.token.clone());
-        let cut = s.guard.token().child_token();
-        held.push((Arc::downgrade(s), cut.clone()));
-        cut
+    /// Remember `token` as the last one presented, `s` as its session.
+    pub(super) fn set(&self, token: String, s: &Arc<HttpSession>) {
+        *self.0.lock().expect("bearer lock") = Some((token, Arc::downgrade(s)));
     }
 }
 
-impl Drop for ConnKill {
-    fn drop(&mut self) {
-        // The connection is gone (an upgraded websocket watches the session token itself).
-        let held = std::mem::take(self.sessions.get_mut().expect("sessions lock"));
-        for (w, _) in held {
-            if let Some(s) = w.upgrade() {
-                s.conns.lock().expect("conns lock").remove(&self.id);
-            }
-        }
-    }
-}
-
+/// The session handle in `req`'s gateway cookie ([`COOKIE`]), if it carries one.
 pub(super) fn cookie_handle(req: &Request<Incoming>) -> Option<String> {
     req.headers()
         .get_all(header::COOKIE)
@@ -174,6 +52,7 @@ pub(super) fn cookie_handle(req: &Request<Incoming>) -> Option<String> {
         .map(|(_, v)| v.to_string())
 }
 
+/// The grant token of `req`'s `Authorization: Bearer jgt_...`, if it carries one.
 pub(super) fn bearer(req: &Request<Incoming>) -> Option<String> {
     let v = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
     let t = v

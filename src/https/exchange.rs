@@ -17,8 +17,8 @@ use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use tokio_util::sync::CancellationToken;
 
-use super::admission::ConnKill;
-use super::forward::{self, ReqBody, Upstream};
+use super::conn::ClientConn;
+use super::forward::{self, ReqBody, TargetRouter, Upstream};
 use super::record::{self, CountIn, Exchange, Pending, Tap};
 use super::{Gateway, HttpSession, MAX_REQUEST_BODY, RespBody, http_allowed, pages, websocket};
 use crate::config::Allow;
@@ -50,7 +50,7 @@ impl Gateway {
         req: Request<Incoming>,
         peer: SocketAddr,
         cut: CancellationToken,
-        conn: &ConnKill,
+        conn: &ClientConn,
     ) -> Response<RespBody> {
         let (up_req, mut underway) = match prepare(&s, req, peer).await {
             Ok(prepared) => prepared,
@@ -58,7 +58,7 @@ impl Gateway {
         };
         s.inflight.enter();
         let websocket = underway.client_upgrade.is_some();
-        match self.send(&s, up_req, websocket, &cut, conn).await {
+        match self.send(&s, up_req, websocket, &cut, &conn.targets).await {
             Ok(resp) => answer(&s, resp, underway, cut),
             Err((status, why)) => {
                 let ex = &mut underway.exchange;
@@ -74,7 +74,7 @@ impl Gateway {
     }
 
     /// Step 2: send `req` to `s`'s target (a websocket on a connection of its own, any other
-    /// request as the client connection `conn` routes it) and wait for the head of the answer,
+    /// request through this client connection's `targets`) and wait for the head of the answer,
     /// unless the session is cut first or the target stays silent past `gateway.target_timeout`.
     async fn send(
         &self,
@@ -82,7 +82,7 @@ impl Gateway {
         req: Request<ReqBody>,
         websocket: bool,
         cut: &CancellationToken,
-        conn: &ConnKill,
+        targets: &TargetRouter,
     ) -> Result<Response<Incoming>, (StatusCode, String)> {
         let silence = self.settings.target_timeout.duration();
         tokio::select! {
@@ -90,7 +90,7 @@ impl Gateway {
                 if websocket {
                     s.upstream.send(req, true).await
                 } else {
-                    conn.send(s, req).await
+                    targets.send(s, req).await
                 }
             } => r.map_err(|why| (StatusCode::BAD_GATEWAY, why)),
             _ = cut.cancelled() => Err((StatusCode::BAD_GATEWAY, "the session was terminated".into())),

@@ -1,8 +1,9 @@
 //! The target leg of the HTTPS gateway: mutual TLS with a client certificate minted for the
-//! session, the target's own CA as the only trust anchor, pooled HTTP/1.1 connections, and the
-//! header rewriting a reverse proxy owes both sides.
+//! session, the target's own CA as the only trust anchor, HTTP/1.1 connections (each client
+//! connection's own, and a pool per session), and the header rewriting a reverse proxy owes both
+//! sides.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -13,9 +14,12 @@ use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
+use tokio::sync::mpsc;
 use tokio_rustls::TlsConnector;
 
+use super::HttpSession;
 use super::record::BoxError;
+use super::timing::TARGET_CONNECT;
 use crate::config::TargetConfig;
 
 /// Request bodies sent to targets.
@@ -88,23 +92,23 @@ impl Upstream {
     pub fn new(target: &TargetConfig, cert_pem: &str, key_pem: &str) -> Result<Self, String> {
         let url = target.url.as_deref().ok_or("the target has no url")?;
         let (host, port, base_path) = parse_url(url)?;
-        let ca_path = target
+        let server_ca = target
             .server_ca
             .as_ref()
             .ok_or("the target has no server_ca")?;
-        let ca_pem = std::fs::read_to_string(ca_path)
-            .map_err(|e| format!("cannot read server_ca {}: {e}", ca_path.display()))?;
+        let ca_pem = std::fs::read_to_string(server_ca)
+            .map_err(|e| format!("cannot read server_ca {}: {e}", server_ca.display()))?;
         let mut roots = rustls::RootCertStore::empty();
         for cert in rustls_pemfile::certs(&mut ca_pem.as_bytes()) {
-            let cert = cert.map_err(|e| format!("server_ca {}: {e}", ca_path.display()))?;
+            let cert = cert.map_err(|e| format!("server_ca {}: {e}", server_ca.display()))?;
             roots
                 .add(cert)
-                .map_err(|e| format!("server_ca {}: {e}", ca_path.display()))?;
+                .map_err(|e| format!("server_ca {}: {e}", server_ca.display()))?;
         }
         if roots.is_empty() {
             return Err(format!(
                 "server_ca {} holds no certificate",
-                ca_path.display()
+                server_ca.display()
             ));
         }
         let chain: Vec<_> = rustls_pemfile::certs(&mut cert_pem.as_bytes())
@@ -152,7 +156,7 @@ impl Upstream {
     /// A new connection to the target: TCP, TLS with the session's client certificate, HTTP/1.1.
     async fn handshake(&self) -> Result<(SendRequest<ReqBody>, Connection), String> {
         let tcp = tokio::time::timeout(
-            super::timing::TARGET_CONNECT,
+            TARGET_CONNECT,
             TcpStream::connect((self.host.as_str(), self.port)),
         )
         .await
@@ -160,7 +164,7 @@ impl Upstream {
         .map_err(|e| format!("cannot connect to the target: {e}"))?;
         let _ = tcp.set_nodelay(true);
         let tls = tokio::time::timeout(
-            super::timing::TARGET_CONNECT,
+            TARGET_CONNECT,
             self.tls.connect(self.server_name.clone(), tcp),
         )
         .await
@@ -184,7 +188,7 @@ impl Upstream {
     }
 
     /// A new connection whose I/O the caller drives (see [`Driver`]).
-    pub async fn connect_driven(&self) -> Result<(SendRequest<ReqBody>, Driver), String> {
+    async fn connect_driven(&self) -> Result<(SendRequest<ReqBody>, Driver), String> {
         let (sender, conn) = self.handshake().await?;
         Ok((
             sender,
@@ -240,6 +244,105 @@ impl Upstream {
     /// Rewrite a `Location` that points at the target itself so it stays on the gateway.
     pub fn rewrite_location(&self, location: &str, gateway_origin: &str) -> Option<String> {
         rewrite_location(&self.origin, &self.base_path, location, gateway_origin)
+    }
+}
+
+/// Which target connection a client connection's requests go out on. Each session it carries
+/// gets a target connection of its own, driven by the client connection's task (see [`Driver`])
+/// so that a request and its answer cross no task boundary; while that one is busy (concurrent
+/// HTTP/2 streams), the session's pool serves.
+pub(super) struct TargetRouter {
+    /// One per session this client connection carried.
+    own: Mutex<Vec<OwnConn>>,
+    /// Hands a new target connection's I/O to the client connection's task.
+    drivers: mpsc::UnboundedSender<Driver>,
+}
+
+/// A session's own target connection on one client connection.
+struct OwnConn {
+    /// Only names the session (and keeps its address from being reused).
+    session: Weak<HttpSession>,
+    /// `None` while a request is using it.
+    sender: Option<SendRequest<ReqBody>>,
+}
+
+/// Where one request goes out.
+enum Route {
+    /// The session's own target connection on this client connection, ready.
+    Own(SendRequest<ReqBody>),
+    /// None yet, or it closed: open one.
+    Connect,
+    /// The own one is busy: the session's pool.
+    Pool,
+}
+
+impl TargetRouter {
+    /// A router whose new target connections are driven by the receiver of `drivers`.
+    pub(super) fn new(drivers: mpsc::UnboundedSender<Driver>) -> Self {
+        Self {
+            own: Mutex::new(Vec::new()),
+            drivers,
+        }
+    }
+
+    /// Send `req` to `s`'s target and wait for the head of its answer.
+    pub(super) async fn send(
+        &self,
+        s: &Arc<HttpSession>,
+        req: Request<ReqBody>,
+    ) -> Result<Response<Incoming>, String> {
+        let of_s = |c: &OwnConn| std::ptr::eq(c.session.as_ptr(), Arc::as_ptr(s));
+        let route = {
+            let mut own = self.own.lock().expect("target router lock");
+            match own.iter_mut().find(|c| of_s(c)) {
+                None => {
+                    own.push(OwnConn {
+                        session: Arc::downgrade(s),
+                        sender: None,
+                    });
+                    Route::Connect
+                }
+                Some(OwnConn { sender: slot, .. }) => match slot.take() {
+                    None => Route::Pool,
+                    Some(up) if up.is_ready() => Route::Own(up),
+                    Some(up) if !up.is_closed() => {
+                        *slot = Some(up);
+                        Route::Pool
+                    }
+                    Some(_) => Route::Connect,
+                },
+            }
+        };
+        let mut up = match route {
+            Route::Own(up) => up,
+            Route::Pool => return s.upstream.send(req, false).await,
+            Route::Connect => match s.upstream.connect_driven().await {
+                Ok((up, driver)) => {
+                    if let Err(mpsc::error::SendError(driver)) = self.drivers.send(driver) {
+                        tokio::spawn(driver);
+                    }
+                    up
+                }
+                Err(e) => {
+                    self.own
+                        .lock()
+                        .expect("target router lock")
+                        .retain(|c| !of_s(c));
+                    return Err(e);
+                }
+            },
+        };
+        let resp = up.send_request(req).await;
+        if let Some(c) = self
+            .own
+            .lock()
+            .expect("target router lock")
+            .iter_mut()
+            .find(|c| of_s(c))
+        {
+            c.sender = Some(up);
+        }
+        resp.map_err(|e| format!("the target did not answer: {e}"))
     }
 }
 

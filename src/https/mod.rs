@@ -7,6 +7,7 @@
 
 pub(crate) mod admission;
 mod allow;
+mod conn;
 mod exchange;
 pub mod forward;
 pub(crate) mod pages;
@@ -20,13 +21,11 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use futures_util::StreamExt as _;
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use http_body_util::combinators::BoxBody;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio_rustls::TlsAcceptor;
@@ -37,9 +36,10 @@ use crate::grant::Admission;
 use crate::metrics::Metrics;
 use crate::pki::Keys;
 use crate::session::{Registry, SessionGuard};
-use admission::{ConnKill, bearer, cookie_handle};
+use admission::{bearer, cookie_handle};
 pub(crate) use allow::percent_decode_lossy;
 pub use allow::{http_allowed, path_matches};
+use conn::ClientConn;
 use forward::Upstream;
 use record::{BoxError, HttpLog};
 
@@ -174,7 +174,6 @@ impl Gateway {
         tracker: TaskTracker,
     ) {
         let acceptor = TlsAcceptor::from(Arc::new(tls));
-        let stop_all = shutdown.clone();
         let gate = crate::net::gate::Gate::default();
         crate::net::accept_loop(
             listener,
@@ -185,99 +184,27 @@ impl Gateway {
             |tcp, peer| {
                 let me = self.clone();
                 let acceptor = acceptor.clone();
-                let stop = stop_all.clone();
+                let stop = shutdown.clone();
                 let pass = gate.enter(peer.ip());
                 async move {
                     let Ok(pass) = pass else {
                         tracing::debug!(%peer, "too many unauthenticated HTTPS connections from this source; closing one");
                         return;
                     };
-                    let kill = CancellationToken::new();
-                    let tcp = crate::net::killable::Killable::new(tcp, kill.clone());
-                    let (drivers_tx, mut drivers_rx) = tokio::sync::mpsc::unbounded_channel();
-                    let kill = Arc::new(ConnKill::new(kill, drivers_tx));
-                    let tls =
-                        match tokio::time::timeout(timing::HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                            Ok(Ok(s)) => s,
-                            _ => return,
-                        };
-                    let activity = crate::net::idle::Activity::new(Some(pass));
-                    let svc = {
-                        let me = me.clone();
-                        let kill = kill.clone();
-                        let activity = activity.clone();
-                        hyper::service::service_fn(move |req| {
-                            let me = me.clone();
-                            let kill = kill.clone();
-                            let inflight = activity.request();
-                            async move {
-                                let resp = me.handle(req, peer, kill).await;
-                                Ok::<_, std::convert::Infallible>(resp.map(|b| {
-                                    crate::net::idle::Guarded::new(b, inflight).boxed()
-                                }))
-                            }
-                        })
-                    };
-                    let mut builder =
-                        hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-                    builder
-                        .http1()
-                        .timer(TokioTimer::new())
-                        .header_read_timeout(timing::HEADER_READ_TIMEOUT)
-                        .max_buf_size(64 * 1024);
-                    builder
-                        .http2()
-                        .timer(TokioTimer::new())
-                        .max_concurrent_streams(128)
-                        .max_header_list_size(64 * 1024);
-                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), svc);
-                    tokio::pin!(conn);
-                    // This connection's own target connections run here too, next to it.
-                    let mut drivers = futures_util::stream::FuturesUnordered::new();
-                    let grace = tokio::time::sleep(timing::NEVER);
-                    tokio::pin!(grace);
-                    // Polled on every wake of this task: a token of this connection's own, so
-                    // that connections do not contend on the gateway-wide token's lock.
-                    let stop = stop.child_token();
-                    let stopped = stop.cancelled();
-                    tokio::pin!(stopped);
-                    let mut stopping = false;
-                    let idle = activity.idle();
-                    tokio::pin!(idle);
-                    loop {
-                        tokio::select! {
-                            _ = conn.as_mut() => break,
-                            Some(d) = drivers_rx.recv() => drivers.push(d),
-                            Some(()) = drivers.next(), if !drivers.is_empty() => {}
-                            _ = stopped.as_mut(), if !stopping => {
-                                stopping = true;
-                                conn.as_mut().graceful_shutdown();
-                                grace
-                                    .as_mut()
-                                    .reset(tokio::time::Instant::now() + timing::SHUTDOWN_GRACE);
-                            }
-                            _ = grace.as_mut(), if stopping => break,
-                            _ = idle.as_mut(), if !stopping => {
-                                tracing::debug!(%peer, "closing an idle HTTPS connection");
-                                stopping = true;
-                                conn.as_mut().graceful_shutdown();
-                                grace
-                                    .as_mut()
-                                    .reset(tokio::time::Instant::now() + timing::IDLE_CLOSE_GRACE);
-                            }
-                        }
-                    }
+                    conn::serve(me, acceptor, tcp, peer, pass, stop).await;
                 }
             },
         )
         .await;
     }
 
+    /// Answer one request of client connection `conn` from `peer`: jitgate's own pages, or the
+    /// request's session found by its bearer token or cookie and the request forwarded.
     async fn handle(
         self: Arc<Self>,
         req: Request<Incoming>,
         peer: SocketAddr,
-        kill: Arc<ConnKill>,
+        conn: Arc<ClientConn>,
     ) -> Response<RespBody> {
         match req.uri().path() {
             "/_jitgate/login" => return self.login(req, peer).await,
@@ -286,11 +213,11 @@ impl Gateway {
             _ => {}
         }
         let session = if let Some(token) = bearer(&req) {
-            match kill.cached(&token) {
+            match conn.last_bearer.get(&token) {
                 Some(s) => s,
                 None => match self.session_for_token(&token, peer).await {
                     Ok(s) => {
-                        kill.cache(token, &s);
+                        conn.last_bearer.set(token, &s);
                         s
                     }
                     Err(why) => return pages::refused(StatusCode::FORBIDDEN, &why, None),
@@ -310,7 +237,7 @@ impl Gateway {
         } else {
             return pages::login_needed(&req, "no grant token");
         };
-        let cut = kill.register(&session);
+        let cut = conn.carry(&session);
         if cut.is_cancelled() {
             let why = session
                 .guard
@@ -323,7 +250,7 @@ impl Gateway {
                 None,
             );
         }
-        self.forward(session, req, peer, cut, &kill).await
+        self.forward(session, req, peer, cut, &conn).await
     }
 
     /// Forget every session (shutdown).
