@@ -16,7 +16,7 @@ use super::forward::Upstream;
 use super::record::HttpLog;
 use super::timing::{DRAIN_AFTER_CUT, TOMBSTONE};
 use super::{COOKIE, Gateway, HttpSession, RespBody, full, pages};
-use crate::config::TargetKind;
+use crate::config::{TargetKind, TargetSpec};
 use crate::grant::admission::AdmitRequest;
 use crate::session::{Cause, FileInfo, NewSession};
 
@@ -174,7 +174,13 @@ impl Gateway {
                 admission.expires_at(),
             )
             .map_err(|e| format!("cannot mint the session's client certificate: {e}"))
-            .and_then(|(cert, key)| Upstream::new(admission.target(), &cert, &key));
+            .and_then(|(cert, key)| match admission.spec() {
+                TargetSpec::Https { url, server_ca } => Upstream::new(url, server_ca, &cert, &key),
+                TargetSpec::Ssh { .. } => Err(format!(
+                    "target {} is not an HTTPS target",
+                    admission.target().name
+                )),
+            });
         let upstream = match upstream {
             Ok(u) => u,
             Err(why) => {

@@ -3,6 +3,7 @@
 //! connection's own, and a pool per session), and the header rewriting a reverse proxy owes both
 //! sides.
 
+use std::path::Path;
 use std::sync::{Arc, Mutex, Weak};
 
 use bytes::Bytes;
@@ -20,7 +21,6 @@ use tokio_rustls::TlsConnector;
 use super::HttpSession;
 use super::record::BoxError;
 use super::timing::TARGET_CONNECT;
-use crate::config::TargetConfig;
 
 /// Request bodies sent to targets.
 pub type ReqBody = BoxBody<Bytes, BoxError>;
@@ -88,14 +88,10 @@ fn parse_url(url: &str) -> Result<(String, u16, String), String> {
 }
 
 impl Upstream {
-    /// Prepare the way to `target` with the session's client certificate (PEM cert and key).
-    pub fn new(target: &TargetConfig, cert_pem: &str, key_pem: &str) -> Result<Self, String> {
-        let url = target.url.as_deref().ok_or("the target has no url")?;
+    /// Prepare the way to the HTTPS target at `url`, whose server certificate `server_ca` signs,
+    /// with the session's client certificate (PEM cert and key). Nothing is dialled yet.
+    pub fn new(url: &str, server_ca: &Path, cert_pem: &str, key_pem: &str) -> Result<Self, String> {
         let (host, port, base_path) = parse_url(url)?;
-        let server_ca = target
-            .server_ca
-            .as_ref()
-            .ok_or("the target has no server_ca")?;
         let ca_pem = std::fs::read_to_string(server_ca)
             .map_err(|e| format!("cannot read server_ca {}: {e}", server_ca.display()))?;
         let mut roots = rustls::RootCertStore::empty();
