@@ -36,6 +36,31 @@ if ((${#need[@]})); then
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${need[@]}"
 fi
+# The ticket-system tests run a real Request Tracker 5 (Debian's, on SQLite, with its standalone
+# server; tests/it/peers/rt.rs serves a copy of its database on loopback, nothing else serves
+# it). Its install asks questions, so debconf gets the answers first.
+rt_need=()
+for p in request-tracker5 rt5-db-sqlite rt5-standalone; do
+    [ "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null)" = "install ok installed" ] || rt_need+=("$p")
+done
+if ((${#rt_need[@]})); then
+    echo "installing Request Tracker 5 for the ticket-system tests: ${rt_need[*]}"
+    debconf-set-selections <<'EOF'
+request-tracker5 request-tracker5/dbconfig-install boolean true
+request-tracker5 request-tracker5/database-type select sqlite3
+request-tracker5 request-tracker5/initial-root-password password jitgate-test-root
+request-tracker5 request-tracker5/rtname string jitgate-test
+request-tracker5 request-tracker5/organization string jitgate.test
+request-tracker5 request-tracker5/correspondaddress string rt@jitgate.test
+request-tracker5 request-tracker5/commentaddress string rt-comment@jitgate.test
+request-tracker5 request-tracker5/webbaseurl string http://127.0.0.1:8080
+request-tracker5 request-tracker5/handle-siteconfig-permissions boolean true
+request-tracker5 request-tracker5/install-cronjobs boolean false
+EOF
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq -o DPkg::Lock::Timeout=600
+    apt-get install -y -qq --no-install-recommends -o DPkg::Lock::Timeout=600 "${rt_need[@]}"
+fi
 # ssh-audit audits the SSH gateway's algorithms; schemathesis checks the API against its
 # OpenAPI document. Pinned, from PyPI.
 pip_need=()

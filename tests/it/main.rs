@@ -21,6 +21,7 @@ mod kex;
 mod nginx;
 mod openapi;
 mod peers;
+mod rt_peer;
 mod session_index;
 mod sign_in;
 mod ssh;

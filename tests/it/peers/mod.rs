@@ -7,6 +7,7 @@
 
 mod browser;
 mod idp;
+mod rt;
 
 use std::ffi::OsStr;
 use std::fs::{self, File};
@@ -24,6 +25,7 @@ use serde_json::{Value, json};
 pub use browser::{Browser, Context, Page, browser};
 #[allow(unused_imports)]
 pub use idp::{Idp, idp};
+pub use rt::{Rt, RtProcess, rt};
 
 /// tests/peers/
 fn peers_dir() -> PathBuf {
