@@ -115,7 +115,8 @@ impl Gateway {
         result
     }
 
-    /// Admit a token and open its session: recording, client certificate, target connection.
+    /// Admit a token (or an Open console code) and open its session: its recording, and its way
+    /// to the target with a client certificate minted for it.
     pub(super) async fn admit(
         self: &Arc<Self>,
         token: &str,
@@ -164,8 +165,8 @@ impl Gateway {
             command: None,
             summary: None,
         });
-        // From here on, a failure that returns drops the guard, which ends the session; the
-        // reason is given first so that the end record says what failed.
+        // From here on, a failure ends the session with its reason first, so that the end
+        // record says what failed.
         let upstream = self
             .keys
             .mint_client_cert(
@@ -200,7 +201,9 @@ impl Gateway {
         }))
     }
 
-    /// When the session is cut: abort what is in flight, record the end, keep a tombstone.
+    /// Once `s` is cut (a task waits for it): cut its client connections, give what is in
+    /// flight [`DRAIN_AFTER_CUT`] to be logged, record the end, and keep its entry (`cookie` or
+    /// `token_hash`) answering why for [`TOMBSTONE`].
     pub(super) fn on_end(
         self: &Arc<Self>,
         s: Arc<HttpSession>,
@@ -235,6 +238,8 @@ impl Gateway {
         });
     }
 
+    /// `/_jitgate/login`: the form, or (`POST`) the token posted from it admitted and the
+    /// browser given a cookie for its session.
     pub(super) async fn login(
         self: &Arc<Self>,
         req: Request<Incoming>,
@@ -338,6 +343,7 @@ impl Gateway {
         r
     }
 
+    /// `/_jitgate/logout`: end the browser's session and expire its cookie.
     pub(super) fn logout(self: &Arc<Self>, req: Request<Incoming>) -> Response<RespBody> {
         if let Some(handle) = cookie_handle(&req)
             && let Some(s) = self.by_cookie.lock().expect("cookie lock").remove(&handle)

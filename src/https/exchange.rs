@@ -232,7 +232,7 @@ fn answer(
         body,
         cut,
         Pending {
-            log: Some(s.log.clone()),
+            log: s.log.clone(),
             exchange,
             started,
             bytes_in,

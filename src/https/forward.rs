@@ -34,6 +34,7 @@ type Connection = hyper::client::conn::http1::Connection<
 /// its answer then cross no task boundary in the gateway.
 pub type Driver = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
+/// Most connections a session's pool keeps for reuse.
 const POOL_MAX: usize = 256;
 
 /// Hop-by-hop headers, never forwarded (RFC 9110 §7.6.1).
@@ -156,7 +157,12 @@ impl Upstream {
             TcpStream::connect((self.host.as_str(), self.port)),
         )
         .await
-        .map_err(|_| "the target did not answer within 10 s".to_string())?
+        .map_err(|_| {
+            format!(
+                "the target did not answer within {} s",
+                TARGET_CONNECT.as_secs()
+            )
+        })?
         .map_err(|e| format!("cannot connect to the target: {e}"))?;
         let _ = tcp.set_nodelay(true);
         let tls = tokio::time::timeout(
@@ -194,7 +200,8 @@ impl Upstream {
         ))
     }
 
-    /// Send `req`; pooled connections are reused when idle.
+    /// Send `req` on a connection of the session's pool (reused when idle), or, when `fresh`
+    /// (a websocket, which keeps its connection), on a new one of its own.
     pub async fn send(
         &self,
         req: Request<ReqBody>,

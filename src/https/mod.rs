@@ -1,9 +1,14 @@
 //! The HTTPS gateway: browsers and `curl` reach admin web consoles through jitgate. A request
-//! is admitted by `Authorization: Bearer jgt_...` or by the login page's cookie (a random handle,
-//! never the token), checked against the task's HTTP allow-list, and forwarded over mutual TLS
-//! with a client certificate minted for the session. Every exchange goes to `http.jsonl`; the
-//! session is cut (in-flight streams aborted, websockets closed, later requests refused) when
-//! its grant ends.
+//! is admitted by `Authorization: Bearer jgt_...` or by the cookie that the login page or the
+//! console's Open console sets (a random handle, never the token), checked against the task's
+//! HTTP allow-list, and forwarded over mutual TLS with a client certificate minted for the
+//! session. Every exchange goes to `http.jsonl`; the session is cut (in-flight streams aborted,
+//! websockets closed, later requests refused) when its grant ends.
+//!
+//! A request's way to the target: `conn::serve` owns each client connection and hands every
+//! request to `Gateway::handle` (here), which finds its session (`admission`: the bearer token,
+//! or the cookie) and forwards it in three steps (`exchange`: prepare, send, answer) on a
+//! target connection (`forward`: `TargetRouter`, `Upstream`).
 
 pub(crate) mod admission;
 mod allow;
@@ -50,6 +55,7 @@ pub type RespBody = BoxBody<Bytes, BoxError>;
 pub const COOKIE: &str = "__Host-jitgate";
 /// Largest request body forwarded.
 pub const MAX_REQUEST_BODY: u64 = 256 * 1024 * 1024;
+/// Client connections served at once; more are closed as they are accepted.
 const MAX_CONNECTIONS: usize = 4096;
 
 /// Requests in flight for a session, and bytes moved.
@@ -62,6 +68,7 @@ pub struct Inflight {
 }
 
 impl Inflight {
+    /// One exchange began.
     fn enter(&self) {
         self.count.fetch_add(1, Ordering::AcqRel);
     }
@@ -75,6 +82,7 @@ impl Inflight {
         }
     }
 
+    /// Until no exchange is in flight.
     async fn drained(&self) {
         loop {
             let wait = self.zero.notified();
@@ -86,22 +94,24 @@ impl Inflight {
     }
 }
 
-/// One admitted HTTPS session (a bearer token's or a login's).
+/// One admitted HTTPS session: a bearer token's, or a browser's after the login page or Open
+/// console.
 pub struct HttpSession {
     admission: Admission,
     guard: SessionGuard,
     log: HttpLog,
     upstream: Upstream,
     inflight: Arc<Inflight>,
-    /// Kill switches of the live client connections that carried this session's requests.
+    /// Kill switches of the live client connections that carried this session's requests, by
+    /// connection id (see [`ClientConn`]).
     conns: Mutex<HashMap<u64, CancellationToken>>,
     /// Set on every forwarded request: `X-Jitgate-User`, `-Grant`, `-Ticket` and `Host`.
     headers: Vec<(HeaderName, HeaderValue)>,
 }
 
 impl HttpSession {
-    /// The headers every forwarded request of `admission` carries (values that are not valid
-    /// header text are left out, as before).
+    /// The headers every forwarded request of `admission` carries (a value that is not valid
+    /// header text is left out).
     fn headers(admission: &Admission, upstream: &Upstream) -> Vec<(HeaderName, HeaderValue)> {
         [
             ("x-jitgate-user", admission.user().name.as_str().to_string()),
@@ -122,7 +132,9 @@ pub struct Gateway {
     keys: Arc<Keys>,
     metrics: Arc<Metrics>,
     settings: Arc<crate::config::GatewayConfig>,
+    /// Browsers' sessions by cookie handle.
     by_cookie: Mutex<HashMap<String, Arc<HttpSession>>>,
+    /// Bearer tokens' sessions by token hash.
     by_token: Mutex<HashMap<String, Arc<HttpSession>>>,
     /// Per-token gates so concurrent first requests open one session.
     opening: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
@@ -134,6 +146,7 @@ impl std::fmt::Debug for Gateway {
     }
 }
 
+/// A whole response of jitgate's own, never cached.
 fn full(status: StatusCode, content_type: &str, body: String) -> Response<RespBody> {
     let mut r = Response::new(
         http_body_util::Full::new(Bytes::from(body))
@@ -251,11 +264,5 @@ impl Gateway {
             );
         }
         self.forward(session, req, peer, cut, &conn).await
-    }
-
-    /// Forget every session (shutdown).
-    pub fn clear(&self) {
-        self.by_cookie.lock().expect("cookie lock").clear();
-        self.by_token.lock().expect("token lock").clear();
     }
 }

@@ -34,7 +34,8 @@ pub fn continue_page() -> String {
     )
 }
 
-/// The login form (with a message after a failed attempt).
+/// The login form, with a message when there is one (why the last attempt failed, or that
+/// the browser logged out).
 pub fn login_form(message: Option<&str>) -> Response<RespBody> {
     let msg = message
         .map(|m| format!("<p class=\"why\" role=\"alert\">{}</p>", esc(m)))

@@ -306,7 +306,7 @@ pub struct Tap<B: Body> {
 
 /// What is known of an exchange before its response body ends.
 pub struct Pending {
-    pub log: Option<HttpLog>,
+    pub log: HttpLog,
     pub exchange: Exchange,
     pub started: Instant,
     pub bytes_in: Arc<AtomicU64>,
@@ -330,9 +330,7 @@ impl<B: Body> Tap<B> {
             p.exchange.bytes_in = p.bytes_in.load(Ordering::Relaxed);
             p.exchange.duration_ms = p.started.elapsed().as_millis() as u64;
             p.exchange.aborted = aborted;
-            if let Some(log) = &p.log {
-                log.record_now(p.exchange);
-            }
+            p.log.record_now(p.exchange);
             p.inflight
                 .leave(self.bytes_out, p.bytes_in.load(Ordering::Relaxed));
         }

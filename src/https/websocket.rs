@@ -28,7 +28,8 @@ pub fn is_upgrade(req: &Request<Incoming>) -> bool {
     has(http::header::UPGRADE, "websocket") && has(http::header::CONNECTION, "upgrade")
 }
 
-/// Join the client's and the target's upgraded connections.
+/// Join the client's and the target's upgraded connections (on a task of their own) until
+/// either side closes or the session is cut, then record the exchange with its byte counts.
 pub fn bridge(
     s: Arc<HttpSession>,
     client: OnUpgrade,
