@@ -14,7 +14,6 @@
 
 use std::sync::OnceLock;
 
-use jitgate::config::TargetConfig;
 use jitgate::https::forward::Upstream;
 use libfuzzer_sys::fuzz_target;
 
@@ -50,14 +49,7 @@ fn upstreams() -> &'static Vec<Upstream> {
         TARGETS
             .iter()
             .map(|(url, _, _)| {
-                let target: TargetConfig = serde_json::from_value(serde_json::json!({
-                    "name": "console",
-                    "kind": "https",
-                    "url": url,
-                    "server_ca": report.ca_bundle,
-                }))
-                .expect("target config");
-                Upstream::new(&target, &cert, &key).expect("upstream")
+                Upstream::new(url, &report.ca_bundle, &cert, &key).expect("upstream")
             })
             .collect()
     })
