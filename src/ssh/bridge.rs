@@ -59,7 +59,7 @@ type ClientTx = Arc<ChannelWriteHalf<Msg>>;
 pub(super) async fn session_channel(
     link: Arc<Link>,
     client: Channel<Msg>,
-    commands: mpsc::UnboundedReceiver<Command>,
+    commands: mpsc::UnboundedReceiver<Box<Command>>,
     ready: TaskTrackerToken,
 ) {
     let mut p = Pump::new(link);
@@ -122,7 +122,7 @@ impl Pump {
     async fn run(
         &mut self,
         mut c_rx: ChannelReadHalf,
-        mut commands: mpsc::UnboundedReceiver<Command>,
+        mut commands: mpsc::UnboundedReceiver<Box<Command>>,
         c_tx: ClientTx,
     ) {
         let token = self.link.session.token();
@@ -166,7 +166,7 @@ impl Pump {
                     let handled = tokio::select! {
                         biased;
                         _ = token.cancelled() => None,
-                        keep = self.on_command(command, &c_tx) => Some(keep),
+                        keep = self.on_command(*command, &c_tx) => Some(keep),
                     };
                     match handled {
                         Some(true) => {}

@@ -124,7 +124,7 @@ impl Connection {
     pub async fn run(
         mut self,
         mut running: Running,
-        mut events: mpsc::Receiver<Event>,
+        mut events: mpsc::Receiver<Box<Event>>,
         shutdown: CancellationToken,
     ) {
         let login_deadline = tokio::time::sleep(self.gw.settings.login_timeout.duration());
@@ -133,7 +133,7 @@ impl Connection {
             let input = match &mut self.state {
                 ConnState::Authenticating(_) => tokio::select! {
                     _ = &mut running => Input::ClientGone,
-                    ev = events.recv() => ev.map_or(Input::ClientGone, Input::Event),
+                    ev = events.recv() => ev.map_or(Input::ClientGone, |e| Input::Event(*e)),
                     _ = &mut login_deadline => Input::LoginTimedOut,
                     _ = shutdown.cancelled() => Input::Shutdown,
                 },
@@ -145,7 +145,7 @@ impl Connection {
                         Input::ClientGone
                     }
                     _ = a.cut.cancelled() => Input::Cut,
-                    ev = events.recv() => ev.map_or(Input::ClientGone, Input::Event),
+                    ev = events.recv() => ev.map_or(Input::ClientGone, |e| Input::Event(*e)),
                     r = async { a.connecting.as_mut().expect("polled while connecting").await },
                         if a.connecting.is_some() => Input::TargetSettled(
                             r.unwrap_or_else(|e| Err(UpstreamError::Connect {
@@ -363,6 +363,8 @@ impl Connection {
                 }
                 let id = channel.id();
                 let (tx, rx) = mpsc::unbounded_channel();
+                // Channels whose pump has ended are forgotten as new ones open.
+                a.channels.retain(|_, c| c.is_open());
                 a.channels.insert(id, ChannelState::new(tx));
                 let _ = reply.send(true);
                 let link = a.link.clone();

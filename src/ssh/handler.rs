@@ -108,21 +108,26 @@ pub(super) enum Event {
     Refused { what: &'static str },
 }
 
+/// The queue of events to the connection's task. Events go boxed: a tokio channel keeps room
+/// for 32 messages per block whatever its capacity, and an event (with its channel) is a few
+/// hundred bytes, which every idle connection would carry.
+pub(super) type Events = mpsc::Sender<Box<Event>>;
+
 /// One connection's russh handler.
 pub(super) struct Handler {
-    events: mpsc::Sender<Event>,
+    events: Events,
 }
 
 impl Handler {
     /// A handler whose events go to `events`.
-    pub fn new(events: mpsc::Sender<Event>) -> Self {
+    pub fn new(events: Events) -> Self {
         Self { events }
     }
 
     /// Ask the task; `None` when it is gone.
     async fn ask<T>(&self, event: impl FnOnce(oneshot::Sender<T>) -> Event) -> Option<T> {
         let (tx, rx) = oneshot::channel();
-        self.events.send(event(tx)).await.ok()?;
+        self.events.send(Box::new(event(tx))).await.ok()?;
         rx.await.ok()
     }
 
@@ -365,9 +370,9 @@ impl server::Handler for Handler {
     ) -> Result<bool, Self::Error> {
         let _ = self
             .events
-            .send(Event::Refused {
+            .send(Box::new(Event::Refused {
                 what: "agent forwarding",
-            })
+            }))
             .await;
         Ok(false)
     }
@@ -380,9 +385,9 @@ impl server::Handler for Handler {
     ) -> Result<bool, Self::Error> {
         let _ = self
             .events
-            .send(Event::Refused {
+            .send(Box::new(Event::Refused {
                 what: "remote forwarding",
-            })
+            }))
             .await;
         Ok(false)
     }

@@ -14,18 +14,24 @@ const MAX_ENV: usize = 32;
 
 /// What a session channel asked for so far, and its pump's command queue.
 pub(super) struct ChannelState {
-    commands: mpsc::UnboundedSender<Command>,
+    /// Boxed, as the handler's events are (see [`super::handler::Events`]).
+    commands: mpsc::UnboundedSender<Box<Command>>,
     env: usize,
     started: bool,
 }
 
 impl ChannelState {
-    pub fn new(commands: mpsc::UnboundedSender<Command>) -> Self {
+    pub fn new(commands: mpsc::UnboundedSender<Box<Command>>) -> Self {
         Self {
             commands,
             env: 0,
             started: false,
         }
+    }
+
+    /// Whether the channel's pump still runs.
+    pub fn is_open(&self) -> bool {
+        !self.commands.is_closed()
     }
 }
 
@@ -73,7 +79,7 @@ pub(super) fn decide(
             }
             ch.started = true;
         }
-        let _ = ch.commands.send(c);
+        let _ = ch.commands.send(Box::new(c));
     }
     Verdict::Allow
 }

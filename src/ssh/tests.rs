@@ -304,7 +304,7 @@ async fn a_session_that_cannot_be_opened_shows_why_and_ends_the_tries() {
 }
 
 /// A channel's state and the commands its pump would get.
-fn channel() -> (ChannelState, mpsc::UnboundedReceiver<Command>) {
+fn channel() -> (ChannelState, mpsc::UnboundedReceiver<Box<Command>>) {
     let (tx, rx) = mpsc::unbounded_channel();
     (ChannelState::new(tx), rx)
 }
@@ -349,13 +349,11 @@ fn channel_requests_are_checked_once_and_become_the_pumps_commands() {
         decide(task, Some(&mut ch), Request::Shell),
         Verdict::Refuse { quiet: false, .. }
     ));
-    assert!(matches!(commands.try_recv(), Ok(Command::Pty(p)) if p.term == "xterm"));
-    assert!(matches!(commands.try_recv(), Ok(Command::Env(k, _)) if k == "TERM"));
-    assert!(matches!(
-        commands.try_recv(),
-        Ok(Command::Start(Kind::Shell))
-    ));
-    assert!(commands.try_recv().is_err(), "refusals reach no pump");
+    let mut next = || commands.try_recv().map(|c| *c);
+    assert!(matches!(next(), Ok(Command::Pty(p)) if p.term == "xterm"));
+    assert!(matches!(next(), Ok(Command::Env(k, _)) if k == "TERM"));
+    assert!(matches!(next(), Ok(Command::Start(Kind::Shell))));
+    assert!(next().is_err(), "refusals reach no pump");
 }
 
 #[test]
@@ -451,7 +449,7 @@ async fn rig(alice_keys: &[String]) -> Rig {
 
 /// A connection's task running on its own, fed by hand.
 struct Driven {
-    events: mpsc::Sender<Event>,
+    events: mpsc::Sender<Box<Event>>,
     /// Finishes russh's side (the client left).
     leave: Option<oneshot::Sender<()>>,
     client: Arc<FakeClient>,
@@ -493,11 +491,11 @@ impl Driven {
     async fn password(&self, user: &str, password: &str) -> Auth {
         let (reply, answer) = oneshot::channel();
         self.events
-            .send(Event::Password {
+            .send(Box::new(Event::Password {
                 user: user.into(),
                 password: password.into(),
                 reply,
-            })
+            }))
             .await
             .unwrap();
         answer.await.unwrap()
