@@ -163,7 +163,12 @@ impl Runtime {
             crate::identity::Identity::new(cfg.clone(), store.clone(), audit.clone())
                 .map_err(ServerError::Config)?,
         );
-        let grants = Arc::new(grant::Service::new(cfg.clone(), store, audit, policy, bus));
+        let systems =
+            Arc::new(crate::ticket::systems::Systems::new(&cfg).map_err(ServerError::Config)?);
+        let grants = Arc::new(
+            grant::Service::new(cfg.clone(), store, audit, policy, bus)
+                .with_ticket_systems(systems),
+        );
         Ok(Self {
             identity,
             cfg,
@@ -234,6 +239,15 @@ impl Runtime {
                     }
                 }
             });
+        }
+        // Re-read the tickets of each ticket system that have live grants or pending requests.
+        if !self.grants.ticket_systems().is_empty() {
+            let grants = self.grants.clone();
+            let stop = shutdown.clone();
+            tracker.spawn(async move { grants.reconcile_forever(stop).await });
+            let grants = self.grants.clone();
+            let stop = shutdown.clone();
+            tracker.spawn(async move { grants.write_back_forever(stop).await });
         }
         // Count grant events.
         {

@@ -81,6 +81,9 @@ id_type!(
 
 macro_rules! name_type {
     ($(#[$m:meta])* $name:ident, $what:literal) => {
+        name_type!($(#[$m])* $name, $what, validate_name);
+    };
+    ($(#[$m:meta])* $name:ident, $what:literal, $validate:path) => {
         $(#[$m])*
         #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
         #[serde(try_from = "String", into = "String")]
@@ -96,7 +99,7 @@ macro_rules! name_type {
         impl TryFrom<String> for $name {
             type Error = String;
             fn try_from(s: String) -> Result<Self, String> {
-                validate_name(&s, $what)?;
+                $validate(&s, $what)?;
                 Ok(Self(s))
             }
         }
@@ -164,10 +167,39 @@ name_type!(
     "task name"
 );
 name_type!(
-    /// A ticket reference such as `INC-7` or `OPS-121`.
+    /// A ticket reference: `INC-7` (the local provider, or a bare id that a ticket system's
+    /// `pattern` claims), or `<system>:<id>` such as `rt:42`, `jira:OPS-121`.
     TicketRef,
-    "ticket id"
+    "ticket id",
+    validate_ticket_ref
 );
+
+/// A name, or a ticket system's name and its own id for the ticket, each a name.
+fn validate_ticket_ref(s: &str, what: &str) -> Result<(), String> {
+    match s.split_once(':') {
+        None => validate_name(s, what),
+        Some((system, id)) => validate_name(system, "ticket system name")
+            .and_then(|()| validate_name(id, what))
+            .map_err(|e| format!("{e} (write a ticket system's ticket as SYSTEM:ID, e.g. rt:42)")),
+    }
+}
+
+impl TicketRef {
+    /// The ticket system a `<system>:<id>` reference names.
+    pub fn system(&self) -> Option<&str> {
+        self.0.split_once(':').map(|(s, _)| s)
+    }
+
+    /// The ticket's id in its system (all of it for a bare reference).
+    pub fn local_id(&self) -> &str {
+        self.0.split_once(':').map_or(&self.0, |(_, id)| id)
+    }
+
+    /// `<system>:<id>`.
+    pub fn in_system(system: &str, id: &str) -> Result<Self, String> {
+        format!("{system}:{id}").parse()
+    }
+}
 
 /// A positive duration written the human way: `90s`, `15m`, `1h30m`, `2d`.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -534,6 +566,12 @@ mod tests {
     fn names_reject_control_and_path_characters() {
         assert!("alice".parse::<UserName>().is_ok());
         assert!("INC-7".parse::<TicketRef>().is_ok());
+        let rt: TicketRef = "rt:42".parse().unwrap();
+        assert_eq!((rt.system(), rt.local_id()), (Some("rt"), "42"));
+        assert_eq!("OPS-1".parse::<TicketRef>().unwrap().system(), None);
+        for bad in ["rt:", ":42", "rt:4:2", "rt:a b", "r t:42"] {
+            assert!(bad.parse::<TicketRef>().is_err(), "{bad}");
+        }
         assert!("a b".parse::<UserName>().is_err());
         assert!("../x".parse::<TargetName>().is_err());
         assert!("x\n".parse::<TaskName>().is_err());

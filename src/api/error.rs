@@ -77,6 +77,14 @@ impl From<GrantError> for ApiError {
             GrantError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
             GrantError::Invalid(m) => ApiError::bad_request(m),
             GrantError::Ticket(t) => t.into(),
+            GrantError::TicketSystem(e) => {
+                tracing::warn!(error = %e, "ticket system gave no answer");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "ticket_system",
+                    e.to_string(),
+                )
+            }
             GrantError::Store(e @ crate::store::StoreError::Busy(_)) => {
                 tracing::warn!(error = %e, "store busy");
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", e.to_string())

@@ -33,7 +33,19 @@ pub struct Log {
     store: Arc<dyn Store>,
     tail: Arc<Mutex<Tail>>,
     budget: Budget,
+    /// Every record once it is appended, for those who act on them (ticket write-back).
+    appended: tokio::sync::broadcast::Sender<Appended>,
 }
+
+/// A record just appended: who did what.
+#[derive(Debug, Clone)]
+pub struct Appended {
+    pub actor: String,
+    pub event: AuditEvent,
+}
+
+/// Records a slow subscriber may fall behind by before it misses some.
+const APPENDED_BUFFER: usize = 4096;
 
 impl std::fmt::Debug for Log {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -83,6 +95,7 @@ impl Log {
                 unindexed: Vec::new(),
             })),
             budget: Budget::default(),
+            appended: tokio::sync::broadcast::channel(APPENDED_BUFFER).0,
         })
     }
 
@@ -106,13 +119,27 @@ impl Log {
             store: self.store.clone(),
             path: self.path.clone(),
         };
-        match tokio::spawn(append.run(actor.to_string(), fields)).await {
+        let r = match tokio::spawn(append.run(actor.to_string(), fields)).await {
             Ok(r) => r,
             Err(e) => Err(AuditError::Io {
                 path: self.path.clone(),
                 source: std::io::Error::other(format!("the audit writer failed: {e}")),
             }),
+        };
+        if r.is_ok() {
+            // Nobody listening is fine.
+            let _ = self.appended.send(Appended {
+                actor: actor.to_string(),
+                event,
+            });
         }
+        r
+    }
+
+    /// Records appended from now on (a subscriber that falls more than 4096 behind misses
+    /// some, and is told how many).
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Appended> {
+        self.appended.subscribe()
     }
 }
 

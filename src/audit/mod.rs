@@ -12,7 +12,7 @@ mod log;
 mod tests;
 mod verify;
 
-pub use log::Log;
+pub use log::{Appended, Log};
 pub use verify::{BadRecord, Verification, verify};
 
 use std::path::PathBuf;
@@ -115,6 +115,13 @@ pub enum AuditEvent {
     },
     #[serde(rename = "ticket.closed")]
     TicketClosed { ticket: TicketRef, source: String },
+    /// A grant ended because its ticket's system could not confirm the ticket within `grace`.
+    #[serde(rename = "ticket.unverifiable")]
+    TicketUnverifiable {
+        ticket: TicketRef,
+        grant: GrantId,
+        reason: String,
+    },
     #[serde(rename = "webhook.rejected")]
     WebhookRejected {
         provider: String,

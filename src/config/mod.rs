@@ -12,6 +12,7 @@ use crate::types::{TargetName, TaskName, Ttl, UserName};
 mod exposure;
 mod oidc;
 mod target;
+mod ticket_systems;
 mod validate;
 
 use exposure::resolve_secret;
@@ -19,6 +20,7 @@ use exposure::resolve_secret;
 pub use oidc::{ConsoleConfig, OidcConfig, RoleMapping, TokenAuth, host_for_url};
 
 pub use target::{HostTrust, TargetSpec};
+pub use ticket_systems::{TicketSystemConfig, TicketSystemKind};
 use validate::Locator;
 pub use validate::{Problem, Seg, check_http_rule};
 
@@ -31,6 +33,9 @@ pub struct Config {
     pub store: StoreConfig,
     #[serde(default)]
     pub tickets: TicketsConfig,
+    /// Jira, ServiceNow and Request Tracker instances whose tickets are checked live.
+    #[serde(default)]
+    pub ticket_systems: Vec<TicketSystemConfig>,
     #[serde(default)]
     pub requests: RequestsConfig,
     pub policy: Option<PolicyConfig>,

@@ -414,6 +414,7 @@ impl Config {
             }
         }
         self.validate_identity(&loc, &mut problems);
+        self.validate_ticket_systems(&loc, &mut problems);
         problems
     }
 }

@@ -24,6 +24,8 @@ pub enum Revoker {
     Person,
     /// The ticket system: the ticket closed, or was reassigned away from the requester.
     Ticket,
+    /// jitgate: the ticket's system could not confirm the ticket within its `grace`.
+    Unverifiable,
 }
 
 impl GrantEventKind {

@@ -62,6 +62,9 @@ impl Service {
         caller: &UserConfig,
         id: &str,
     ) -> Result<IssuedToken, GrantError> {
+        if let Ok(g) = self.load_grant(id).await {
+            self.refresh_ticket(&g.ticket).await?;
+        }
         let _guard = self.lock.lock().await;
         let mut grant = self.load_grant(id).await?;
         if grant.requester != caller.name {

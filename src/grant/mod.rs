@@ -7,9 +7,11 @@ mod alert;
 pub mod break_glass;
 pub mod bus;
 mod lifecycle;
+mod notes;
 pub mod preview;
 mod rules;
 pub mod throttle;
+mod tickets;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -21,10 +23,13 @@ use crate::config::{Config, Role, UserConfig};
 use crate::policy::{self, Engine};
 use crate::store::{Approval, Grant, GrantState, Request, RequestFilter, RequestState, Store};
 use crate::ticket::Tickets;
+use crate::ticket::systems::Systems;
 use crate::types::{GrantId, RequestId, UserName, now};
 
 pub use admission::{Admission, AdmissionDenied};
 pub use bus::{GrantBus, GrantEvent, GrantEventKind, LocalBus, Revoker};
+pub use notes::Note;
+pub use tickets::Reconciled;
 
 /// Longest accepted justification or comment, in characters.
 pub const MAX_TEXT: usize = 1000;
@@ -54,6 +59,9 @@ pub enum GrantError {
     Audit(#[from] crate::audit::AuditError),
     #[error(transparent)]
     Ticket(#[from] crate::ticket::TicketError),
+    /// The ticket's system gave no answer (unreachable, refused jitgate's credentials).
+    #[error(transparent)]
+    TicketSystem(#[from] crate::ticket::systems::SystemError),
 }
 
 /// What a technician asks for.
@@ -81,6 +89,8 @@ pub struct Service {
     audit: Arc<Log>,
     policy: Arc<Engine>,
     tickets: Tickets,
+    /// Where tickets live: asked live, re-read in the background.
+    systems: Arc<Systems>,
     bus: Arc<dyn GrantBus>,
     /// Serializes state transitions (one node; a shared store will need row locks instead).
     lock: tokio::sync::Mutex<()>,
@@ -138,11 +148,23 @@ impl Service {
             audit,
             policy,
             tickets,
+            systems: Arc::new(Systems::empty()),
             bus,
             lock: tokio::sync::Mutex::new(()),
             limiter,
             open_codes: admission::OpenCodes::default(),
         }
+    }
+
+    /// The service with the ticket systems tickets are checked against.
+    pub fn with_ticket_systems(mut self, systems: Arc<Systems>) -> Self {
+        self.systems = systems;
+        self
+    }
+
+    /// The ticket systems.
+    pub fn ticket_systems(&self) -> &Arc<Systems> {
+        &self.systems
     }
 
     /// The configuration in force.
@@ -195,6 +217,8 @@ impl Service {
         new: NewRequest,
     ) -> Result<Request, GrantError> {
         let mut req = self.draft(caller, new)?;
+        // The ticket as its system says now (a ticket never announced to jitgate is fetched).
+        self.refresh_ticket(&req.ticket).await?;
         let _guard = self.lock.lock().await;
         if let Some(why) = self.blocked_by_review(caller).await? {
             return Err(GrantError::Forbidden(why));
@@ -336,6 +360,9 @@ impl Service {
             Some(c) => Some(check_text("comment", &c, false)?).filter(|c| !c.is_empty()),
             None => None,
         };
+        if let Ok(req) = self.load_request(id).await {
+            self.refresh_ticket(&req.ticket).await?;
+        }
         let _guard = self.lock.lock().await;
         let mut req = self.load_request(id).await?;
         self.pending_or_conflict(&mut req).await?;

@@ -53,7 +53,7 @@ impl Service {
     ) -> Result<Request, GrantError> {
         let task: TaskName = parse_name("task", &new.task)?;
         let target: TargetName = parse_name("target", &new.target)?;
-        let ticket: TicketRef = parse_name("ticket", &new.ticket)?;
+        let ticket = self.canonical_ticket(parse_name::<TicketRef>("ticket", &new.ticket)?);
         let ttl: Ttl = new
             .ttl
             .parse()

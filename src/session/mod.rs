@@ -42,6 +42,8 @@ pub enum Cause {
     Revoked,
     Completed,
     Ticket,
+    /// The ticket's system could not confirm the ticket within its grace period.
+    TicketUnverifiable,
     Killed,
     Client,
     Target,
@@ -58,6 +60,7 @@ impl Cause {
             Cause::Revoked => "revoked",
             Cause::Completed => "completed",
             Cause::Ticket => "ticket",
+            Cause::TicketUnverifiable => "ticket-unverifiable",
             Cause::Killed => "killed",
             Cause::Client => "client",
             Cause::Target => "target",
@@ -251,6 +254,9 @@ impl Registry {
                             GrantEventKind::Expired => Cause::Expired,
                             GrantEventKind::Completed => Cause::Completed,
                             GrantEventKind::Revoked(Revoker::Ticket) => Cause::Ticket,
+                            GrantEventKind::Revoked(Revoker::Unverifiable) => {
+                                Cause::TicketUnverifiable
+                            }
                             GrantEventKind::Revoked(Revoker::Person) => Cause::Revoked,
                         };
                         let reason = match ev.kind {

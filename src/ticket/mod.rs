@@ -2,6 +2,7 @@
 //! state changes that webhooks deliver. A ticket update is applied here and returned as a
 //! [`TicketChange`] so that [`crate::grant`] can revoke the grants it invalidates.
 
+pub mod systems;
 pub mod webhook;
 
 use std::sync::Arc;

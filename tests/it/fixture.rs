@@ -68,6 +68,8 @@ pub struct Opts {
     pub gateway: String,
     /// A fixed API port (for a redirect URI registered at the identity provider); 0 = any.
     pub api_port: u16,
+    /// More `external_ids` for the fixed users: (user, `system:identity`).
+    pub external_ids: Vec<(String, String)>,
 }
 
 impl Default for Opts {
@@ -80,6 +82,7 @@ impl Default for Opts {
             extra: String::new(),
             gateway: String::new(),
             api_port: 0,
+            external_ids: Vec::new(),
         }
     }
 }
@@ -110,6 +113,12 @@ impl Opts {
     /// Listen for the API on this port.
     pub fn api_port(mut self, port: u16) -> Self {
         self.api_port = port;
+        self
+    }
+
+    /// Give `user` the ticket-system identity `id` (`rt:alice-3`).
+    pub fn external_id(mut self, user: &str, id: &str) -> Self {
+        self.external_ids.push((user.into(), id.into()));
         self
     }
 
@@ -162,6 +171,13 @@ url = "sqlite://data/jitgate.db"
         s.push_str("[policy]\nfiles = [\"policy.cedar\"]\n\n");
     }
     for (name, body) in USERS {
+        let mut body = body.to_string();
+        for (_, id) in opts.external_ids.iter().filter(|(u, _)| u == name) {
+            match body.find("external_ids = [") {
+                Some(i) => body.insert_str(i + "external_ids = [".len(), &format!("{id:?}, ")),
+                None => body.push_str(&format!("\nexternal_ids = [{id:?}]")),
+            }
+        }
         let hash = jitgate::crypto::sha256_hex(api_key(name).as_bytes());
         s.push_str(&format!(
             "[[users]]\nname = \"{name}\"\n{body}\napi_key_sha256 = \"{hash}\"\n\n"

@@ -26,5 +26,6 @@ mod session_index;
 mod sign_in;
 mod ssh;
 mod sshd;
+mod ticket_systems;
 mod web_assets;
 mod webhooks;

@@ -65,15 +65,22 @@ impl Env {
 
     /// sshd, then a gateway pinning `pin` (default: sshd's real host key) with `extra` TOML.
     pub fn with(pin: Option<&str>, extra: &str) -> Self {
+        Self::build(pin, |o| o.extra(extra))
+    }
+
+    /// sshd, then a gateway pinning `pin` (default: sshd's real host key), its options as
+    /// `more` makes them.
+    pub fn build(pin: Option<&str>, more: impl FnOnce(Opts) -> Opts) -> Self {
         let sshd = Sshd::start();
         let key = pin
             .map(str::to_string)
             .unwrap_or_else(|| sshd.host_key.clone());
-        let opts = Opts::default()
-            .policy(Policy::None)
-            .extra(&sshd.target_toml("box", &key))
-            .extra(TASKS)
-            .extra(extra);
+        let opts = more(
+            Opts::default()
+                .policy(Policy::None)
+                .extra(&sshd.target_toml("box", &key))
+                .extra(TASKS),
+        );
         let mut gw = Gateway::prepare(opts);
         gw.init();
         // As an admin would: the target trusts the user CA that `init` made.

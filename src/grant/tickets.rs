@@ -1,0 +1,245 @@
+//! Keeping grants true to the ticket systems their tickets live in: the live check before a
+//! request, an approval, a token fetch or an admission ([`Service::refresh_ticket`]), and the
+//! background pass that re-reads every ticket with live grants or pending requests
+//! ([`Service::reconcile`]), ending grants whose ticket closed, moved to someone else, or could
+//! not be verified for longer than the system's `grace`.
+
+use std::collections::BTreeSet;
+use std::time::Instant;
+
+use futures_util::StreamExt as _;
+
+use super::{GrantError, GrantEventKind, Revoker, Service};
+use crate::audit::AuditEvent;
+use crate::store::{GrantFilter, GrantState, RequestFilter, RequestState, TicketState};
+use crate::ticket::TicketUpdate;
+use crate::ticket::systems::SystemError;
+use crate::types::TicketRef;
+
+/// Tickets read at once in a reconcile pass.
+const RECONCILE_CONCURRENCY: usize = 8;
+
+/// What one reconcile pass did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Reconciled {
+    /// Tickets read from the system.
+    pub checked: usize,
+    /// Tickets whose state or assignee changed (their grants were ended where needed).
+    pub changed: usize,
+    /// Tickets the system gave no answer about.
+    pub failed: usize,
+    /// Grants ended because their ticket could not be verified within `grace`.
+    pub unverifiable: usize,
+    /// The first failure, for the log.
+    pub error: Option<String>,
+}
+
+impl Service {
+    /// `id` as jitgate keeps it (a bare id a ticket system's `pattern` claims gets its prefix).
+    pub fn canonical_ticket(&self, id: TicketRef) -> TicketRef {
+        self.systems.canonical(id)
+    }
+
+    /// Ask the ticket's system when jitgate's view is older than `max_staleness`, and apply
+    /// what it says (ending grants it invalidates). Tickets of no system are left as they are.
+    /// `Err(GrantError::TicketSystem)` when the system gave no answer.
+    pub async fn refresh_ticket(&self, id: &TicketRef) -> Result<(), GrantError> {
+        if !self.systems.is_stale(id) {
+            return Ok(());
+        }
+        match self.systems.fetch(id).await {
+            Ok(Some(update)) => self.apply_remote(update).await.map(|_| ()),
+            Ok(None) => Ok(()),
+            Err(SystemError::NotFound { system, .. }) => {
+                // Gone from its system: a ticket jitgate knew as open is closed now.
+                if let Some(t) = self.store.ticket(id).await?
+                    && t.state == TicketState::Open
+                {
+                    self.apply_remote(TicketUpdate {
+                        id: id.clone(),
+                        title: None,
+                        open: false,
+                        assignee: t.assignee,
+                        source: system,
+                    })
+                    .await?;
+                }
+                Ok(())
+            }
+            Err(e) => Err(GrantError::TicketSystem(e)),
+        }
+    }
+
+    /// Apply a system's answer when it differs from jitgate's view; `true` when it did.
+    async fn apply_remote(&self, u: TicketUpdate) -> Result<bool, GrantError> {
+        if let Some(t) = self.store.ticket(&u.id).await?
+            && (t.state == TicketState::Open) == u.open
+            && t.assignee == u.assignee
+            && u.title.as_ref().is_none_or(|title| *title == t.title)
+        {
+            return Ok(false);
+        }
+        let actor = format!("ticket:{}", u.source);
+        let change = self.tickets.apply(&actor, u).await?;
+        if change.closed || change.reassigned {
+            let ended = self.ticket_changed(&change).await?;
+            tracing::info!(ticket = %change.ticket.id, ended, "ticket system changed a ticket with grants");
+        }
+        Ok(true)
+    }
+
+    /// Tickets of system `name` that have active grants or pending requests.
+    async fn tickets_in_use(&self, name: &str) -> Result<BTreeSet<TicketRef>, GrantError> {
+        let mut ids = BTreeSet::new();
+        let grants = self
+            .store
+            .grants(&GrantFilter {
+                state: Some(GrantState::Active),
+                limit: Some(100_000),
+                ..Default::default()
+            })
+            .await?;
+        ids.extend(grants.into_iter().map(|g| g.ticket));
+        let requests = self
+            .store
+            .requests(&RequestFilter {
+                state: Some(RequestState::Pending),
+                limit: Some(100_000),
+                ..Default::default()
+            })
+            .await?;
+        ids.extend(requests.into_iter().map(|r| r.ticket));
+        ids.retain(|t| t.system() == Some(name));
+        Ok(ids)
+    }
+
+    /// Re-read every ticket of system `name` that has live grants or pending requests, at most
+    /// [`RECONCILE_CONCURRENCY`] at a time, and apply what changed. Grants on a ticket the
+    /// system gave no answer about run on while its last confirmed view is within `grace`,
+    /// then end with cause `ticket-unverifiable`. Pending requests stay pending.
+    pub async fn reconcile(&self, name: &str) -> Result<Reconciled, GrantError> {
+        let ids = self.tickets_in_use(name).await?;
+        let mut done = Reconciled::default();
+        let mut answers = futures_util::stream::iter(ids)
+            .map(|id| async move {
+                let r = self.systems.fetch(&id).await;
+                (id, r)
+            })
+            .buffer_unordered(RECONCILE_CONCURRENCY);
+        let mut unanswered = Vec::new();
+        while let Some((id, answer)) = answers.next().await {
+            match answer {
+                Ok(Some(update)) => {
+                    done.checked += 1;
+                    if self.apply_remote(update).await? {
+                        done.changed += 1;
+                    }
+                }
+                Ok(None) => {}
+                Err(SystemError::NotFound { .. }) => {
+                    done.checked += 1;
+                    // The live check's handling closes it; the system is the truth.
+                    self.systems.forget(&id);
+                    self.refresh_ticket(&id).await?;
+                }
+                Err(e) => {
+                    done.failed += 1;
+                    done.error.get_or_insert_with(|| e.to_string());
+                    unanswered.push((id, e));
+                }
+            }
+        }
+        for (id, e) in unanswered {
+            if !self.systems.within_grace(&id) {
+                done.unverifiable += self.end_unverifiable(&id, &e).await?;
+            }
+        }
+        Ok(done)
+    }
+
+    /// End the active grants on `id`: its system has not confirmed it within `grace`.
+    async fn end_unverifiable(&self, id: &TicketRef, e: &SystemError) -> Result<usize, GrantError> {
+        let _guard = self.lock.lock().await;
+        let grants = self
+            .store
+            .grants(&GrantFilter {
+                state: Some(GrantState::Active),
+                ticket: Some(id.clone()),
+                limit: Some(10_000),
+                ..Default::default()
+            })
+            .await?;
+        let n = grants.len();
+        for mut grant in grants {
+            let reason = format!(
+                "ticket {id} could not be verified within its ticket system's grace period: {e}"
+            );
+            self.audit
+                .record(
+                    "system",
+                    AuditEvent::TicketUnverifiable {
+                        ticket: id.clone(),
+                        grant: grant.id.clone(),
+                        reason: e.to_string(),
+                    },
+                )
+                .await?;
+            self.end(
+                &mut grant,
+                GrantEventKind::Revoked(Revoker::Unverifiable),
+                "system",
+                reason,
+            )
+            .await?;
+        }
+        Ok(n)
+    }
+
+    /// Run [`Service::reconcile`] for every ticket system until `stop`, each every
+    /// `poll_interval` (jittered by up to a tenth, so that nodes and systems do not beat in
+    /// step), backing off while a system fails.
+    pub async fn reconcile_forever(&self, stop: tokio_util::sync::CancellationToken) {
+        let names: Vec<(String, std::time::Duration, std::time::Duration)> = self
+            .systems
+            .all()
+            .iter()
+            .map(|s| {
+                let c = &s.cfg;
+                (
+                    c.name.clone(),
+                    c.poll_interval.duration(),
+                    c.grace.duration(),
+                )
+            })
+            .collect();
+        let loops = names.into_iter().map(|(name, every, grace)| {
+            let stop = stop.clone();
+            async move {
+                let mut backoff = 1u32;
+                loop {
+                    let jitter = every.mul_f64(rand::random::<f64>() / 10.0);
+                    // Backing off never stretches past a quarter of `grace`, so grants on
+                    // tickets that cannot be verified still end about when `grace` runs out.
+                    let wait = (every * backoff).min(every.max(grace / 4)) + jitter;
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = tokio::time::sleep(wait) => {}
+                    }
+                    let started = Instant::now();
+                    match self.reconcile(&name).await {
+                        Ok(r) if r.failed > 0 => {
+                            backoff = (backoff * 2).min(8);
+                            tracing::warn!(system = %name, checked = r.checked, failed = r.failed, unverifiable = r.unverifiable, error = r.error.as_deref().unwrap_or(""), "ticket system reconcile pass had failures");
+                        }
+                        Ok(r) => {
+                            backoff = 1;
+                            tracing::debug!(system = %name, checked = r.checked, changed = r.changed, ms = started.elapsed().as_millis() as u64, "ticket system reconciled");
+                        }
+                        Err(e) => tracing::error!(system = %name, error = %e, "ticket system reconcile pass failed"),
+                    }
+                }
+            }
+        });
+        futures_util::future::join_all(loops).await;
+    }
+}
