@@ -232,9 +232,11 @@ pub(super) async fn ticket_webhook(
     {
         return ok(json!({ "status": "duplicate" }));
     }
-    let Some(update) = delivery.update else {
+    let Some(mut update) = delivery.update else {
         return Ok((StatusCode::ACCEPTED, Json(json!({ "status": "ignored" }))).into_response());
     };
+    // A bare id a ticket system's pattern claims lands on that system's ticket.
+    update.id = state.grants.canonical_ticket(update.id);
     let actor = format!("ticket:{}", provider.as_str());
     let change = state.grants.tickets().apply(&actor, update).await?;
     let ended = state.grants.ticket_changed(&change).await?;

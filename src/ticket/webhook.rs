@@ -193,17 +193,26 @@ enum GenericState {
 fn parse_generic(cfg: &Config, body: &[u8]) -> Result<TicketUpdate, WebhookError> {
     let g: Generic = serde_json::from_slice(body)
         .map_err(|e| WebhookError::BadPayload("generic", e.to_string()))?;
+    let id = ticket_ref("generic", &g.ticket)?;
+    // A ticket system's ticket (`rt:42`) maps its assignee through that system's identities.
+    let system = id
+        .system()
+        .filter(|s| cfg.ticket_systems.iter().any(|t| t.name == *s))
+        .map(str::to_string);
     let assignee = match g.assignee.as_deref() {
         None | Some("") => None,
-        Some(a) => map_external(cfg, "generic", a)
+        Some(a) => system
+            .as_deref()
+            .and_then(|s| map_external(cfg, s, a))
+            .or_else(|| map_external(cfg, "generic", a))
             .or_else(|| a.parse::<UserName>().ok().filter(|n| cfg.user(n).is_some())),
     };
     Ok(TicketUpdate {
-        id: ticket_ref("generic", &g.ticket)?,
+        id,
         title: g.title.map(|t| t.chars().take(200).collect()),
         open: g.state == GenericState::Open,
         assignee,
-        source: "generic".into(),
+        source: system.unwrap_or_else(|| "generic".into()),
     })
 }
 

@@ -26,6 +26,7 @@ mod session_index;
 mod sign_in;
 mod ssh;
 mod sshd;
+mod ticket_bench;
 mod ticket_systems;
 mod web_assets;
 mod webhooks;

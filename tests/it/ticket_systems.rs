@@ -192,3 +192,46 @@ async fn while_rt_is_down_requests_fail_naming_it_and_live_grants_end_after_grac
     assert_eq!(audited.len(), 1, "{audited:?}");
     own.start();
 }
+
+#[tokio::test]
+async fn rts_scrip_posts_the_close_to_the_generic_webhook_which_cuts_at_once() {
+    const SECRET: &str = "rt-webhook-secret-0123456789abcdef";
+    let rt = rt();
+    let alice = rt.create_user("alice");
+    let id = rt.create_ticket("reset a password", &alice);
+    let token = rt.token().to_string();
+    // Polling so slow that only the webhook can end this session in time.
+    let entry = system(rt.url(), &token, "5m").replace(
+        &format!("poll_interval = \"{}s\"", POLL.as_secs()),
+        "poll_interval = \"10m\"",
+    );
+    let env = Env::build(None, |o| {
+        o.extra(&entry)
+            .webhook_secret(SECRET)
+            .external_id("alice", &format!("rt:{alice}"))
+    });
+    let hook = format!("{}/api/v1/tickets/webhook/generic", env.gw.url());
+    rt.install_webhook_scrip_trusting(&hook, SECRET, &env.gw.ca());
+    let ticket = format!("rt:{id}");
+    let g = granted(&env, &ticket);
+    let mut t = shell(&env, &g.token);
+    rt.set_status(id, "resolved");
+    let took = cut_within(
+        &mut t,
+        &format!("session terminated: ticket {ticket} closed"),
+        Duration::from_secs(15),
+    );
+    rt.remove_webhook_scrip(&hook);
+    assert!(
+        took < Duration::from_secs(5),
+        "the webhook's cut took {took:?}\n{}",
+        rt.log()
+    );
+    let delivered: Vec<Value> = env.gw.audit("ticket.closed").await;
+    assert!(
+        delivered
+            .iter()
+            .any(|r| r["ticket"] == ticket.as_str() && r["actor"] == "ticket:generic"),
+        "{delivered:?}"
+    );
+}

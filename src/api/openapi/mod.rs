@@ -133,7 +133,7 @@ fn error_description(status: u16) -> &'static str {
             "Too many failed authentications from this address in the last minute; each further failure is answered after a second (a valid key is still accepted at once)"
         }
         503 => {
-            "Another process holds a lock on the database (busy; try again shortly), or, for webhooks, none are configured ([tickets] webhook_secret)"
+            "Another process holds a lock on the database (busy; try again shortly); the ticket's system gave no answer (error ticket_system, naming it); or, for webhooks, none are configured ([tickets] webhook_secret)"
         }
         _ => "Refused",
     }

@@ -10,12 +10,17 @@
 //!   (`state`, `assigned_to.user_name`, `short_description`, `sys_id`), then
 //!   `PATCH /api/now/table/{table}/{sys_id}` `{"work_notes": ...}`.
 
+use std::collections::HashMap;
+
 use http::Method;
 use serde_json::{Value, json};
 
 use super::http::{Answer, Http, encode};
 use super::{Remote, SystemError};
 use crate::config::{TicketSystemConfig, TicketSystemKind};
+
+/// Tickets read in one RT search request.
+const BATCH: usize = 100;
 
 /// One ticket system's API.
 pub(super) struct Client {
@@ -26,6 +31,11 @@ pub(super) struct Client {
 }
 
 impl Client {
+    /// Requests sent to the system so far.
+    pub fn calls(&self) -> u64 {
+        self.http.calls()
+    }
+
     pub fn new(cfg: &TicketSystemConfig, http: Http) -> Self {
         Self {
             name: cfg.name.clone(),
@@ -134,6 +144,72 @@ impl Client {
                 Ok(remote)
             }
         }
+    }
+
+    /// RT: many tickets in one search (`id = 1 OR id = 2 ...`), up to [`BATCH`] per request.
+    /// `None` for the kinds that are read one ticket at a time. Tickets missing from the answer
+    /// do not exist (any more).
+    pub async fn fetch_many(
+        &self,
+        ids: &[&str],
+    ) -> Option<Result<HashMap<String, Remote>, SystemError>> {
+        if self.kind != TicketSystemKind::Rt {
+            return None;
+        }
+        let mut found = HashMap::new();
+        for chunk in ids.chunks(BATCH) {
+            let numeric: Vec<&&str> = chunk
+                .iter()
+                .filter(|id| !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()))
+                .collect();
+            if numeric.is_empty() {
+                continue;
+            }
+            let query = numeric
+                .iter()
+                .map(|id| format!("id = {id}"))
+                .collect::<Vec<_>>()
+                .join(" OR ");
+            let path = format!(
+                "/REST/2.0/tickets?query={}&fields=Status,Owner,Subject&per_page={BATCH}&page=1",
+                encode(&query)
+            );
+            let a = match self.call(Method::GET, &path, None, "").await {
+                Ok(a) => a,
+                Err(e) => return Some(Err(e)),
+            };
+            let v = match self.json(&a) {
+                Ok(v) => v,
+                Err(e) => return Some(Err(e)),
+            };
+            for item in v
+                .get("items")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                let id = match item.get("id") {
+                    Some(Value::String(s)) => s.clone(),
+                    Some(Value::Number(n)) => n.to_string(),
+                    _ => continue,
+                };
+                let owner = match item.get("Owner") {
+                    Some(Value::String(s)) => Some(s.clone()),
+                    Some(o) => o.get("id").and_then(Value::as_str).map(str::to_string),
+                    None => None,
+                }
+                .filter(|o| o != "Nobody");
+                found.insert(
+                    id,
+                    Remote {
+                        state: text(item, "/Status").unwrap_or_default(),
+                        assignee: owner,
+                        title: text(item, "/Subject"),
+                    },
+                );
+            }
+        }
+        Some(Ok(found))
     }
 
     fn not_found(&self, id: &str) -> SystemError {

@@ -28,6 +28,8 @@ pub struct Http {
     base_path: String,
     tls: Option<TlsConnector>,
     auth: Option<HeaderValue>,
+    /// Requests sent so far (for `bench/tickets.sh` and the log).
+    calls: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl std::fmt::Debug for Http {
@@ -107,7 +109,13 @@ impl Http {
             base_path: path,
             tls,
             auth,
+            calls: Arc::default(),
         })
+    }
+
+    /// Requests sent so far.
+    pub fn calls(&self) -> u64 {
+        self.calls.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// `method` `path` (below the base URL; with its query) with an optional body of
@@ -118,6 +126,8 @@ impl Http {
         path: &str,
         body: Option<(&'static str, Vec<u8>)>,
     ) -> Result<Answer, String> {
+        self.calls
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         match tokio::time::timeout(CALL_TIMEOUT, self.call_once(method, path, body)).await {
             Ok(r) => r,
             Err(_) => Err(format!("no answer within {} s", CALL_TIMEOUT.as_secs())),

@@ -195,6 +195,48 @@ impl Systems {
         Ok(Some(self.update(system, id, &remote)))
     }
 
+    /// Ask system `name` about all of `ids` (its tickets): in searches of many tickets where
+    /// the system allows (RT), otherwise `None` and the caller asks one by one.
+    pub async fn fetch_many(
+        &self,
+        name: &str,
+        ids: &[TicketRef],
+    ) -> Option<Vec<(TicketRef, Result<TicketUpdate, SystemError>)>> {
+        let system = self.systems.iter().find(|s| s.cfg.name == name)?;
+        let local: Vec<&str> = ids.iter().map(TicketRef::local_id).collect();
+        let found = system.client.fetch_many(&local).await?;
+        let now = Instant::now();
+        Some(match found {
+            Ok(found) => {
+                let mut confirmed = self.confirmed.lock().expect("confirmed lock");
+                ids.iter()
+                    .map(|id| match found.get(id.local_id()) {
+                        Some(remote) => {
+                            confirmed.insert(id.clone(), now);
+                            (id.clone(), Ok(self.update(system, id, remote)))
+                        }
+                        None => (
+                            id.clone(),
+                            Err(SystemError::NotFound {
+                                system: name.to_string(),
+                                id: id.local_id().to_string(),
+                            }),
+                        ),
+                    })
+                    .collect()
+            }
+            Err(e) => ids.iter().map(|id| (id.clone(), Err(e.clone()))).collect(),
+        })
+    }
+
+    /// Requests sent to system `name` since the start.
+    pub fn requests_made(&self, name: &str) -> u64 {
+        self.systems
+            .iter()
+            .find(|s| s.cfg.name == name)
+            .map_or(0, |s| s.client.calls())
+    }
+
     /// Forget a ticket's confirmation (it no longer has grants or requests).
     pub fn forget(&self, id: &TicketRef) {
         self.confirmed.lock().expect("confirmed lock").remove(id);

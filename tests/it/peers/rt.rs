@@ -617,8 +617,17 @@ impl Rt {
         );
     }
 
+    /// [`Rt::install_webhook_scrip`] for an `https://` URL whose certificate `ca` signs.
+    pub fn install_webhook_scrip_trusting(&self, url: &str, secret: &str, ca: &Path) {
+        let ca = ca.display().to_string();
+        self.site.perl(
+            "webhook-scrip.pl",
+            &["--url", url, "--name", &scrip_name(url), "--ca", &ca],
+            &[("JITGATE_WEBHOOK_SECRET", secret)],
+        );
+    }
+
     /// Disable the scrips [`Rt::install_webhook_scrip`] installed for `url`.
-    #[allow(dead_code, reason = "for the ticket-system tests")]
     pub fn remove_webhook_scrip(&self, url: &str) {
         self.site.perl(
             "webhook-scrip.pl",
