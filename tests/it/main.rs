@@ -27,6 +27,7 @@ mod sign_in;
 mod ssh;
 mod sshd;
 mod ticket_bench;
+mod ticket_fakes;
 mod ticket_systems;
 mod web_assets;
 mod webhooks;

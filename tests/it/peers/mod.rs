@@ -4,10 +4,17 @@
 //! (`npm ci --prefix tests/peers`, which scripts/test.sh runs).
 //!
 //! Both Node processes exit when their stdin closes, which happens when the test binary exits.
+//!
+//! The fake ticket systems are different: each test starts its own [`Jira`] or [`ServiceNow`],
+//! an HTTP server inside the test binary built from the vendor's documented REST shapes (on
+//! `fake.rs`, which logs requests and serves the faults a test queues).
 
 mod browser;
+mod fake;
 mod idp;
+mod jira;
 mod rt;
+mod servicenow;
 
 use std::ffi::OsStr;
 use std::fs::{self, File};
@@ -23,9 +30,12 @@ use serde_json::{Value, json};
 
 #[allow(unused_imports)]
 pub use browser::{Browser, Context, Page, browser};
+pub use fake::{Auth, Fault, Seen};
 #[allow(unused_imports)]
 pub use idp::{Idp, idp};
+pub use jira::{Category, Jira};
 pub use rt::{Rt, RtProcess, rt};
+pub use servicenow::ServiceNow;
 
 /// tests/peers/
 fn peers_dir() -> PathBuf {
