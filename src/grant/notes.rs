@@ -231,7 +231,7 @@ async fn deliver(
         for attempt in 1..=TRIES {
             let pause = match systems.comment(&note.ticket, &note.text).await {
                 Ok(_) => break,
-                Err(SystemError::RateLimited { retry_after, .. }) => {
+                Err(SystemError::RateLimited { retry_after, .. }) if attempt < TRIES => {
                     Duration::from_secs(retry_after).min(MAX_RETRY_AFTER)
                 }
                 Err(e @ SystemError::Unreachable { .. }) if attempt < TRIES => {

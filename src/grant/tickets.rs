@@ -32,6 +32,8 @@ pub struct Reconciled {
     pub unverifiable: usize,
     /// The first failure, for the log.
     pub error: Option<String>,
+    /// The longest wait a rate-limited answer asked for, in seconds.
+    pub retry_after: Option<u64>,
 }
 
 impl Service {
@@ -155,6 +157,9 @@ impl Service {
                 Err(e) => {
                     done.failed += 1;
                     done.error.get_or_insert_with(|| e.to_string());
+                    if let SystemError::RateLimited { retry_after, .. } = &e {
+                        done.retry_after = done.retry_after.max(Some(*retry_after));
+                    }
                     unanswered.push((id, e));
                 }
             }
@@ -226,11 +231,15 @@ impl Service {
             let stop = stop.clone();
             async move {
                 let mut backoff = 1u32;
+                let mut asked_to_wait = std::time::Duration::ZERO;
                 loop {
                     let jitter = every.mul_f64(rand::random::<f64>() / 10.0);
                     // Backing off never stretches past a quarter of `grace`, so grants on
-                    // tickets that cannot be verified still end about when `grace` runs out.
-                    let wait = (every * backoff).min(every.max(grace / 4)) + jitter;
+                    // tickets that cannot be verified still end about when `grace` runs out;
+                    // a system that asked for a pause (429 Retry-After) gets it.
+                    let wait = (every * backoff).min(every.max(grace / 4)).max(asked_to_wait)
+                        + jitter;
+                    asked_to_wait = std::time::Duration::ZERO;
                     tokio::select! {
                         _ = stop.cancelled() => return,
                         _ = tokio::time::sleep(wait) => {}
@@ -239,6 +248,8 @@ impl Service {
                     match self.reconcile(&name).await {
                         Ok(r) if r.failed > 0 => {
                             backoff = (backoff * 2).min(8);
+                            asked_to_wait =
+                                std::time::Duration::from_secs(r.retry_after.unwrap_or(0));
                             tracing::warn!(system = %name, checked = r.checked, failed = r.failed, unverifiable = r.unverifiable, error = r.error.as_deref().unwrap_or(""), "ticket system reconcile pass had failures");
                         }
                         Ok(r) => {
