@@ -115,6 +115,24 @@ pub enum AuditEvent {
     },
     #[serde(rename = "ticket.closed")]
     TicketClosed { ticket: TicketRef, source: String },
+    /// A ticket system's answer changed a decision: the ticket closed or changed hands there.
+    #[serde(rename = "ticket.checked")]
+    TicketChecked {
+        ticket: TicketRef,
+        system: String,
+        /// What the system answered.
+        answer: String,
+        /// closed, or reassigned.
+        effect: String,
+    },
+    /// A ticket system gave no answer, and a request, approval or token fetch was refused.
+    #[serde(rename = "ticket.unanswered")]
+    TicketUnanswered {
+        ticket: TicketRef,
+        system: String,
+        refused: String,
+        reason: String,
+    },
     /// A grant ended because its ticket's system could not confirm the ticket within `grace`.
     #[serde(rename = "ticket.unverifiable")]
     TicketUnverifiable {

@@ -200,6 +200,7 @@ impl Service {
                             open: true,
                             assignee: Some(caller.name.clone()),
                             source: "break-glass".into(),
+                            answer: None,
                         },
                     )
                     .await?

@@ -63,7 +63,7 @@ impl Service {
         id: &str,
     ) -> Result<IssuedToken, GrantError> {
         if let Ok(g) = self.load_grant(id).await {
-            self.refresh_ticket(&g.ticket).await?;
+            self.refresh_or_refuse(&g.ticket, "token fetch").await?;
         }
         let _guard = self.lock.lock().await;
         let mut grant = self.load_grant(id).await?;

@@ -218,7 +218,7 @@ impl Service {
     ) -> Result<Request, GrantError> {
         let mut req = self.draft(caller, new)?;
         // The ticket as its system says now (a ticket never announced to jitgate is fetched).
-        self.refresh_ticket(&req.ticket).await?;
+        self.refresh_or_refuse(&req.ticket, "request").await?;
         let _guard = self.lock.lock().await;
         if let Some(why) = self.blocked_by_review(caller).await? {
             return Err(GrantError::Forbidden(why));
@@ -361,7 +361,7 @@ impl Service {
             None => None,
         };
         if let Ok(req) = self.load_request(id).await {
-            self.refresh_ticket(&req.ticket).await?;
+            self.refresh_or_refuse(&req.ticket, "approval").await?;
         }
         let _guard = self.lock.lock().await;
         let mut req = self.load_request(id).await?;

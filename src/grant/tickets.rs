@@ -63,12 +63,39 @@ impl Service {
                         open: false,
                         assignee: t.assignee,
                         source: system,
+                        answer: None,
                     })
                     .await?;
                 }
                 Ok(())
             }
             Err(e) => Err(GrantError::TicketSystem(e)),
+        }
+    }
+
+    /// [`Service::refresh_ticket`] for something `what` (a request, an approval, a token
+    /// fetch) that is refused when the system gives no answer; the refusal is audited.
+    pub(super) async fn refresh_or_refuse(
+        &self,
+        id: &TicketRef,
+        what: &str,
+    ) -> Result<(), GrantError> {
+        match self.refresh_ticket(id).await {
+            Err(GrantError::TicketSystem(e)) => {
+                self.audit
+                    .record(
+                        "system",
+                        AuditEvent::TicketUnanswered {
+                            ticket: id.clone(),
+                            system: id.system().unwrap_or_default().to_string(),
+                            refused: what.to_string(),
+                            reason: e.to_string(),
+                        },
+                    )
+                    .await?;
+                Err(GrantError::TicketSystem(e))
+            }
+            other => other,
         }
     }
 
@@ -82,7 +109,28 @@ impl Service {
             return Ok(false);
         }
         let actor = format!("ticket:{}", u.source);
+        let (system, answer) = (u.source.clone(), u.answer.clone());
         let change = self.tickets.apply(&actor, u).await?;
+        if let Some(answer) = answer
+            && (change.closed || change.reassigned)
+        {
+            self.audit
+                .record(
+                    &actor,
+                    AuditEvent::TicketChecked {
+                        ticket: change.ticket.id.clone(),
+                        system,
+                        answer,
+                        effect: if change.closed {
+                            "closed"
+                        } else {
+                            "reassigned"
+                        }
+                        .into(),
+                    },
+                )
+                .await?;
+        }
         if change.closed || change.reassigned {
             let ended = self.ticket_changed(&change).await?;
             tracing::info!(ticket = %change.ticket.id, ended, "ticket system changed a ticket with grants");

@@ -39,6 +39,9 @@ pub struct TicketUpdate {
     /// `None` when unassigned or assigned to someone jitgate does not know.
     pub assignee: Option<UserName>,
     pub source: String,
+    /// What a ticket system answered (`Status resolved, Owner carl`), for the audit log when
+    /// it changes a decision; `None` for webhooks and the local provider.
+    pub answer: Option<String>,
 }
 
 /// The effect of an update.
@@ -95,6 +98,7 @@ impl Tickets {
                 open: true,
                 assignee: Some(assignee),
                 source: "local".into(),
+                answer: None,
             },
         )
         .await
@@ -111,6 +115,7 @@ impl Tickets {
                 open: false,
                 assignee: t.assignee,
                 source: "local".into(),
+                answer: None,
             },
         )
         .await
@@ -132,6 +137,7 @@ impl Tickets {
                 open: t.state == TicketState::Open,
                 assignee,
                 source: "local".into(),
+                answer: None,
             },
         )
         .await

@@ -213,6 +213,7 @@ fn parse_generic(cfg: &Config, body: &[u8]) -> Result<TicketUpdate, WebhookError
         open: g.state == GenericState::Open,
         assignee,
         source: system.unwrap_or_else(|| "generic".into()),
+        answer: None,
     })
 }
 
@@ -259,6 +260,7 @@ fn parse_servicenow(cfg: &Config, body: &[u8]) -> Result<TicketUpdate, WebhookEr
         open,
         assignee,
         source: "servicenow".into(),
+        answer: None,
     })
 }
 
@@ -295,6 +297,7 @@ fn parse_jira(cfg: &Config, v: &Value) -> Result<Option<TicketUpdate>, WebhookEr
         open: category != "done" && event != "jira:issue_deleted",
         assignee,
         source: "jira".into(),
+        answer: None,
     }))
 }
 

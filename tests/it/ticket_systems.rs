@@ -107,6 +107,14 @@ async fn a_ticket_only_rt_knows_is_requested_against_and_resolving_it_in_rt_cuts
     let sid = s["id"].as_str().expect("session id");
     let ended = session_ended_record(&env.gw, sid).await;
     assert_eq!(ended["cause"], "ticket", "{ended}");
+    // The check that changed the decision is audited with RT's answer.
+    let checked: Vec<Value> = env.gw.audit("ticket.checked").await;
+    assert!(
+        checked.iter().any(|r| r["ticket"] == ticket.as_str()
+            && r["effect"] == "closed"
+            && r["answer"].as_str().is_some_and(|a| a.contains("resolved"))),
+        "{checked:?}"
+    );
     // Written back: the request, its approval, the session's start and end.
     let deadline = Instant::now() + Duration::from_secs(30);
     let want = [
@@ -176,6 +184,13 @@ async fn while_rt_is_down_requests_fail_naming_it_and_live_grants_end_after_grac
     assert_ne!(code, 0, "{v} {err}");
     let why = format!("{} {err}", msg(&v));
     assert!(why.contains("ticket system rt is unreachable"), "{why}");
+    let unanswered: Vec<Value> = env.gw.audit("ticket.unanswered").await;
+    assert!(
+        unanswered
+            .iter()
+            .any(|r| r["ticket"] == format!("rt:{later}") && r["refused"] == "request"),
+        "{unanswered:?}"
+    );
     // The live session runs on within grace, then ends.
     t.expect(
         "could not be verified",

@@ -253,6 +253,11 @@ impl Systems {
                 .as_deref()
                 .and_then(|a| self.user_for(&system.cfg.name, a)),
             source: system.cfg.name.clone(),
+            answer: Some(format!(
+                "state {:?}, assignee {}",
+                remote.state,
+                remote.assignee.as_deref().unwrap_or("none")
+            )),
         }
     }
 
