@@ -156,17 +156,6 @@ impl Service {
         }
     }
 
-    /// The service with the ticket systems tickets are checked against.
-    pub fn with_ticket_systems(mut self, systems: Arc<Systems>) -> Self {
-        self.systems = systems;
-        self
-    }
-
-    /// The ticket systems.
-    pub fn ticket_systems(&self) -> &Arc<Systems> {
-        &self.systems
-    }
-
     /// The configuration in force.
     pub fn config(&self) -> &Arc<Config> {
         &self.cfg

@@ -7,13 +7,15 @@
 use std::collections::BTreeSet;
 use std::time::Instant;
 
+use std::sync::Arc;
+
 use futures_util::StreamExt as _;
 
 use super::{GrantError, GrantEventKind, Revoker, Service};
 use crate::audit::AuditEvent;
 use crate::store::{GrantFilter, GrantState, RequestFilter, RequestState, TicketState};
 use crate::ticket::TicketUpdate;
-use crate::ticket::systems::SystemError;
+use crate::ticket::systems::{SystemError, Systems};
 use crate::types::TicketRef;
 
 /// Tickets read at once in a reconcile pass.
@@ -37,6 +39,17 @@ pub struct Reconciled {
 }
 
 impl Service {
+    /// The service with the ticket systems tickets are checked against.
+    pub fn with_ticket_systems(mut self, systems: Arc<Systems>) -> Self {
+        self.systems = systems;
+        self
+    }
+
+    /// The ticket systems.
+    pub fn ticket_systems(&self) -> &Arc<Systems> {
+        &self.systems
+    }
+
     /// `id` as jitgate keeps it (a bare id a ticket system's `pattern` claims gets its prefix).
     pub fn canonical_ticket(&self, id: TicketRef) -> TicketRef {
         self.systems.canonical(id)
