@@ -208,24 +208,28 @@ impl Service {
         }
         // The ticket as its system says now. Without an answer the grant is used only while
         // the last confirmed view is within the system's grace; the answer may end the grant.
-        let grant = match self.refresh_ticket(&grant.ticket).await {
-            Ok(()) => self
-                .store
-                .grant(&grant.id)
-                .await
-                .map_err(|e| internal(e.into()))?
-                .unwrap_or(grant),
-            Err(GrantError::TicketSystem(e)) if self.systems.within_grace(&grant.ticket) => {
-                tracing::warn!(ticket = %grant.ticket, error = %e, "ticket system gave no answer; admitting on the last confirmed view");
-                grant
+        let grant = if !self.systems.is_stale(&grant.ticket) {
+            grant
+        } else {
+            match self.refresh_ticket(&grant.ticket).await {
+                Ok(()) => self
+                    .store
+                    .grant(&grant.id)
+                    .await
+                    .map_err(|e| internal(e.into()))?
+                    .unwrap_or(grant),
+                Err(GrantError::TicketSystem(e)) if self.systems.within_grace(&grant.ticket) => {
+                    tracing::warn!(ticket = %grant.ticket, error = %e, "ticket system gave no answer; admitting on the last confirmed view");
+                    grant
+                }
+                Err(GrantError::TicketSystem(e)) => {
+                    return Err(deny(format!(
+                        "{e}; ticket {} could not be verified within that system's grace period, so its grants cannot be used",
+                        grant.ticket
+                    )));
+                }
+                Err(e) => return Err(internal(e)),
             }
-            Err(GrantError::TicketSystem(e)) => {
-                return Err(deny(format!(
-                    "{e}; ticket {} could not be verified within that system's grace period, so its grants cannot be used",
-                    grant.ticket
-                )));
-            }
-            Err(e) => return Err(internal(e)),
         };
         if grant.state != GrantState::Active {
             return Err(deny(format!(
