@@ -166,11 +166,35 @@ async fn while_rt_is_down_requests_fail_naming_it_and_live_grants_end_after_grac
     let alice = rt.create_user("alice");
     let live = rt.create_ticket("fix the vpn", &alice);
     let later = rt.create_ticket("fix the vpn again", &alice);
+    let waiting = rt.create_ticket("fix the vpn for good", &alice);
     let env = gateway(&own.url(), &alice, "8s");
     let g = granted(&env, &format!("rt:{live}"));
     let mut t = shell(&env, &g.token);
+    // A request made while RT answers, to be approved while it does not.
+    let (code, v, err) = request(
+        &env.gw,
+        "alice",
+        "ops",
+        "box",
+        &format!("rt:{waiting}"),
+        "15m",
+        "vpn",
+    );
+    assert_eq!(code, 0, "{v} {err}");
+    let pending_id = v["id"].as_str().expect("request id").to_string();
     own.stop();
     let stopped = Instant::now();
+    // Past max_staleness (2 s) nothing on these tickets can be decided without RT.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (code, v, err) = crate::flows::approve(&env.gw, "bob", &pending_id);
+    assert_ne!(code, 0, "approved while RT is down: {v} {err}");
+    let why = format!("{} {err}", msg(&v));
+    assert!(why.contains("ticket system rt is unreachable"), "{why}");
+    assert_eq!(
+        crate::flows::request_state(&env.gw, &pending_id).await["state"],
+        "pending",
+        "a request RT cannot answer for stays pending"
+    );
     // A new request cannot be checked: refused, naming the system.
     let (code, v, err) = request(
         &env.gw,
