@@ -167,6 +167,7 @@ async fn while_rt_is_down_requests_fail_naming_it_and_live_grants_end_after_grac
     let live = rt.create_ticket("fix the vpn", &alice);
     let later = rt.create_ticket("fix the vpn again", &alice);
     let waiting = rt.create_ticket("fix the vpn for good", &alice);
+    let unfetched = rt.create_ticket("fix the vpn once more", &alice);
     let env = gateway(&own.url(), &alice, "8s");
     let g = granted(&env, &format!("rt:{live}"));
     let mut t = shell(&env, &g.token);
@@ -182,6 +183,20 @@ async fn while_rt_is_down_requests_fail_naming_it_and_live_grants_end_after_grac
     );
     assert_eq!(code, 0, "{v} {err}");
     let pending_id = v["id"].as_str().expect("request id").to_string();
+    // And one approved while RT answers, whose token is fetched while it does not.
+    let (code, v, err) = request(
+        &env.gw,
+        "alice",
+        "ops",
+        "box",
+        &format!("rt:{unfetched}"),
+        "15m",
+        "vpn",
+    );
+    assert_eq!(code, 0, "{v} {err}");
+    let approved_id = v["id"].as_str().expect("request id").to_string();
+    let (code, v, err) = crate::flows::approve(&env.gw, "bob", &approved_id);
+    assert_eq!(code, 0, "{v} {err}");
     own.stop();
     let stopped = Instant::now();
     // Past max_staleness (2 s) nothing on these tickets can be decided without RT.
@@ -195,6 +210,10 @@ async fn while_rt_is_down_requests_fail_naming_it_and_live_grants_end_after_grac
         "pending",
         "a request RT cannot answer for stays pending"
     );
+    let (code, v, err) = env.gw.cli_json("alice", &["token", &approved_id]);
+    assert_ne!(code, 0, "a token handed out while RT is down: {v}");
+    let why = format!("{} {err}", msg(&v));
+    assert!(why.contains("ticket system rt is unreachable"), "{why}");
     // A new request cannot be checked: refused, naming the system.
     let (code, v, err) = request(
         &env.gw,
@@ -227,8 +246,16 @@ async fn while_rt_is_down_requests_fail_naming_it_and_live_grants_end_after_grac
         after >= Duration::from_secs(6),
         "the grant ended {after:?} after RT stopped, before its grace"
     );
+    // Both active grants end: the live one, and the one whose token was never fetched.
     let audited: Vec<Value> = env.gw.audit("ticket.unverifiable").await;
-    assert_eq!(audited.len(), 1, "{audited:?}");
+    let mut tickets: Vec<&str> = audited
+        .iter()
+        .filter_map(|r| r["ticket"].as_str())
+        .collect();
+    tickets.sort();
+    let mut want = [format!("rt:{live}"), format!("rt:{unfetched}")];
+    want.sort();
+    assert_eq!(tickets, want, "{audited:?}");
     own.start();
 }
 
