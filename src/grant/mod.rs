@@ -6,6 +6,7 @@ pub mod admission;
 mod alert;
 pub mod break_glass;
 pub mod bus;
+mod input;
 mod lifecycle;
 mod notes;
 pub mod preview;
@@ -28,6 +29,7 @@ use crate::types::{GrantId, RequestId, UserName, now};
 
 pub use admission::{Admission, AdmissionDenied};
 pub use bus::{GrantBus, GrantEvent, GrantEventKind, LocalBus, Revoker};
+use input::{check_text, parse_name};
 pub use notes::Note;
 pub use tickets::Reconciled;
 
@@ -104,31 +106,6 @@ impl std::fmt::Debug for Service {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("grant::Service")
     }
-}
-
-fn check_text(what: &str, s: &str, required: bool) -> Result<String, GrantError> {
-    let t = s.trim();
-    if required && t.is_empty() {
-        return Err(GrantError::Invalid(format!(
-            "{what} is empty; say what you will do and why"
-        )));
-    }
-    if t.chars().count() > MAX_TEXT {
-        return Err(GrantError::Invalid(format!(
-            "{what} is longer than {MAX_TEXT} characters; shorten it"
-        )));
-    }
-    if t.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
-        return Err(GrantError::Invalid(format!(
-            "{what} contains control characters; use plain text"
-        )));
-    }
-    Ok(t.to_string())
-}
-
-fn parse_name<T: std::str::FromStr<Err = String>>(what: &str, s: &str) -> Result<T, GrantError> {
-    s.parse()
-        .map_err(|e: String| GrantError::Invalid(format!("{what}: {e}")))
 }
 
 impl Service {
