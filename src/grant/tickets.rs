@@ -65,23 +65,7 @@ impl Service {
         match self.systems.fetch(id).await {
             Ok(Some(update)) => self.apply_remote(update).await.map(|_| ()),
             Ok(None) => Ok(()),
-            Err(SystemError::NotFound { system, .. }) => {
-                // Gone from its system: a ticket jitgate knew as open is closed now.
-                if let Some(t) = self.store.ticket(id).await?
-                    && t.state == TicketState::Open
-                {
-                    self.apply_remote(TicketUpdate {
-                        id: id.clone(),
-                        title: None,
-                        open: false,
-                        assignee: t.assignee,
-                        source: system,
-                        answer: None,
-                    })
-                    .await?;
-                }
-                Ok(())
-            }
+            Err(SystemError::NotFound { system, .. }) => self.gone(id, system).await,
             Err(e) => Err(GrantError::TicketSystem(e)),
         }
     }
@@ -110,6 +94,25 @@ impl Service {
             }
             other => other,
         }
+    }
+
+    /// Ticket `id` is gone from `system`: one jitgate knew as open is closed now (the answer is
+    /// the system's own: 404, or missing from a search).
+    async fn gone(&self, id: &TicketRef, system: String) -> Result<(), GrantError> {
+        if let Some(t) = self.store.ticket(id).await?
+            && t.state == TicketState::Open
+        {
+            self.apply_remote(TicketUpdate {
+                id: id.clone(),
+                title: None,
+                open: false,
+                assignee: t.assignee,
+                source: system,
+                answer: Some("the ticket does not exist".into()),
+            })
+            .await?;
+        }
+        Ok(())
     }
 
     /// Apply a system's answer when it differs from jitgate's view; `true` when it did.
@@ -209,11 +212,9 @@ impl Service {
                     }
                 }
                 Ok(None) => {}
-                Err(SystemError::NotFound { .. }) => {
+                Err(SystemError::NotFound { system, .. }) => {
                     done.checked += 1;
-                    // The live check's handling closes it; the system is the truth.
-                    self.systems.forget(&id);
-                    self.refresh_ticket(&id).await?;
+                    self.gone(&id, system).await?;
                 }
                 Err(e) => {
                     done.failed += 1;
