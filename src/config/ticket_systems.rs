@@ -83,6 +83,10 @@ pub struct TicketSystemConfig {
     pub open_states: Option<Vec<String>>,
     /// ServiceNow: the table tickets are read from (default `incident`).
     pub table: Option<String>,
+    /// The claim of the identity provider's ID token (or userinfo) that holds a person's
+    /// identity in this system (e.g. `jira_account_id`): a person who signs in with it set is
+    /// this system's assignee of that name, without an `external_ids` entry. Needs `[oidc]`.
+    pub oidc_claim: Option<String>,
 }
 
 fn default_max_staleness() -> Ttl {
@@ -199,6 +203,22 @@ impl super::Config {
                         s.name
                     ),
                 );
+            }
+            if let Some(c) = &s.oidc_claim {
+                if self.oidc.is_none() {
+                    err(
+                        &at("oidc_claim"),
+                        format!(
+                            "ticket system {}: oidc_claim needs [oidc] (people sign in through the identity provider)",
+                            s.name
+                        ),
+                    );
+                } else if c.is_empty() || c.len() > 100 {
+                    err(
+                        &at("oidc_claim"),
+                        format!("ticket system {}: oidc_claim must name a claim", s.name),
+                    );
+                }
             }
             if s.table.is_some() && s.kind != TicketSystemKind::Servicenow {
                 err(

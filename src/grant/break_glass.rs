@@ -201,6 +201,7 @@ impl Service {
                             assignee: Some(caller.name.clone()),
                             source: "break-glass".into(),
                             answer: None,
+                            assignee_as: None,
                         },
                     )
                     .await?

@@ -184,7 +184,8 @@ impl Service {
     ) -> Result<Request, GrantError> {
         let mut req = self.draft(caller, new)?;
         // The ticket as its system says now (a ticket never announced to jitgate is fetched).
-        self.refresh_or_refuse(&req.ticket, "request").await?;
+        self.refresh_for_request(&req.ticket, &req.requester)
+            .await?;
         let _guard = self.lock.lock().await;
         if let Some(why) = self.blocked_by_review(caller).await? {
             return Err(GrantError::Forbidden(why));

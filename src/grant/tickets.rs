@@ -62,6 +62,11 @@ impl Service {
         if !self.systems.is_stale(id) {
             return Ok(());
         }
+        self.fetch_ticket(id).await
+    }
+
+    /// Ask the ticket's system now, whatever the age of jitgate's view.
+    async fn fetch_ticket(&self, id: &TicketRef) -> Result<(), GrantError> {
         match self.systems.fetch(id).await {
             Ok(Some(update)) => self.apply_remote(update).await.map(|_| ()),
             Ok(None) => Ok(()),
@@ -77,7 +82,41 @@ impl Service {
         id: &TicketRef,
         what: &str,
     ) -> Result<(), GrantError> {
-        match self.refresh_ticket(id).await {
+        self.checked_with(id, what, self.refresh_ticket(id).await)
+            .await
+    }
+
+    /// A new request by `requester` on `id`: as [`Service::refresh_or_refuse`], and a fresh
+    /// view that gives the ticket to someone else is asked again before the request is refused
+    /// (the ticket may have moved to them since, or they signed in claiming its assignee).
+    pub(super) async fn refresh_for_request(
+        &self,
+        id: &TicketRef,
+        requester: &crate::types::UserName,
+    ) -> Result<(), GrantError> {
+        let mine = !self.systems.is_stale(id)
+            && self
+                .store
+                .ticket(id)
+                .await?
+                .is_some_and(|t| t.assignee.as_ref() == Some(requester));
+        // A stale view is never `mine`.
+        let answer = if !mine && self.systems.owns(id) {
+            self.fetch_ticket(id).await
+        } else {
+            Ok(())
+        };
+        self.checked_with(id, "request", answer).await
+    }
+
+    /// Audit a refusal of `what` for want of the system's answer.
+    async fn checked_with(
+        &self,
+        id: &TicketRef,
+        what: &str,
+        answer: Result<(), GrantError>,
+    ) -> Result<(), GrantError> {
+        match answer {
             Err(GrantError::TicketSystem(e)) => {
                 self.audit
                     .record(
@@ -109,6 +148,7 @@ impl Service {
                 assignee: t.assignee,
                 source: system,
                 answer: Some("the ticket does not exist".into()),
+                assignee_as: None,
             })
             .await?;
         }
@@ -117,6 +157,7 @@ impl Service {
 
     /// Apply a system's answer when it differs from jitgate's view; `true` when it did.
     async fn apply_remote(&self, u: TicketUpdate) -> Result<bool, GrantError> {
+        let u = self.tickets.resolve(u).await?;
         if let Some(t) = self.store.ticket(&u.id).await?
             && (t.state == TicketState::Open) == u.open
             && t.assignee == u.assignee
@@ -186,7 +227,7 @@ impl Service {
     pub async fn reconcile(&self, name: &str) -> Result<Reconciled, GrantError> {
         let ids: Vec<TicketRef> = self.tickets_in_use(name).await?.into_iter().collect();
         let mut done = Reconciled::default();
-        // RT answers many tickets per search; the others are read one by one, a few at once.
+        // Searches of many tickets where the system answers them; else one by one, a few at once.
         let answers: Vec<(TicketRef, Result<Option<TicketUpdate>, SystemError>)> =
             match self.systems.fetch_many(name, &ids).await {
                 Some(batch) => batch.into_iter().map(|(id, r)| (id, r.map(Some))).collect(),

@@ -156,7 +156,14 @@ impl Identity {
     /// The service for `cfg`; the provider is not contacted until the first sign-in.
     pub fn new(cfg: Arc<Config>, store: Arc<dyn Store>, audit: Arc<Log>) -> Result<Self, String> {
         let provider = match (&cfg.oidc, cfg.oidc_redirect_url()) {
-            (Some(o), Some(redirect)) => Some(oidc::Provider::new(o, redirect)?),
+            (Some(o), Some(redirect)) => {
+                let claims = cfg
+                    .ticket_systems
+                    .iter()
+                    .filter_map(|t| Some((t.name.clone(), t.oidc_claim.clone()?)))
+                    .collect();
+                Some(oidc::Provider::new(o, redirect, claims)?)
+            }
             _ => None,
         };
         Ok(Self {
@@ -404,6 +411,7 @@ impl Identity {
             issuer: issuer.to_string(),
             subject: v.subject.clone(),
             groups: v.groups.clone(),
+            external_ids: v.external_ids.clone(),
             first_sign_in: known.map_or(at, |k| k.first_sign_in),
             last_sign_in: at,
         };

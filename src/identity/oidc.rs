@@ -59,6 +59,8 @@ pub struct Metadata {
 /// The provider as jitgate uses it.
 pub struct Provider {
     cfg: OidcConfig,
+    /// `(ticket system, claim)`: the claims that name a person in a ticket system.
+    ticket_claims: Vec<(String, String)>,
     secret: Secret,
     redirect_url: String,
     http: IdpHttp,
@@ -88,11 +90,18 @@ pub struct Verified {
     pub groups: Vec<String>,
     /// When the person last authenticated at the provider (`auth_time`, else `iat`).
     pub auth_time: i64,
+    /// Their identities in ticket systems (`jira:5b10ac8d...`), from the systems' `oidc_claim`.
+    pub external_ids: Vec<String>,
 }
 
 impl Provider {
-    /// A provider from `[oidc]`; nothing is fetched until the first sign-in.
-    pub fn new(cfg: &OidcConfig, redirect_url: String) -> Result<Self, String> {
+    /// A provider from `[oidc]`; nothing is fetched until the first sign-in. `ticket_claims`
+    /// are `(ticket system, claim)` pairs read into [`Verified::external_ids`].
+    pub fn new(
+        cfg: &OidcConfig,
+        redirect_url: String,
+        ticket_claims: Vec<(String, String)>,
+    ) -> Result<Self, String> {
         let secret = cfg.secret()?;
         let ca = match &cfg.ca {
             Some(p) => Some(std::fs::read(p).map_err(|e| format!("oidc.ca {}: {e}", p.display()))?),
@@ -100,6 +109,7 @@ impl Provider {
         };
         Ok(Self {
             cfg: cfg.clone(),
+            ticket_claims,
             secret,
             redirect_url,
             http: IdpHttp::new(ca.as_deref())?,
@@ -356,7 +366,9 @@ impl Provider {
             .unwrap_or_else(now);
         let mut username = claim_string(&claims, &self.cfg.username_claim);
         let mut groups = claim_groups(&claims, &self.cfg.groups_claim);
-        let need_more = username.is_none() || groups.is_none();
+        let mut external = self.external_ids(&claims);
+        let need_more =
+            username.is_none() || groups.is_none() || external.len() < self.ticket_claims.len();
         if need_more
             && let (Some(access), Ok(meta)) = (&tokens.access_token, self.metadata().await)
             && let Some(ui) = &meta.userinfo_endpoint
@@ -369,13 +381,33 @@ impl Provider {
             }
             username = username.or_else(|| claim_string(&info, &self.cfg.username_claim));
             groups = groups.or_else(|| claim_groups(&info, &self.cfg.groups_claim));
+            for id in self.external_ids(&info) {
+                let system = id.split(':').next().unwrap_or_default();
+                if !external.iter().any(|x| x.split(':').next() == Some(system)) {
+                    external.push(id);
+                }
+            }
         }
         Ok(Verified {
             subject,
             username,
             groups: groups.unwrap_or_default(),
             auth_time,
+            external_ids: external,
         })
+    }
+
+    /// `system:identity` for each ticket system whose claim `m` holds (a non-empty string of
+    /// at most 255 characters without control characters; anything else is ignored).
+    fn external_ids(&self, m: &Map<String, Value>) -> Vec<String> {
+        self.ticket_claims
+            .iter()
+            .filter_map(|(system, claim)| {
+                claim_string(m, claim)
+                    .filter(|v| !v.is_empty() && v.len() <= 255 && !v.chars().any(char::is_control))
+                    .map(|v| format!("{system}:{v}"))
+            })
+            .collect()
     }
 
     async fn userinfo(&self, url: &str, access: &Secret) -> Result<Map<String, Value>, String> {

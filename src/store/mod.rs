@@ -357,6 +357,8 @@ pub trait Store: Send + Sync + 'static {
 
     async fn put_person(&self, p: &Person) -> Result<(), StoreError>;
     async fn person(&self, name: &UserName) -> Result<Option<Person>, StoreError>;
+    /// The person whose last sign-in claimed `external_id` (`jira:5b10ac8d...`).
+    async fn person_with_id(&self, external_id: &str) -> Result<Option<UserName>, StoreError>;
 
     async fn put_sign_in(&self, s: &SignIn) -> Result<(), StoreError>;
     /// The sign-in whose secret hashes to `sha256` (hex).

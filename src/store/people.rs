@@ -15,6 +15,10 @@ pub struct Person {
     pub subject: String,
     /// Groups the provider sent at the last sign-in.
     pub groups: Vec<String>,
+    /// Their identities in ticket systems (`jira:5b10ac8d...`) from the provider's claims at
+    /// the last sign-in (see `oidc_claim` in `[[ticket_systems]]`).
+    #[serde(default)]
+    pub external_ids: Vec<String>,
     pub first_sign_in: UnixTime,
     pub last_sign_in: UnixTime,
 }

@@ -38,6 +38,10 @@ pub struct TicketUpdate {
     pub open: bool,
     /// `None` when unassigned or assigned to someone jitgate does not know.
     pub assignee: Option<UserName>,
+    /// The assignee as their ticket system names them (`jira:5b10ac8d...`) when `assignee`
+    /// is `None` and the system named someone: [`Tickets::resolve`] looks for the person whose
+    /// sign-in claimed that identity.
+    pub assignee_as: Option<String>,
     pub source: String,
     /// What a ticket system answered (`Status resolved, Owner carl`), for the audit log when
     /// it changes a decision; `None` for webhooks and the local provider.
@@ -99,6 +103,7 @@ impl Tickets {
                 assignee: Some(assignee),
                 source: "local".into(),
                 answer: None,
+                assignee_as: None,
             },
         )
         .await
@@ -116,6 +121,7 @@ impl Tickets {
                 assignee: t.assignee,
                 source: "local".into(),
                 answer: None,
+                assignee_as: None,
             },
         )
         .await
@@ -138,13 +144,26 @@ impl Tickets {
                 assignee,
                 source: "local".into(),
                 answer: None,
+                assignee_as: None,
             },
         )
         .await
     }
 
+    /// Fill in `u.assignee` from `u.assignee_as` (a ticket system's name for someone) with
+    /// the person whose last sign-in claimed that identity, if there is one.
+    pub async fn resolve(&self, mut u: TicketUpdate) -> Result<TicketUpdate, TicketError> {
+        if u.assignee.is_none()
+            && let Some(id) = u.assignee_as.take()
+        {
+            u.assignee = self.store.person_with_id(&id).await?;
+        }
+        Ok(u)
+    }
+
     /// Apply what a ticket system reports; audits each change.
     pub async fn apply(&self, actor: &str, u: TicketUpdate) -> Result<TicketChange, TicketError> {
+        let u = self.resolve(u).await?;
         let now = now();
         let old = self.store.ticket(&u.id).await?;
         let state = if u.open {

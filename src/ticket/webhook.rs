@@ -199,13 +199,18 @@ fn parse_generic(cfg: &Config, body: &[u8]) -> Result<TicketUpdate, WebhookError
         .system()
         .filter(|s| cfg.ticket_systems.iter().any(|t| t.name == *s))
         .map(str::to_string);
-    let assignee = match g.assignee.as_deref() {
-        None | Some("") => None,
-        Some(a) => system
+    let named = g.assignee.as_deref().filter(|a| !a.is_empty());
+    let assignee = named.and_then(|a| {
+        system
             .as_deref()
             .and_then(|s| map_external(cfg, s, a))
             .or_else(|| map_external(cfg, "generic", a))
-            .or_else(|| a.parse::<UserName>().ok().filter(|n| cfg.user(n).is_some())),
+            .or_else(|| a.parse::<UserName>().ok().filter(|n| cfg.user(n).is_some()))
+    });
+    // Someone config does not know may still be a person whose sign-in claimed the identity.
+    let assignee_as = match (&assignee, &system, named) {
+        (None, Some(s), Some(a)) => Some(format!("{s}:{a}")),
+        _ => None,
     };
     Ok(TicketUpdate {
         id,
@@ -214,6 +219,7 @@ fn parse_generic(cfg: &Config, body: &[u8]) -> Result<TicketUpdate, WebhookError
         assignee,
         source: system.unwrap_or_else(|| "generic".into()),
         answer: None,
+        assignee_as,
     })
 }
 
@@ -248,9 +254,14 @@ fn parse_servicenow(cfg: &Config, body: &[u8]) -> Result<TicketUpdate, WebhookEr
             .map(str::to_string),
         _ => None,
     };
+    let assigned = assigned.filter(|a| !a.is_empty());
     let assignee = assigned
-        .filter(|a| !a.is_empty())
-        .and_then(|a| map_external(cfg, "servicenow", &a));
+        .as_deref()
+        .and_then(|a| map_external(cfg, "servicenow", a));
+    let assignee_as = match (&assignee, assigned) {
+        (None, Some(a)) => Some(format!("servicenow:{a}")),
+        _ => None,
+    };
     Ok(TicketUpdate {
         id: ticket_ref("ServiceNow", number)?,
         title: v
@@ -261,6 +272,7 @@ fn parse_servicenow(cfg: &Config, body: &[u8]) -> Result<TicketUpdate, WebhookEr
         assignee,
         source: "servicenow".into(),
         answer: None,
+        assignee_as,
     })
 }
 
@@ -284,10 +296,15 @@ fn parse_jira(cfg: &Config, v: &Value) -> Result<Option<TicketUpdate>, WebhookEr
         .pointer("/status/statusCategory/key")
         .and_then(Value::as_str)
         .unwrap_or("new");
-    let assignee = fields
+    let account = fields
         .pointer("/assignee/accountId")
         .and_then(Value::as_str)
-        .and_then(|id| map_external(cfg, "jira", id));
+        .filter(|id| !id.is_empty());
+    let assignee = account.and_then(|id| map_external(cfg, "jira", id));
+    let assignee_as = match (&assignee, account) {
+        (None, Some(id)) => Some(format!("jira:{id}")),
+        _ => None,
+    };
     Ok(Some(TicketUpdate {
         id: ticket_ref("Jira", key)?,
         title: fields
@@ -298,6 +315,7 @@ fn parse_jira(cfg: &Config, v: &Value) -> Result<Option<TicketUpdate>, WebhookEr
         assignee,
         source: "jira".into(),
         answer: None,
+        assignee_as,
     }))
 }
 
@@ -438,5 +456,7 @@ external_ids = ["jira:557058:c9eb", "servicenow:alice.smith"]
         let u = d.update.unwrap();
         assert!(u.open);
         assert_eq!(u.assignee, None);
+        // Someone config does not map: left for the people whose sign-in claimed the id.
+        assert_eq!(u.assignee_as.as_deref(), Some("servicenow:bob.jones"));
     }
 }

@@ -15,6 +15,8 @@ use crate::harness::{BIN, Gateway, Opts, Out, Policy, output};
 use crate::peers::{Context, Page, browser, idp};
 use crate::sshd::free_port;
 
+mod tickets;
+
 /// The password of every test account at the provider.
 const PASSWORD: &str = "correct horse battery staple";
 

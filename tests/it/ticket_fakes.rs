@@ -229,3 +229,20 @@ fn waited_out(seen: &[Seen], prefix: &str) -> Duration {
     );
     ok.at - tries[limited].at
 }
+
+/// Wait (at most three polls) until request `id` is no longer pending; its state then.
+async fn decided(gw: &Gateway, id: &str) -> Value {
+    let deadline = Instant::now() + POLL * 3;
+    loop {
+        let r = crate::flows::request_state(gw, id).await;
+        if r["state"] != "pending" {
+            return r;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "request {id} is still pending after three polls: {r}\n{}",
+            gw.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

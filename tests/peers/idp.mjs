@@ -8,7 +8,8 @@
 //
 // What it offers (see discovery at {issuer}/.well-known/openid-configuration):
 // - scopes openid, profile (preferred_username, name), email (email), groups (groups: an array of
-//   strings); sub = the account id.
+//   strings), tickets (jira_account_id, rt_user: a person's identities in ticket systems);
+//   sub = the account id.
 // - conformIdTokenClaims is left at its default (true): for response_type=code the ID token
 //   from the token endpoint carries only iss, sub, aud, exp, iat, nonce (when sent), and
 //   auth_time when max_age or prompt=login was sent or the client registered require_auth_time
@@ -115,12 +116,13 @@ const issuer = `https://127.0.0.1:${server.address().port}`;
 const provider = new Provider(issuer, {
   jwks: { keys: [signingJwk] },
   cookies: { keys: [randomBytes(32).toString('base64url'), randomBytes(32).toString('base64url')] },
-  scopes: ['openid', 'profile', 'email', 'groups'],
+  scopes: ['openid', 'profile', 'email', 'groups', 'tickets'],
   claims: {
     openid: ['sub'],
     profile: ['preferred_username', 'name'],
     email: ['email'],
     groups: ['groups'],
+    tickets: ['jira_account_id', 'rt_user'],
   },
   features: {
     devInteractions: { enabled: false },

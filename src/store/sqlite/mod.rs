@@ -482,17 +482,53 @@ impl Store for SqliteStore {
     }
 
     async fn put_person(&self, p: &Person) -> Result<(), StoreError> {
-        let (name, data) = (p.name.to_string(), to_json(p)?);
+        let (name, data, ids) = (p.name.to_string(), to_json(p)?, p.external_ids.clone());
         self.with(move |c| {
-            c.execute(
+            let tx = c.transaction().map_err(db)?;
+            tx.execute(
                 "INSERT INTO people (name, data) VALUES (?1, ?2)
                  ON CONFLICT(name) DO UPDATE SET data = ?2",
                 params![name, data],
             )
             .map_err(db)?;
+            tx.execute("DELETE FROM person_ids WHERE name = ?1", params![name])
+                .map_err(db)?;
+            for id in &ids {
+                // The latest sign-in that claims an identity holds it.
+                tx.execute(
+                    "INSERT INTO person_ids (external_id, name) VALUES (?1, ?2)
+                     ON CONFLICT(external_id) DO UPDATE SET name = ?2",
+                    params![id, name],
+                )
+                .map_err(db)?;
+            }
+            tx.commit().map_err(db)?;
             Ok(())
         })
         .await
+    }
+
+    async fn person_with_id(
+        &self,
+        external_id: &str,
+    ) -> Result<Option<crate::types::UserName>, StoreError> {
+        let id = external_id.to_string();
+        let name: Option<String> = self
+            .with(move |c| {
+                c.query_row(
+                    "SELECT name FROM person_ids WHERE external_id = ?1",
+                    params![id],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(db)
+            })
+            .await?;
+        name.map(|n| {
+            n.parse()
+                .map_err(|e: String| StoreError::Db(format!("person_ids holds a bad name: {e}")))
+        })
+        .transpose()
     }
 
     async fn person(&self, name: &crate::types::UserName) -> Result<Option<Person>, StoreError> {

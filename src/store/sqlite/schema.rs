@@ -118,4 +118,10 @@ pub(super) const MIGRATIONS: &[&str] = &[
     CREATE INDEX tickets_updated ON tickets(updated_at, id);
     CREATE INDEX tickets_assignee ON tickets(assignee, updated_at, id);
     CREATE INDEX tickets_state ON tickets(state, updated_at, id);",
+    // 7: people's ticket-system identities from the provider's claims, one person each
+    "CREATE TABLE person_ids (
+        external_id TEXT PRIMARY KEY,
+        name TEXT NOT NULL
+    );
+    CREATE INDEX person_ids_name ON person_ids(name);",
 ];

@@ -153,6 +153,11 @@ impl Systems {
         self.systems.iter().find(|s| s.cfg.name == name)
     }
 
+    /// Whether `id` is a configured ticket system's ticket.
+    pub fn owns(&self, id: &TicketRef) -> bool {
+        self.system(id).is_some()
+    }
+
     /// How long ago the ticket's system last confirmed it (`None`: never, since this start).
     pub fn confirmed_age(&self, id: &TicketRef) -> Option<Duration> {
         self.confirmed
@@ -244,14 +249,18 @@ impl Systems {
 
     /// What `remote` means for jitgate.
     fn update(&self, system: &System, id: &TicketRef, remote: &Remote) -> TicketUpdate {
+        let named = remote.assignee.as_deref().filter(|a| !a.is_empty());
+        let assignee = named.and_then(|a| self.user_for(&system.cfg.name, a));
+        let assignee_as = match (&assignee, named) {
+            (None, Some(a)) => Some(format!("{}:{a}", system.cfg.name)),
+            _ => None,
+        };
         TicketUpdate {
             id: id.clone(),
             title: remote.title.clone(),
             open: system.cfg.is_open_state(&remote.state),
-            assignee: remote
-                .assignee
-                .as_deref()
-                .and_then(|a| self.user_for(&system.cfg.name, a)),
+            assignee,
+            assignee_as,
             source: system.cfg.name.clone(),
             answer: Some(format!(
                 "state {:?}, assignee {}",

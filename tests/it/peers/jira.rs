@@ -16,10 +16,14 @@
 //!   (`startAt`, `maxResults`, `total`, `comments`).
 //! - `GET /rest/api/2/search?jql=&startAt=&maxResults=&fields=` and `POST /rest/api/2/search`
 //!   `{"jql", "startAt", "maxResults", "fields"}`: `{"startAt", "maxResults", "total",
-//!   "issues"}`, `maxResults` at most 100 (Cloud's cap). The JQL understood is a small part of
+//!   "issues"}`, `maxResults` at most 100 (Cloud's cap; a test may set a lower one). The JQL understood is a small part of
 //!   the language: `project`, `key`/`issuekey`, `status`, `statusCategory` and `assignee` with
 //!   `=`, `!=`, `in (...)`, `not in (...)`, `is [not] EMPTY`, joined by `AND`, and `ORDER BY key`
 //!   or `created` `[ASC|DESC]`; anything else is a 400 "Error in the JQL Query".
+//! - `POST /rest/api/2/search/jql` (Jira Cloud's enhanced search, CHANGE-2046) `{"jql",
+//!   "maxResults", "fields", "nextPageToken"}`: `{"issues", "nextPageToken", "isLast"}` (no
+//!   `startAt`, no `total`; ids only without `fields`), once a test switches the fake to Cloud,
+//!   which also makes the legacy search answer 410 Gone as Cloud does.
 //! - Every request needs the configured credentials (401 otherwise); faults a test queues are
 //!   answered as Jira does: 429 with `Retry-After` (seconds) and `X-RateLimit-Reset`, 401, 403,
 //!   500, 503, each with `{"errorMessages": [...], "errors": {}}` (Jira's ErrorCollection).
@@ -93,12 +97,34 @@ struct Issue {
 
 struct Issues {
     base: String,
+    /// The largest page a search answers (Jira caps `maxResults` by a site setting and
+    /// answers fewer than asked for above it); default [`MAX_RESULTS_CAP`].
+    page_cap: usize,
+    /// Jira Cloud since CHANGE-2046: `/rest/api/2/search` answers 410 Gone, and
+    /// `/rest/api/2/search/jql` (enhanced search, `nextPageToken` pages) is served instead.
+    cloud: bool,
     issues: Vec<Issue>,
     comments: Vec<Comment>,
     next_id: u64,
 }
 
 impl Issues {
+    /// The issues `query` matches from `start`, at most `max`, and how many match in all.
+    fn page(&self, query: &Jql, fields: &Fields, start: usize, max: usize) -> (Vec<Value>, usize) {
+        let mut found: Vec<&Issue> = self.issues.iter().filter(|i| query.matches(i)).collect();
+        found.sort_by_key(|i| i.id);
+        if query.descending {
+            found.reverse();
+        }
+        let issues = found
+            .iter()
+            .skip(start)
+            .take(max)
+            .map(|i| issue_json(&self.base, i, fields))
+            .collect();
+        (issues, found.len())
+    }
+
     fn find(&self, id_or_key: &str) -> Option<&Issue> {
         self.issues
             .iter()
@@ -132,6 +158,8 @@ impl Jira {
         let gate = Gate::new(auth, refusal);
         let issues = Arc::new(Mutex::new(Issues {
             base: String::new(),
+            page_cap: MAX_RESULTS_CAP,
+            cloud: false,
             issues: Vec::new(),
             comments: Vec::new(),
             next_id: 10001,
@@ -147,6 +175,7 @@ impl Jira {
                 get(list_comments).post(add_comment),
             )
             .route("/rest/api/2/search", get(search_get).post(search_post))
+            .route("/rest/api/2/search/jql", axum::routing::post(search_jql))
             .fallback(|| async { jira_error(StatusCode::NOT_FOUND, "Not Found") })
             .with_state(app)
             .layer(axum::middleware::from_fn_with_state(
@@ -190,6 +219,16 @@ impl Jira {
     /// Resolve issue `key` (status "Done").
     pub fn close(&self, key: &str) {
         self.set_category(key, Category::Done);
+    }
+
+    /// Search as Jira Cloud does now: the legacy search is gone (410), enhanced search serves.
+    pub fn as_cloud(&self) {
+        self.issues.lock().expect("issues").cloud = true;
+    }
+
+    /// Answer searches with pages of at most `n` issues, whatever `maxResults` asks for.
+    pub fn cap_pages(&self, n: usize) {
+        self.issues.lock().expect("issues").page_cap = n;
     }
 
     /// Give issue `key` to the account id `assignee` (or nobody).
@@ -513,7 +552,82 @@ async fn list_comments(
     .into_response()
 }
 
+/// A search body's `fields` array as the query parameter's comma list.
+fn body_fields(doc: &Value) -> Option<String> {
+    doc.get("fields").and_then(Value::as_array).map(|fs| {
+        fs.iter()
+            .filter_map(Value::as_str)
+            .collect::<Vec<_>>()
+            .join(",")
+    })
+}
+
+/// The answer Jira Cloud gives the removed legacy search.
+fn search_removed() -> Response {
+    jira_error(
+        StatusCode::GONE,
+        "The requested API has been removed. Please migrate to the /rest/api/3/search/jql API. A full migration guideline is available at https://developer.atlassian.com/changelog/#CHANGE-2046",
+    )
+}
+
+/// `POST /rest/api/2/search/jql` (Cloud's enhanced search): `{"jql", "maxResults", "fields",
+/// "nextPageToken"}` → `{"issues", "nextPageToken"?, "isLast"}`; no `startAt`, no `total`.
+async fn search_jql(State(app): State<App>, body: Bytes) -> Response {
+    if !app.issues.lock().expect("issues").cloud {
+        return jira_error(StatusCode::NOT_FOUND, "Not Found");
+    }
+    let Ok(doc) = serde_json::from_slice::<Value>(&body) else {
+        return jira_error(StatusCode::BAD_REQUEST, "The request body is not JSON.");
+    };
+    let jql = doc.get("jql").and_then(Value::as_str).unwrap_or_default();
+    if jql.trim().is_empty() {
+        return jira_error(
+            StatusCode::BAD_REQUEST,
+            "Unbounded JQL queries are not allowed here. Please add a search restriction to your query.",
+        );
+    }
+    let start = match doc.get("nextPageToken") {
+        None | Some(Value::Null) => 0,
+        Some(t) => match t
+            .as_str()
+            .and_then(|t| t.strip_prefix("page-"))
+            .map(str::parse)
+        {
+            Some(Ok(n)) => n,
+            _ => return jira_error(StatusCode::BAD_REQUEST, "Invalid nextPageToken."),
+        },
+    };
+    let fields = body_fields(&doc);
+    let max = match doc.get("maxResults") {
+        None => DEFAULT_MAX_RESULTS,
+        Some(v) => match v.as_u64() {
+            Some(n) => n as usize,
+            None => {
+                return jira_error(StatusCode::BAD_REQUEST, "maxResults must be a number.");
+            }
+        },
+    };
+    let query = match Jql::parse(jql) {
+        Ok(q) => q,
+        Err(why) => return jira_error(StatusCode::BAD_REQUEST, &why),
+    };
+    let s = app.issues.lock().expect("issues");
+    let max = max.clamp(1, s.page_cap);
+    // Without fields, enhanced search gives ids only.
+    let fields = Fields::parse(fields.as_deref().or(Some("id")));
+    let (issues, total) = s.page(&query, &fields, start, max);
+    let next = start + issues.len();
+    let mut answer = json!({ "issues": issues, "isLast": next >= total });
+    if next < total {
+        answer["nextPageToken"] = json!(format!("page-{next}"));
+    }
+    axum::Json(answer).into_response()
+}
+
 async fn search_get(State(app): State<App>, Query(q): Query<HashMap<String, String>>) -> Response {
+    if app.issues.lock().expect("issues").cloud {
+        return search_removed();
+    }
     let get = |k: &str| q.get(k).map(|v| json!(v));
     search(
         &app,
@@ -525,15 +639,13 @@ async fn search_get(State(app): State<App>, Query(q): Query<HashMap<String, Stri
 }
 
 async fn search_post(State(app): State<App>, body: Bytes) -> Response {
+    if app.issues.lock().expect("issues").cloud {
+        return search_removed();
+    }
     let Ok(doc) = serde_json::from_slice::<Value>(&body) else {
         return jira_error(StatusCode::BAD_REQUEST, "The request body is not JSON.");
     };
-    let fields = doc.get("fields").and_then(Value::as_array).map(|fs| {
-        fs.iter()
-            .filter_map(Value::as_str)
-            .collect::<Vec<_>>()
-            .join(",")
-    });
+    let fields = body_fields(&doc);
     search(
         &app,
         doc.get("jql").and_then(Value::as_str).unwrap_or_default(),
@@ -554,29 +666,19 @@ fn search(
         Ok(p) => p,
         Err(r) => return *r,
     };
-    let max = max.min(MAX_RESULTS_CAP);
+    let max = max.min(app.issues.lock().expect("issues").page_cap);
     let query = match Jql::parse(jql) {
         Ok(q) => q,
         Err(why) => return jira_error(StatusCode::BAD_REQUEST, &why),
     };
     let s = app.issues.lock().expect("issues");
-    let mut found: Vec<&Issue> = s.issues.iter().filter(|i| query.matches(i)).collect();
-    found.sort_by_key(|i| i.id);
-    if query.descending {
-        found.reverse();
-    }
     let fields = Fields::parse(fields.or(Some("*navigable")));
-    let issues: Vec<Value> = found
-        .iter()
-        .skip(start)
-        .take(max)
-        .map(|i| issue_json(&s.base, i, &fields))
-        .collect();
+    let (issues, total) = s.page(&query, &fields, start, max);
     axum::Json(json!({
         "expand": "schema,names",
         "startAt": start,
         "maxResults": max,
-        "total": found.len(),
+        "total": total,
         "issues": issues,
     }))
     .into_response()

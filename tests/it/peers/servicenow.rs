@@ -75,6 +75,7 @@ impl ServiceNow {
         let gate = Gate::new(auth, refusal);
         let db = Arc::new(Mutex::new(Db {
             base: String::new(),
+            page_cap: None,
             rows: Vec::new(),
             journal: Vec::new(),
             next: 0,
@@ -109,6 +110,12 @@ impl ServiceNow {
 
     pub fn port(&self) -> u16 {
         self.peer.port()
+    }
+
+    /// Answer list queries with pages of at most `n` records, whatever `sysparm_limit` asks
+    /// for (as an instance does when access controls leave rows out of a page).
+    pub fn cap_pages(&self, n: usize) {
+        self.db.lock().expect("db").page_cap = Some(n);
     }
 
     /// Create record `number` in `table` (state 1, New), assigned to user `assignee`
@@ -335,7 +342,9 @@ async fn list(
         }
     }
     let (limit, offset) = (
-        num(&q, "sysparm_limit", DEFAULT_LIMIT).max(1),
+        num(&q, "sysparm_limit", DEFAULT_LIMIT)
+            .max(1)
+            .min(db.page_cap.unwrap_or(usize::MAX)),
         num(&q, "sysparm_offset", 0),
     );
     let total = rows.len();

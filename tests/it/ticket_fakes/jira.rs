@@ -7,8 +7,8 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use super::{
-    ALICE_JIRA, JIRA_TOKEN, JIRA_USER, POLL, RETRY_AFTER, all_carried, cut, gateway, granted,
-    jira_system, life_texts, matching, pending, refused, shell, ticket_view, waited_out,
+    ALICE_JIRA, JIRA_TOKEN, JIRA_USER, POLL, RETRY_AFTER, all_carried, cut, decided, gateway,
+    granted, jira_system, life_texts, matching, pending, refused, shell, ticket_view, waited_out,
     written_back,
 };
 use crate::flows::approved_token;
@@ -59,17 +59,30 @@ async fn a_jira_issue_never_announced_is_requested_against_and_moving_it_to_done
         comments.iter().all(|c| c.starts_with("jitgate: ")),
         "{comments:?}"
     );
-    // As documented: the issue read with the three fields, comments posted as {"body": ...},
-    // every request with Basic credentials of the configured account.
+    // As documented: the issue read with the three fields (alone when a request needs it,
+    // by JQL in the reconcile pass), comments posted as {"body": ...}, every request with Basic
+    // credentials of the configured account.
     let seen = jira.requests();
     all_carried(&seen, &Auth::basic(JIRA_USER, JIRA_TOKEN));
     let reads = matching(&seen, "GET /rest/api/2/issue/OPS-1?");
-    assert!(reads.len() >= 3, "{reads:?}");
+    assert!(!reads.is_empty(), "{seen:?}");
     for r in &reads {
         assert_eq!(
             r.uri, "/rest/api/2/issue/OPS-1?fields=status,assignee,summary",
             "{r:?}"
         );
+    }
+    let searches = matching(&seen, "POST /rest/api/2/search");
+    assert!(!searches.is_empty(), "{seen:?}");
+    for p in searches {
+        let doc: Value = serde_json::from_str(&p.body).expect("a JSON search");
+        assert_eq!(doc["jql"], "key in (OPS-1) ORDER BY key ASC", "{doc}");
+        assert_eq!(
+            doc["fields"],
+            json!(["status", "assignee", "summary"]),
+            "{doc}"
+        );
+        assert_eq!(p.status, 200, "{p:?}");
     }
     for p in matching(&seen, "POST /rest/api/2/issue/OPS-1/comment") {
         let doc: Value = serde_json::from_str(&p.body).expect("a JSON comment");
@@ -217,4 +230,95 @@ async fn jira_refusals_say_whether_the_issue_the_credentials_or_jira_is_wrong() 
     // Back: the same request goes through.
     jira.resume();
     pending(&env.gw, "jira:OPS-5");
+}
+
+#[tokio::test]
+async fn the_reconcile_pass_reads_every_jira_issue_in_searches_following_every_page() {
+    let (seen, pages) = paged_searches(false).await;
+    let searches = matching(&seen, "POST /rest/api/2/search");
+    assert!(searches.iter().all(|s| s.status == 200), "{searches:?}");
+    // One pass is three pages of the same JQL, at startAt 0, 2 and 4.
+    let starts: Vec<u64> = pages
+        .iter()
+        .take(3)
+        .map(|p| p["startAt"].as_u64().expect("startAt"))
+        .collect();
+    assert_eq!(starts, [0, 2, 4], "{pages:?}");
+}
+
+#[tokio::test]
+async fn on_jira_cloud_the_reconcile_pass_moves_to_enhanced_search_and_follows_its_page_tokens() {
+    let (seen, pages) = paged_searches(true).await;
+    // The legacy search answered 410 once; every page after is enhanced search.
+    let legacy: Vec<_> = seen
+        .iter()
+        .filter(|s| s.line().starts_with("POST /rest/api/2/search") && !s.uri.contains("/jql"))
+        .collect();
+    assert!(legacy.len() <= 1, "{legacy:?}");
+    assert!(legacy.iter().all(|s| s.status == 410), "{legacy:?}");
+    let enhanced = matching(&seen, "POST /rest/api/2/search/jql");
+    assert!(enhanced.len() >= 3, "{seen:?}");
+    assert!(enhanced.iter().all(|s| s.status == 200), "{enhanced:?}");
+    let docs: Vec<&Value> = pages
+        .iter()
+        .filter(|p| p.get("startAt").is_none())
+        .collect();
+    let tokens: Vec<Option<&str>> = docs
+        .iter()
+        .take(3)
+        .map(|p| p.get("nextPageToken").and_then(Value::as_str))
+        .collect();
+    assert_eq!(tokens, [None, Some("page-2"), Some("page-4")], "{docs:?}");
+}
+
+/// Five issues with pending requests in a Jira that pages by two (as Cloud when `cloud`);
+/// closing the one on the last page must reject its request through the searches alone.
+/// Returns the requests Jira saw meanwhile and the search bodies.
+async fn paged_searches(cloud: bool) -> (Vec<crate::peers::Seen>, Vec<Value>) {
+    let jira = Jira::start(Auth::basic(JIRA_USER, JIRA_TOKEN));
+    let keys: Vec<String> = (21..=25).map(|n| format!("OPS-{n}")).collect();
+    for k in &keys {
+        jira.create_issue(k, "printer queue", Some(ALICE_JIRA));
+    }
+    // Jira answers fewer issues per page than asked for: jitgate must follow the pages.
+    jira.cap_pages(2);
+    if cloud {
+        jira.as_cloud();
+    }
+    let env = gateway(&jira_system(&jira, ""), &format!("jira:{ALICE_JIRA}"));
+    let requests: Vec<String> = keys
+        .iter()
+        .map(|k| {
+            pending(&env.gw, &format!("jira:{k}"))["id"]
+                .as_str()
+                .expect("id")
+                .to_string()
+        })
+        .collect();
+    let before = jira.requests().len();
+    // No webhook: only a search can tell the pass that OPS-25, on the last page, is done.
+    jira.close("OPS-25");
+    let r = decided(&env.gw, &requests[4]).await;
+    assert_eq!(r["state"], "rejected", "{r}");
+    let seen = jira.requests()[before..].to_vec();
+    let pages: Vec<Value> = matching(&seen, "POST /rest/api/2/search")
+        .iter()
+        .map(|s| serde_json::from_str(&s.body).expect("a JSON search"))
+        .collect();
+    assert!(!pages.is_empty(), "no search: {seen:?}");
+    for p in &pages {
+        for k in &keys {
+            assert!(p["jql"].as_str().unwrap().contains(k.as_str()), "{p}");
+        }
+        assert_eq!(p["fields"], json!(["status", "assignee", "summary"]), "{p}");
+    }
+    // The pass reads no issue on its own.
+    let reads = matching(&seen, "GET /rest/api/2/issue/");
+    assert!(reads.is_empty(), "{reads:?}");
+    // The others are untouched.
+    for id in &requests[..4] {
+        let r = crate::flows::request_state(&env.gw, id).await;
+        assert_eq!(r["state"], "pending", "{r}");
+    }
+    (seen, pages)
 }

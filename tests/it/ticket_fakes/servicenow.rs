@@ -6,9 +6,9 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use super::{
-    ALICE_SN, POLL, RETRY_AFTER, SN_PASSWORD, SN_TOKEN, SN_USER, all_carried, cut, gateway,
-    granted, life_texts, matching, pending, refused, servicenow_basic, shell, system, ticket_view,
-    waited_out, written_back,
+    ALICE_SN, POLL, RETRY_AFTER, SN_PASSWORD, SN_TOKEN, SN_USER, all_carried, cut, decided,
+    gateway, granted, life_texts, matching, pending, refused, servicenow_basic, shell, system,
+    ticket_view, waited_out, written_back,
 };
 use crate::peers::{Auth, Fault, ServiceNow};
 
@@ -167,4 +167,58 @@ async fn servicenow_refusals_say_whether_the_incident_the_credentials_or_service
     );
     sn.resume();
     pending(&env.gw, "servicenow:INC0010005");
+}
+
+#[tokio::test]
+async fn the_reconcile_pass_reads_every_incident_in_table_queries_following_every_page() {
+    let sn = ServiceNow::start(Auth::basic(SN_USER, SN_PASSWORD));
+    let numbers: Vec<String> = (21..=25).map(|n| format!("INC00100{n}")).collect();
+    for n in &numbers {
+        sn.create_incident(n, "printer queue", Some(ALICE_SN));
+    }
+    // Pages shorter than sysparm_limit: jitgate must go on by sysparm_offset.
+    sn.cap_pages(2);
+    let env = gateway(&servicenow_basic(&sn), &format!("servicenow:{ALICE_SN}"));
+    let requests: Vec<String> = numbers
+        .iter()
+        .map(|n| {
+            pending(&env.gw, &format!("servicenow:{n}"))["id"]
+                .as_str()
+                .expect("id")
+                .to_string()
+        })
+        .collect();
+    let before = sn.requests().len();
+    sn.resolve(&numbers[4]);
+    let r = decided(&env.gw, &requests[4]).await;
+    assert_eq!(r["state"], "rejected", "{r}");
+    let seen = sn.requests()[before..].to_vec();
+    let lists: Vec<&crate::peers::Seen> = matching(&seen, "GET /api/now/table/incident?")
+        .into_iter()
+        .filter(|s| s.uri.contains("numberIN"))
+        .collect();
+    assert!(lists.len() >= 3, "{seen:?}");
+    let offsets: Vec<&str> = lists
+        .iter()
+        .take(3)
+        .map(|s| {
+            s.uri
+                .split('&')
+                .find_map(|p| p.strip_prefix("sysparm_offset="))
+                .expect("sysparm_offset")
+        })
+        .collect();
+    assert_eq!(offsets, ["0", "2", "4"], "{lists:?}");
+    for n in &numbers {
+        assert!(lists[0].uri.contains(n.as_str()), "{}", lists[0].uri);
+    }
+    // One query per page, none per incident.
+    assert!(
+        !seen.iter().any(|s| s.uri.contains("number%3DINC")),
+        "{seen:?}"
+    );
+    for id in &requests[..4] {
+        let r = crate::flows::request_state(&env.gw, id).await;
+        assert_eq!(r["state"], "pending", "{r}");
+    }
 }

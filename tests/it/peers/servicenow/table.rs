@@ -42,6 +42,8 @@ impl Row {
 
 pub(super) struct Db {
     pub base: String,
+    /// The largest page a list query answers (`None`: as `sysparm_limit` asks).
+    pub page_cap: Option<usize>,
     pub rows: Vec<Row>,
     pub journal: Vec<WorkNote>,
     pub next: u128,
