@@ -270,7 +270,7 @@ fn the_identity_provider_signs_a_person_in_through_chromium() {
     assert_eq!(discovery["registration_endpoint"], format!("{iss}/reg"));
     assert_eq!(
         discovery["scopes_supported"],
-        json!(["openid", "profile", "email", "groups"])
+        json!(["openid", "profile", "email", "groups", "tickets"])
     );
 
     let callback = idp.page(r#"<!DOCTYPE html><title>RP</title><h1 id="rp">back at the RP</h1>"#);
