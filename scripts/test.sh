@@ -30,6 +30,10 @@ command -v python3 >/dev/null || need+=(python3 python3-pip)
 # download) against a real OpenID provider, both on the machine's Node.js 20 (tests/peers/;
 # Debian's own nodejs 18 is too old for oidc-provider 9).
 [ -x /usr/bin/chromium ] || need+=(chromium)
+# The cluster tests run several gateway nodes on a real PostgreSQL (a cluster of its own in a
+# temporary directory, run as an unprivileged user) behind a real HAProxy.
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
+command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || need+=(haproxy)
 if ((${#need[@]})); then
     echo "installing test dependencies: ${need[*]}"
     export DEBIAN_FRONTEND=noninteractive

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::types::{TargetName, TaskName, Ttl, UserName};
 
+mod cluster;
 mod exposure;
 mod oidc;
 mod target;
@@ -19,6 +20,7 @@ use exposure::resolve_secret;
 
 pub use oidc::{ConsoleConfig, OidcConfig, RoleMapping, TokenAuth, host_for_url};
 
+pub use cluster::{ClusterConfig, is_postgres};
 pub use target::{HostTrust, TargetSpec};
 pub use ticket_systems::{TicketSystemConfig, TicketSystemKind};
 use validate::Locator;
@@ -31,6 +33,9 @@ pub struct Config {
     pub gateway: GatewayConfig,
     #[serde(default)]
     pub store: StoreConfig,
+    /// Several nodes on one PostgreSQL database.
+    #[serde(default)]
+    pub cluster: ClusterConfig,
     #[serde(default)]
     pub tickets: TicketsConfig,
     /// Jira, ServiceNow and Request Tracker instances whose tickets are checked live.

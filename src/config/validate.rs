@@ -100,15 +100,6 @@ impl Config {
                 "gateway.public_name must name the host clients connect to".into(),
             );
         }
-        if !(self.store.url.starts_with("sqlite://")) {
-            err(
-                &[K("store"), K("url")],
-                format!(
-                    "store.url {:?} is not supported; use sqlite://PATH",
-                    self.store.url
-                ),
-            );
-        }
         if let Some(s) = &self.tickets.webhook_secret
             && s.trim().is_empty()
         {
@@ -415,6 +406,7 @@ impl Config {
         }
         self.validate_identity(&loc, &mut problems);
         self.validate_ticket_systems(&loc, &mut problems);
+        self.validate_cluster(&loc, &mut problems);
         problems
     }
 }

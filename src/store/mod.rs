@@ -8,6 +8,21 @@ pub mod sqlite;
 
 pub use people::{Person, SignIn, SignInKind, SignInMethod};
 
+/// `url` with any password in it replaced by `***`, for messages and logs.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let (auth, host) = match rest.rsplit_once('@') {
+        Some(x) => x,
+        None => return url.to_string(),
+    };
+    match auth.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_string(),
+    }
+}
+
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 

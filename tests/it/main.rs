@@ -6,6 +6,7 @@
 mod audit_log;
 mod bad_input;
 mod check;
+mod cluster;
 mod console;
 mod control_plane;
 mod demo;
@@ -21,6 +22,7 @@ mod kex;
 mod nginx;
 mod openapi;
 mod peers;
+mod proxy_protocol;
 mod rt_peer;
 mod session_index;
 mod sign_in;

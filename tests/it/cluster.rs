@@ -1,0 +1,1 @@
+//! Several gateway nodes on one real PostgreSQL (being written).
