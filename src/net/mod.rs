@@ -1,13 +1,17 @@
 //! Listener plumbing shared by the API and both gateways: a bounded accept loop, caps on
 //! unauthenticated connections ([`gate`]), idle HTTP connections closed ([`idle`]), and a
-//! socket wrapper the gateway can cut from outside ([`killable`]), and `host:port` parsing
-//! ([`HostPort`]).
+//! socket wrapper the gateway can cut from outside ([`killable`]), the PROXY protocol behind a
+//! load balancer ([`proxy`]), and `host:port` and address-block parsing ([`HostPort`],
+//! [`Cidr`]).
 
+mod cidr;
 pub mod gate;
 mod host;
 pub mod idle;
 pub mod killable;
+pub mod proxy;
 
+pub use cidr::{Cidr, CidrError};
 pub use host::{HostPort, unbracket};
 
 use std::future::Future;
