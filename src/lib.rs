@@ -15,7 +15,7 @@
 //! - [`ticket`]: the local ticket provider and webhook ingestion.
 //! - [`grant`]: requests, approvals, grants, tokens, the grant event bus and admission.
 //! - [`metrics`]: Prometheus metrics shared by the API and the gateways; [`net`]: the bounded
-//!   accept loop and the cuttable socket every listener uses.
+//!   accept loop and the cuttable socket every listener uses, the PROXY protocol.
 //! - [`pki`]: the CAs jitgate owns, the keys `jitgate init` creates, per-session certificates.
 //! - [`session`]: the registry of live sessions and the code that ends them.
 //! - [`recording`]: asciicast v2 writer and reader, `session.json`, replay.

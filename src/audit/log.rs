@@ -145,9 +145,9 @@ impl Log {
 
 impl Log {
     /// Append a refusal that anyone on the network can cause (`admission.denied`,
-    /// `api.auth_denied`, `webhook.rejected`) within the flood budget (see
-    /// [`super::flood`]): returns its seq, or `None` when it was only counted. Other events
-    /// are always recorded.
+    /// `api.auth_denied`, `webhook.rejected`, `auth.refused`, `proxy.refused`) within the
+    /// flood budget (see [`super::flood`]): returns its seq, or `None` when it was only
+    /// counted. Other events are always recorded.
     pub async fn refusal(
         &self,
         actor: &str,
@@ -159,6 +159,7 @@ impl Log {
             AuditEvent::ApiAuthDenied { .. } => "api.auth_denied",
             AuditEvent::WebhookRejected { .. } => "webhook.rejected",
             AuditEvent::AuthRefused { .. } => "auth.refused",
+            AuditEvent::ProxyRefused { .. } => "proxy.refused",
             _ => return self.record(actor, event).await.map(Some),
         };
         let (verdict, closed) = self.budget.check(kind, source);

@@ -261,6 +261,18 @@ pub enum AuditEvent {
         grant: Option<GrantId>,
         reason: String,
     },
+    /// A gateway connection refused for its PROXY header (`gateway.proxy_protocol_from`): a
+    /// balancer's without a valid one, or a client's that sent one of its own.
+    #[serde(rename = "proxy.refused")]
+    ProxyRefused {
+        protocol: crate::config::TargetKind,
+        /// Who sent the refused bytes, as far as is known: the client, or the balancer when
+        /// its own header was the fault.
+        source: String,
+        /// The address the connection came from (the balancer's, behind one).
+        peer: String,
+        reason: String,
+    },
     /// Refusals of one `kind` left out of the log in one window (see [`flood`]).
     #[serde(rename = "refusals.suppressed")]
     RefusalsSuppressed {

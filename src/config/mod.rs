@@ -106,6 +106,11 @@ pub struct GatewayConfig {
     /// `/metrics` endpoints demand it.
     #[serde(default)]
     pub metrics_token: Option<String>,
+    /// Load balancers that pass client addresses with the PROXY protocol (v1 or v2) to the SSH
+    /// and HTTPS gateways: a connection from these address blocks must begin with a PROXY
+    /// header; any other is a direct client, and a header from it is refused. Empty: off.
+    #[serde(default, deserialize_with = "crate::net::proxy::deserialize_balancers")]
+    pub proxy_protocol_from: Vec<crate::net::Cidr>,
 }
 
 fn default_api_listen() -> SocketAddr {

@@ -2,14 +2,12 @@
 //! HTTP/1.1 or HTTP/2 with upgrades, its own target connections, shutdown and idle close), and
 //! what its requests share ([`ClientConn`]), among it its hold on the sessions it carries.
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 use futures_util::StreamExt as _;
 use http_body_util::BodyExt as _;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
@@ -17,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use super::admission::LastBearer;
 use super::forward::{Driver, TargetRouter};
 use super::{Gateway, HttpSession, timing};
-use crate::net::gate::Pass;
+use crate::gateway::Entered;
 use crate::net::idle::{Activity, Guarded};
 use crate::net::killable::Killable;
 
@@ -82,24 +80,33 @@ impl Drop for ClientConn {
     }
 }
 
-/// Serve one accepted connection from `peer` until it closes, `stop` (then a grace), or it is
-/// idle: TLS, then HTTP/1.1 or HTTP/2, each request handed to [`Gateway::handle`]. `pass` is the
-/// connection's place among unauthenticated ones, given back at its first request.
+/// Serve one connection let in through the gateway's door until it closes, `stop` (then a
+/// grace), or it is idle: TLS, then HTTP/1.1 or HTTP/2, each request handed to
+/// [`Gateway::handle`] with the client's address (the balancer's header's, behind one). Its
+/// pass (its place among unauthenticated connections) is given back at its first request.
 pub(super) async fn serve(
     gateway: Arc<Gateway>,
     acceptor: TlsAcceptor,
-    tcp: TcpStream,
-    peer: SocketAddr,
-    pass: Pass,
+    entered: Entered,
     stop: CancellationToken,
 ) {
+    let Entered {
+        stream,
+        origin,
+        pass,
+    } = entered;
+    let peer = origin.client;
     let kill = CancellationToken::new();
-    let tcp = Killable::new(tcp, kill.clone());
+    let tcp = Killable::new(stream, kill.clone());
     let (drivers_tx, mut drivers_rx) = mpsc::unbounded_channel();
     let conn = Arc::new(ClientConn::new(kill, drivers_tx));
     let tls = match tokio::time::timeout(timing::HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
         Ok(Ok(s)) => s,
-        _ => return,
+        Ok(Err(_)) => {
+            gateway.door.refused_header(&origin).await;
+            return;
+        }
+        Err(_) => return,
     };
     let activity = Activity::new(Some(pass));
     let svc = {

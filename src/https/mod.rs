@@ -132,6 +132,8 @@ pub struct Gateway {
     keys: Arc<Keys>,
     metrics: Arc<Metrics>,
     settings: Arc<crate::config::GatewayConfig>,
+    /// The PROXY protocol and the caps on connections that have not sent a request yet.
+    door: crate::gateway::Door,
     /// Browsers' sessions by cookie handle.
     by_cookie: Mutex<HashMap<String, Arc<HttpSession>>>,
     /// Bearer tokens' sessions by token hash.
@@ -166,7 +168,9 @@ fn full(status: StatusCode, content_type: &str, body: String) -> Response<RespBo
 impl Gateway {
     /// The gateway, built from `parts`.
     pub fn new(parts: crate::gateway::Parts) -> Arc<Self> {
+        let door = crate::gateway::Door::new(crate::config::TargetKind::Https, &parts);
         Arc::new(Self {
+            door,
             admit: parts.admit,
             registry: parts.sessions,
             keys: parts.keys,
@@ -187,7 +191,6 @@ impl Gateway {
         tracker: TaskTracker,
     ) {
         let acceptor = TlsAcceptor::from(Arc::new(tls));
-        let gate = crate::net::gate::Gate::default();
         crate::net::accept_loop(
             listener,
             MAX_CONNECTIONS,
@@ -198,13 +201,10 @@ impl Gateway {
                 let me = self.clone();
                 let acceptor = acceptor.clone();
                 let stop = shutdown.clone();
-                let pass = gate.enter(peer.ip());
                 async move {
-                    let Ok(pass) = pass else {
-                        tracing::debug!(%peer, "too many unauthenticated HTTPS connections from this source; closing one");
-                        return;
-                    };
-                    conn::serve(me, acceptor, tcp, peer, pass, stop).await;
+                    if let Some(entered) = me.door.enter(tcp, peer).await {
+                        conn::serve(me, acceptor, entered, stop).await;
+                    }
                 }
             },
         )

@@ -15,6 +15,8 @@ use tokio_util::task::TaskTracker;
 use super::conn::{Connection, Socket};
 use super::handler::Handler;
 use super::timing::{self, HELLO_TIMEOUT};
+use crate::config::TargetKind;
+use crate::gateway::Door;
 use crate::metrics::Metrics;
 use crate::pki::Keys;
 use crate::session::Registry;
@@ -33,8 +35,8 @@ pub struct Gateway {
     /// Users' registered public keys (a second factor beside the token).
     pub(super) user_keys: super::UserKeys,
     config: Arc<server::Config>,
-    /// Caps on connections that have not authenticated yet.
-    gate: crate::net::gate::Gate,
+    /// The PROXY protocol and the caps on connections that have not authenticated yet.
+    door: Door,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -47,6 +49,7 @@ impl Gateway {
     /// The gateway, built from `parts`, with its host key from `parts.keys` and the public keys
     /// `users` registered.
     pub fn new(parts: crate::gateway::Parts, users: &[crate::config::UserConfig]) -> Arc<Self> {
+        let door = Door::new(TargetKind::Ssh, &parts);
         let keys = parts.keys;
         let config = server::Config {
             server_id: russh::SshId::Standard("SSH-2.0-jitgate".into()),
@@ -78,7 +81,7 @@ impl Gateway {
             settings: parts.settings,
             user_keys: super::UserKeys::new(users),
             config: Arc::new(config),
-            gate: crate::net::gate::Gate::default(),
+            door,
         })
     }
 
@@ -105,19 +108,23 @@ impl Gateway {
         .await;
     }
 
-    /// One connection: the SSH handshake, then its task ([`Connection::run`]) until the end.
+    /// One connection: its PROXY header where it comes through a balancer, the SSH handshake,
+    /// then its task ([`Connection::run`]) until the end. From here on `peer` is the client's
+    /// address (the balancer's header's), in the audit records, the admission throttle and the
+    /// logs alike.
     async fn connection(
         self: Arc<Self>,
         tcp: TcpStream,
         peer: SocketAddr,
         shutdown: CancellationToken,
     ) {
-        let Ok(pass) = self.gate.enter(peer.ip()) else {
-            tracing::debug!(%peer, "too many unauthenticated SSH connections from this source; closing one");
+        let Some(entered) = self.door.enter(tcp, peer).await else {
             return;
         };
+        let (origin, pass) = (entered.origin, entered.pass);
+        let peer = origin.client;
         let kill = CancellationToken::new();
-        let tcp = crate::net::killable::Killable::new(tcp, kill.clone());
+        let tcp = crate::net::killable::Killable::new(entered.stream, kill.clone());
         let close_mark = tcp.close_mark();
         // russh runs the connection on a task of its own: however this function returns, the
         // socket is cut, so no path leaves a connection open behind it.
@@ -132,7 +139,9 @@ impl Gateway {
         {
             Ok(Ok(r)) => r,
             Ok(Err(e)) => {
-                tracing::debug!(%peer, error = %e, "SSH handshake failed");
+                if !self.door.refused_header(&origin).await {
+                    tracing::debug!(%peer, error = %e, "SSH handshake failed");
+                }
                 return;
             }
             Err(_) => {
