@@ -30,6 +30,7 @@ pub mod api;
 pub mod audit;
 pub mod cli;
 pub mod client;
+pub mod cluster;
 pub mod config;
 pub mod console;
 pub mod crypto;

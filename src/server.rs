@@ -15,6 +15,7 @@ use tower::ServiceExt;
 
 use crate::api::{self, AppState, metrics::Metrics};
 use crate::audit::{AuditEvent, Log};
+use crate::cluster::{Cluster, ClusterAdmit, ClusterBus};
 use crate::config::Config;
 use crate::grant::{self, GrantBus, LocalBus};
 use crate::pki::Keys;
@@ -22,6 +23,7 @@ use crate::policy::Engine;
 use crate::session::Registry;
 use crate::store::Store;
 use crate::store::lock::DataDirLock;
+use crate::store::postgres::PgStore;
 use crate::store::sqlite::SqliteStore;
 
 /// Most simultaneous API connections.
@@ -64,6 +66,8 @@ pub struct Runtime {
     pub root: CancellationToken,
     webhook_secret: Option<crate::types::Secret>,
     metrics_token: Option<crate::types::Secret>,
+    /// This node's part among several on PostgreSQL.
+    pub cluster: Option<Arc<Cluster>>,
     /// Held while the runtime lives: no second process works on the same data.
     _locks: Vec<DataDirLock>,
 }
@@ -80,13 +84,11 @@ pub struct Listeners {
 impl Runtime {
     /// Load keys and policies, open the store and the audit log, and record `config.loaded`.
     pub async fn open(cfg: Config, config_text: &str) -> Result<Self, ServerError> {
-        let db = cfg
-            .sqlite_path()
-            .ok_or_else(|| ServerError::Config("store.url must be sqlite://PATH".into()))?;
         // Before anything reads or writes the data: a second process must not recover the
         // first one's live sessions or fork its audit chain.
         let mut locks = vec![DataDirLock::acquire(&cfg.gateway.data_dir)?];
-        if let Some(db_dir) = db.parent()
+        let db = cfg.sqlite_path();
+        if let Some(db_dir) = db.as_deref().and_then(std::path::Path::parent)
             && !same_dir(db_dir, &cfg.gateway.data_dir)
         {
             locks.push(DataDirLock::acquire(db_dir)?);
@@ -122,15 +124,31 @@ impl Runtime {
                 "no webhook secret is set ([tickets] webhook_secret); ticket webhooks will be refused"
             );
         }
-        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&db)?);
-        let audit = Arc::new(
-            Log::open(
+        // One node on SQLite, or one of several on PostgreSQL (migrated here, under a lock).
+        let (store, pg): (Arc<dyn Store>, Option<PgStore>) = match &db {
+            Some(db) => (Arc::new(SqliteStore::open(db)?), None),
+            None => {
+                let password = cfg.store_password().map_err(ServerError::Config)?;
+                let pg =
+                    PgStore::connect(&cfg.store.url, password.as_ref(), cfg.store.ca.as_deref())?;
+                let applied = pg.migrate().await?;
+                if applied > 0 {
+                    tracing::info!(applied, "database migrated");
+                }
+                (Arc::new(pg.clone()), Some(pg))
+            }
+        };
+        let node = pg.as_ref().map(|_| cfg.cluster.node_name());
+        let audit_key = Arc::new(keys.audit_key().clone());
+        let audit = Arc::new(match &node {
+            Some(node) => Log::open_shared(
                 &cfg.gateway.data_dir,
-                Arc::new(keys.audit_key().clone()),
+                audit_key,
                 store.clone(),
-            )
-            .await?,
-        );
+                node.clone(),
+            ),
+            None => Log::open(&cfg.gateway.data_dir, audit_key, store.clone()).await?,
+        });
         audit
             .record(
                 "system",
@@ -146,7 +164,10 @@ impl Runtime {
             )
             .await?;
         let cfg = Arc::new(cfg);
-        let bus: Arc<dyn GrantBus> = Arc::new(LocalBus::default());
+        let bus: Arc<dyn GrantBus> = match (&pg, &node) {
+            (Some(pg), Some(node)) => Arc::new(ClusterBus::new(pg.clone(), node.clone())),
+            _ => Arc::new(LocalBus::default()),
+        };
         let metrics = Arc::new(Metrics::new());
         let root = CancellationToken::new();
         let sessions = Registry::new(
@@ -157,8 +178,20 @@ impl Runtime {
             cfg.gateway.recordings_dir.clone(),
             cfg.gateway.expiry_warning.duration(),
         );
+        if let Some(node) = &node {
+            sessions.set_node(node.clone());
+        }
         sessions.watch_grants(bus.as_ref());
         sessions.recover().await?;
+        let cluster = match (pg, node) {
+            (Some(pg), Some(node)) => Some(Cluster::new(
+                node,
+                pg,
+                cfg.cluster.clone(),
+                sessions.clone(),
+            )),
+            _ => None,
+        };
         let identity = Arc::new(
             crate::identity::Identity::new(cfg.clone(), store.clone(), audit.clone())
                 .map_err(ServerError::Config)?,
@@ -179,6 +212,7 @@ impl Runtime {
             root,
             webhook_secret,
             metrics_token,
+            cluster,
             _locks: locks,
         })
     }
@@ -196,8 +230,18 @@ impl Runtime {
             ssh: listeners.ssh.as_ref().and_then(|l| l.local_addr().ok()),
             https: listeners.https.as_ref().and_then(|l| l.local_addr().ok()),
         };
+        let admit: Arc<dyn crate::gateway::Admit> = match &self.cluster {
+            Some(cluster) => {
+                cluster.start(&tracker, &shutdown);
+                Arc::new(ClusterAdmit {
+                    inner: self.grants.clone(),
+                    cluster: cluster.clone(),
+                })
+            }
+            None => self.grants.clone(),
+        };
         let parts = crate::gateway::Parts {
-            admit: self.grants.clone(),
+            admit,
             sessions: self.sessions.clone(),
             keys: self.keys.clone(),
             audit: self.grants.audit().clone(),
@@ -287,6 +331,7 @@ impl Runtime {
             identity: self.identity.clone(),
             keys: self.keys.clone(),
             addrs,
+            cluster: self.cluster.clone(),
         };
         let router = api::router(state).layer(axum::middleware::from_fn(request_timeout));
         serve_http(

@@ -89,6 +89,14 @@ impl From<GrantError> for ApiError {
                 tracing::warn!(error = %e, "store busy");
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", e.to_string())
             }
+            GrantError::Store(e @ crate::store::StoreError::Unreachable(_)) => {
+                tracing::warn!(error = %e, "database unreachable");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "database_unreachable",
+                    e.to_string(),
+                )
+            }
             GrantError::Store(e) => {
                 tracing::error!(error = %e, "store failure");
                 ApiError::internal()
@@ -114,6 +122,14 @@ impl From<TicketError> for ApiError {
             TicketError::Store(crate::store::StoreError::Busy(_)) => {
                 tracing::warn!(error = %e, "store busy");
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", e.to_string())
+            }
+            TicketError::Store(crate::store::StoreError::Unreachable(_)) => {
+                tracing::warn!(error = %e, "database unreachable");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "database_unreachable",
+                    e.to_string(),
+                )
             }
             TicketError::Store(_) | TicketError::Audit(_) => {
                 tracing::error!(error = %e, "ticket failure");

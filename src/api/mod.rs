@@ -55,6 +55,8 @@ pub struct AppState {
     pub keys: Arc<crate::pki::Keys>,
     /// Where the gateways listen (bound, so port 0 is resolved).
     pub addrs: Addresses,
+    /// This node's part among several on PostgreSQL.
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 /// The gateways' listening addresses, as people reach them: the host is
@@ -120,6 +122,7 @@ pub fn router(state: AppState) -> Router {
         .route("/sessions", get(list_sessions))
         .route("/sessions/{id}", get(get_session))
         .route("/sessions/{id}/kill", post(kill_session))
+        .route("/nodes", get(sessions::nodes))
         .route("/sessions/{id}/files/{name}", get(watch::session_file))
         .route("/sessions/{id}/live", get(watch::session_live))
         .route("/sessions/{id}/evidence", get(watch::evidence))

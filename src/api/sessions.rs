@@ -179,6 +179,22 @@ pub(super) async fn get_session(
     ok(s)
 }
 
+/// `GET /api/v1/nodes`: the nodes sharing the database, alive or not; empty on one node.
+pub(super) async fn nodes(State(state): State<AppState>, caller: Caller) -> ApiResult {
+    caller.require(
+        &[Role::Admin, Role::Approver, Role::Reviewer],
+        "list gateway nodes",
+    )?;
+    let Some(cluster) = &state.cluster else {
+        return ok(Vec::<crate::cluster::NodeView>::new());
+    };
+    let nodes = cluster
+        .nodes()
+        .await
+        .map_err(|e| ApiError::from(crate::grant::GrantError::from(e)))?;
+    ok(nodes)
+}
+
 pub(super) async fn kill_session(
     State(state): State<AppState>,
     caller: Caller,
@@ -206,17 +222,36 @@ pub(super) async fn kill_session(
         ))
     })?;
     let text = format!("killed by {}: {reason}", caller.0.name);
-    if !state.sessions.terminate(
+    if state.sessions.terminate(
         &sid,
         crate::session::Cause::Killed,
         &text,
         std::time::Instant::now(),
     ) {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "conflict",
-            format!("session {id} is not live"),
-        ));
+        return ok(json!({ "id": sid, "state": "terminating", "reason": text }));
     }
-    ok(json!({ "id": sid, "state": "terminating", "reason": text }))
+    // Several nodes: the session may be live on another one, which is told to cut it.
+    if let Some(cluster) = &state.cluster {
+        let rec = state
+            .grants
+            .store()
+            .session(&sid)
+            .await
+            .map_err(|e| ApiError::from(crate::grant::GrantError::from(e)))?;
+        if let Some(rec) = rec
+            && rec.ended_at.is_none()
+            && let Some(node) = rec.node.as_deref().filter(|n| *n != cluster.node())
+        {
+            cluster
+                .kill_elsewhere(node, &sid, &text)
+                .await
+                .map_err(|e| ApiError::from(crate::grant::GrantError::from(e)))?;
+            return ok(json!({ "id": sid, "state": "terminating", "reason": text, "node": node }));
+        }
+    }
+    Err(ApiError::new(
+        StatusCode::CONFLICT,
+        "conflict",
+        format!("session {id} is not live"),
+    ))
 }

@@ -31,7 +31,10 @@ pub struct Log {
     path: PathBuf,
     key: Arc<SigningKey>,
     store: Arc<dyn Store>,
-    tail: Arc<Mutex<Tail>>,
+    /// The file's tail; `None` when several nodes share the chain in the database.
+    tail: Option<Arc<Mutex<Tail>>>,
+    /// Several nodes share the chain in the database ([`Log::open_shared`]): this node's name.
+    shared: Option<String>,
     budget: Budget,
     /// Every record once it is appended, for those who act on them (ticket write-back).
     appended: tokio::sync::broadcast::Sender<Appended>,
@@ -88,15 +91,43 @@ impl Log {
             path,
             key,
             store,
-            tail: Arc::new(Mutex::new(Tail {
+            tail: Some(Arc::new(Mutex::new(Tail {
                 file: Arc::new(file),
                 seq,
                 hash,
                 unindexed: Vec::new(),
-            })),
+            }))),
+            shared: None,
             budget: Budget::default(),
             appended: tokio::sync::broadcast::channel(APPENDED_BUFFER).0,
         })
+    }
+
+    /// The log of node `node` among several that share one chain in the database (PostgreSQL):
+    /// the database orders the records (one sequence across nodes, each record chained to the
+    /// one before it, whoever wrote it), each is signed by the node that wrote it and names it,
+    /// and a record exists once its transaction commits. `data_dir` keeps no file of it;
+    /// `jitgate audit export` writes the chain out.
+    pub fn open_shared(
+        data_dir: &Path,
+        key: Arc<SigningKey>,
+        store: Arc<dyn Store>,
+        node: String,
+    ) -> Self {
+        Self {
+            tail: None,
+            path: data_dir.join(LOG_FILE),
+            key,
+            store,
+            shared: Some(node),
+            budget: Budget::default(),
+            appended: tokio::sync::broadcast::channel(APPENDED_BUFFER).0,
+        }
+    }
+
+    /// The node that writes this log, when several share its chain.
+    pub fn node(&self) -> Option<&str> {
+        self.shared.as_deref()
     }
 
     /// Path of the JSONL file.
@@ -114,12 +145,19 @@ impl Log {
             unreachable!("events are structs")
         };
         let append = Append {
-            tail: self.tail.clone(),
             key: self.key.clone(),
             store: self.store.clone(),
             path: self.path.clone(),
         };
-        let r = match tokio::spawn(append.run(actor.to_string(), fields)).await {
+        let run = match &self.tail {
+            Some(tail) => tokio::spawn(append.run(tail.clone(), actor.to_string(), fields)),
+            None => tokio::spawn(append.shared(
+                self.shared.clone().unwrap_or_default(),
+                actor.to_string(),
+                fields,
+            )),
+        };
+        let r = match run.await {
             Ok(r) => r,
             Err(e) => Err(AuditError::Io {
                 path: self.path.clone(),
@@ -207,15 +245,45 @@ impl Log {
 
 /// One append, owning what it needs so it can finish on its own.
 struct Append {
-    tail: Arc<Mutex<Tail>>,
     key: Arc<SigningKey>,
     store: Arc<dyn Store>,
     path: PathBuf,
 }
 
 impl Append {
-    async fn run(self, actor: String, mut m: Map<String, Value>) -> Result<u64, AuditError> {
-        let mut tail = self.tail.lock().await;
+    /// Append to the database's chain: the store takes the head's lock and hands this the seq
+    /// and hash before the record, which is then signed and indexed in that transaction.
+    async fn shared(
+        self,
+        node: String,
+        actor: String,
+        mut m: Map<String, Value>,
+    ) -> Result<u64, AuditError> {
+        let key = self.key.clone();
+        let entry = self
+            .store
+            .append_chained(Box::new(move |prev_seq, prev_hash| {
+                let seq = prev_seq + 1;
+                let ts = crate::types::rfc3339_millis(time::OffsetDateTime::now_utc());
+                m.insert("seq".into(), Value::from(seq));
+                m.insert("ts".into(), Value::from(ts.clone()));
+                m.insert("actor".into(), Value::from(actor));
+                m.insert("node".into(), Value::from(node));
+                m.insert("prev".into(), Value::from(prev_hash.to_string()));
+                seal(&key, seq, ts, m)
+            }))
+            .await?;
+        tracing::debug!(seq = entry.seq, event = %entry.event, "audit record written");
+        Ok(entry.seq)
+    }
+
+    async fn run(
+        self,
+        tail: Arc<Mutex<Tail>>,
+        actor: String,
+        mut m: Map<String, Value>,
+    ) -> Result<u64, AuditError> {
+        let mut tail = tail.lock().await;
         if tail.unindexed.len() >= MAX_UNINDEXED {
             // Fail closed: whatever needs this record waits for the store to recover.
             return Err(AuditError::Store(crate::store::StoreError::Db(format!(
@@ -229,12 +297,8 @@ impl Append {
         m.insert("ts".into(), Value::from(ts.clone()));
         m.insert("actor".into(), Value::from(actor));
         m.insert("prev".into(), Value::from(tail.hash.clone()));
-        let hash_bytes = crate::crypto::sha256(&canonical(&m));
-        let hash = hex::encode(hash_bytes);
-        let sig = base64::engine::general_purpose::STANDARD.encode(self.key.sign(&hash_bytes));
-        m.insert("hash".into(), Value::from(hash.clone()));
-        m.insert("sig".into(), Value::from(sig));
-        let line = serde_json::to_string(&m).expect("serializes");
+        let entry = seal(&self.key, seq, ts, m);
+        let line = entry.record.clone();
         let file = tail.file.clone();
         let bytes = format!("{line}\n").into_bytes();
         tokio::task::spawn_blocking(move || {
@@ -248,22 +312,12 @@ impl Append {
             path: self.path.clone(),
             source,
         })?;
-        let event = str_field(&m, "event").unwrap_or_default();
-        tracing::debug!(seq, event = %event, "audit record written");
+        tracing::debug!(seq, event = %entry.event, "audit record written");
         // The record is in the log: the chain moves on whatever happens to the index, so that
         // a store failure can never make two records share a seq.
         tail.seq = seq;
-        tail.hash = hash.clone();
-        tail.unindexed.push(AuditEntry {
-            seq,
-            ts,
-            event,
-            hash,
-            request: str_field(&m, "request"),
-            grant: str_field(&m, "grant"),
-            session: str_field(&m, "session"),
-            record: line,
-        });
+        tail.hash = entry.hash.clone();
+        tail.unindexed.push(entry);
         while let Some(entry) = tail.unindexed.first() {
             if let Err(e) = self.store.append_audit(entry).await {
                 // Kept for the next append; the store's head lags the log meanwhile, which
@@ -274,6 +328,25 @@ impl Append {
             tail.unindexed.remove(0);
         }
         Ok(seq)
+    }
+}
+
+/// Hash and sign `m` (which holds every field but `hash` and `sig`): the finished record.
+fn seal(key: &SigningKey, seq: u64, ts: String, mut m: Map<String, Value>) -> AuditEntry {
+    let hash_bytes = crate::crypto::sha256(&canonical(&m));
+    let hash = hex::encode(hash_bytes);
+    let sig = base64::engine::general_purpose::STANDARD.encode(key.sign(&hash_bytes));
+    m.insert("hash".into(), Value::from(hash.clone()));
+    m.insert("sig".into(), Value::from(sig));
+    AuditEntry {
+        seq,
+        ts,
+        event: str_field(&m, "event").unwrap_or_default(),
+        hash,
+        request: str_field(&m, "request"),
+        grant: str_field(&m, "grant"),
+        session: str_field(&m, "session"),
+        record: serde_json::to_string(&m).expect("serializes"),
     }
 }
 

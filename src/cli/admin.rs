@@ -58,6 +58,30 @@ pub fn init(cli: &Cli) -> Result<i32> {
 }
 
 /// `jitgate check`.
+/// `jitgate migrate`: bring the PostgreSQL database's schema up to this jitgate's (SQLite
+/// databases migrate when they are opened).
+pub async fn migrate(cli: &Cli) -> Result<i32> {
+    let cfg = Config::load(&cli.config)?;
+    if !cfg.is_cluster() {
+        let path = cfg.sqlite_path().unwrap_or_default();
+        crate::store::sqlite::SqliteStore::open(&path)?;
+        println!("{}: up to date", path.display());
+        return Ok(0);
+    }
+    let password = cfg.store_password().map_err(anyhow::Error::msg)?;
+    let pg = crate::store::postgres::PgStore::connect(
+        &cfg.store.url,
+        password.as_ref(),
+        cfg.store.ca.as_deref(),
+    )?;
+    let applied = pg.migrate().await?;
+    println!(
+        "{}: {applied} migration(s) applied, up to date",
+        crate::store::redact_url(&cfg.store.url)
+    );
+    Ok(0)
+}
+
 pub fn check(cli: &Cli) -> Result<i32> {
     let mut problems: Vec<String> = Vec::new();
     let cfg = match Config::load(&cli.config) {

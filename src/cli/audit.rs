@@ -26,6 +26,74 @@ pub struct VerifyArgs {
     pub db: Option<PathBuf>,
 }
 
+/// Where `audit export` writes.
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// The file to write (replaced atomically).
+    #[arg(short = 'o', long = "output")]
+    pub output: PathBuf,
+}
+
+/// The store the configuration names, read-only where it can be.
+async fn open_store(cfg: &Config) -> Result<Box<dyn Store>> {
+    if cfg.is_cluster() {
+        let password = cfg.store_password().map_err(anyhow::Error::msg)?;
+        let pg = crate::store::postgres::PgStore::connect(
+            &cfg.store.url,
+            password.as_ref(),
+            cfg.store.ca.as_deref(),
+        )?;
+        return Ok(Box::new(pg));
+    }
+    let db = cfg.sqlite_path().unwrap_or_default();
+    SqliteStore::open_read_only(&db)?
+        .map(|s| Box::new(s) as Box<dyn Store>)
+        .with_context(|| format!("the database {} does not exist", db.display()))
+}
+
+/// Write every audit record `store` indexes, in order, to `out` (a temp file renamed into
+/// place); how many.
+async fn write_chain(store: &dyn Store, out: &std::path::Path) -> Result<u64> {
+    use std::io::Write as _;
+    let tmp = out.with_extension("jsonl.tmp");
+    let mut f = std::io::BufWriter::new(
+        std::fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?,
+    );
+    let (mut after, mut n) = (0u64, 0u64);
+    loop {
+        let page = store
+            .audit(&crate::store::AuditFilter {
+                after_seq: Some(after),
+                limit: Some(10_000),
+                ..Default::default()
+            })
+            .await?;
+        let Some(last) = page.last() else { break };
+        after = last.seq;
+        for e in &page {
+            writeln!(f, "{}", e.record)?;
+            n += 1;
+        }
+    }
+    f.into_inner()
+        .map_err(|e| e.into_error())?
+        .sync_all()
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, out).with_context(|| format!("cannot write {}", out.display()))?;
+    Ok(n)
+}
+
+/// `jitgate audit export -o FILE`.
+pub async fn export(cli: &Cli, args: &ExportArgs) -> Result<i32> {
+    let cfg = Config::load(&cli.config)?;
+    let store = open_store(&cfg).await?;
+    let n = write_chain(store.as_ref(), &args.output).await?;
+    emit(cli, &json!({ "records": n, "output": args.output }), || {
+        format!("{n} audit records written to {}", args.output.display())
+    });
+    Ok(0)
+}
+
 /// `jitgate audit verify`.
 pub async fn verify(cli: &Cli, args: &VerifyArgs) -> Result<i32> {
     let cfg = if args.log.is_some() && args.key.is_some() {
@@ -35,9 +103,25 @@ pub async fn verify(cli: &Cli, args: &VerifyArgs) -> Result<i32> {
             || "cannot load the configuration; pass --log and --key to verify without it",
         )?)
     };
+    // Several nodes: the chain is the database's; it is checked as exported now.
+    let cluster = cfg
+        .as_ref()
+        .filter(|c| c.is_cluster() && args.log.is_none());
+    // The head first: records appended meanwhile make the export longer, never shorter.
+    let (exported, cluster_head) = match cluster {
+        Some(c) => {
+            let store = open_store(c).await?;
+            let head = store.audit_head().await?;
+            let path = c.gateway.data_dir.join("audit-verify.jsonl");
+            write_chain(store.as_ref(), &path).await?;
+            (Some(path), head)
+        }
+        None => (None, None),
+    };
     let log = args
         .log
         .clone()
+        .or_else(|| exported.clone())
         .or_else(|| {
             cfg.as_ref()
                 .map(|c| c.gateway.data_dir.join(crate::audit::LOG_FILE))
@@ -59,15 +143,20 @@ pub async fn verify(cli: &Cli, args: &VerifyArgs) -> Result<i32> {
         .db
         .clone()
         .or_else(|| cfg.as_ref().and_then(|c| c.sqlite_path()));
-    let head = match db {
-        Some(db) => match SqliteStore::open_read_only(&db)? {
+    let head = match (cluster, db) {
+        (Some(_), _) => cluster_head,
+        (None, Some(db)) => match SqliteStore::open_read_only(&db)? {
             Some(store) => store.audit_head().await?,
             None => None,
         },
-        None => None,
+        (None, None) => None,
     };
     let v = crate::audit::verify(&log, &key, head)
-        .with_context(|| format!("cannot read the audit log {}", log.display()))?;
+        .with_context(|| format!("cannot read the audit log {}", log.display()));
+    if let Some(p) = &exported {
+        let _ = std::fs::remove_file(p);
+    }
+    let v = v?;
     let out = json!({
         "ok": v.ok,
         "log": log,

@@ -100,6 +100,10 @@ pub enum Command {
     },
     /// List sessions (live and ended), with filters.
     Sessions(sessions::SessionArgs),
+    /// List the gateway nodes sharing the database, alive or not.
+    Nodes,
+    /// Apply the database migrations this jitgate needs (serve does too, at start).
+    Migrate,
     /// Cut a live session now.
     Kill {
         session: String,
@@ -194,6 +198,9 @@ pub enum TicketCmd {
 pub enum AuditCmd {
     /// Check the chain and signatures; exit 1 and name the first bad record.
     Verify(audit::VerifyArgs),
+    /// Write the whole chain, as the database holds it, to a JSONL file `audit verify --log`
+    /// checks offline.
+    Export(audit::ExportArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -360,6 +367,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::Whoami => login::whoami(&cli).await,
         Command::SignInLink { user } => login::sign_in_link(&cli, user).await,
         Command::Audit(AuditCmd::Verify(args)) => audit::verify(&cli, args).await,
+        Command::Audit(AuditCmd::Export(args)) => audit::export(&cli, args).await,
         Command::Evidence(EvidenceCmd::Export(args)) => evidence::export(&cli, args).await,
         Command::Evidence(EvidenceCmd::Verify(args)) => evidence::verify(&cli, args),
         Command::Ticket(t) => requests::ticket(&cli, t).await,
@@ -372,6 +380,8 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::Revoke { id, reason } => requests::revoke(&cli, id, reason).await,
         Command::Grants { active } => requests::grants(&cli, *active).await,
         Command::Sessions(args) => sessions::list(&cli, args).await,
+        Command::Nodes => sessions::nodes(&cli).await,
+        Command::Migrate => admin::migrate(&cli).await,
         Command::BreakGlass {
             target,
             reason,

@@ -105,8 +105,13 @@ pub async fn list(cli: &Cli, args: &SessionArgs) -> Result<i32> {
                 } else {
                     "live".to_string()
                 };
+                let node = x
+                    .get("node")
+                    .and_then(Value::as_str)
+                    .map(|n| format!("  node {n}"))
+                    .unwrap_or_default();
                 format!(
-                    "{}  {}  {}@{}  task {}  ticket {}  grant {}  started {}  {}",
+                    "{}  {}  {}@{}  task {}  ticket {}  grant {}  started {}  {}{node}",
                     s(x, "id"),
                     s(x, "protocol"),
                     s(x, "user"),
@@ -116,6 +121,31 @@ pub async fn list(cli: &Cli, args: &SessionArgs) -> Result<i32> {
                     s(x, "grant"),
                     crate::types::rfc3339(x.get("started_at").and_then(Value::as_i64).unwrap_or(0)),
                     state
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    });
+    Ok(0)
+}
+
+/// `jitgate nodes`.
+pub async fn nodes(cli: &Cli) -> Result<i32> {
+    let c = client(cli)?;
+    let v = expect_ok(c.get("/api/v1/nodes").await?)?;
+    emit(cli, &v, || {
+        let list = v.as_array().cloned().unwrap_or_default();
+        if list.is_empty() {
+            return "no nodes (one gateway on SQLite)".into();
+        }
+        list.iter()
+            .map(|x| {
+                format!(
+                    "{}  {}  last heartbeat {}  live sessions {}",
+                    s(x, "name"),
+                    if x["alive"] == true { "alive" } else { "DEAD" },
+                    s(x, "last_heartbeat"),
+                    x["live_sessions"]
                 )
             })
             .collect::<Vec<_>>()

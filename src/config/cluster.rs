@@ -64,6 +64,16 @@ pub fn is_postgres(url: &str) -> bool {
 }
 
 impl super::Config {
+    /// The database password from `store.password`, if one is configured and available.
+    pub fn store_password(&self) -> Result<Option<crate::types::Secret>, String> {
+        super::resolve_secret(self.store.password.as_deref(), "database password")
+    }
+
+    /// Whether several nodes share a PostgreSQL database.
+    pub fn is_cluster(&self) -> bool {
+        is_postgres(&self.store.url)
+    }
+
     /// Problems with `store.url` and `[cluster]`.
     pub(super) fn validate_cluster(&self, loc: &Locator, problems: &mut Vec<Problem>) {
         use Seg::Key as K;

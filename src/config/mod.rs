@@ -151,8 +151,14 @@ fn default_metrics_listen() -> SocketAddr {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreConfig {
+    /// `sqlite://PATH` (one node) or `postgres://USER@HOST:PORT/DB` (several).
     #[serde(default = "default_store_url")]
     pub url: String,
+    /// PostgreSQL: the password (`env:VAR`, `file:PATH` or literal) when the URL has none;
+    /// without either, `PGPASSFILE` (default `~/.pgpass`) is read.
+    pub password: Option<String>,
+    /// PostgreSQL: PEM certificates to trust for the database's TLS (default: the system's).
+    pub ca: Option<PathBuf>,
 }
 
 fn default_store_url() -> String {
@@ -163,6 +169,8 @@ impl Default for StoreConfig {
     fn default() -> Self {
         Self {
             url: default_store_url(),
+            password: None,
+            ca: None,
         }
     }
 }
@@ -526,6 +534,9 @@ impl Config {
         if let Some(ca) = self.oidc.as_mut().and_then(|o| o.ca.as_mut()) {
             abs(ca);
         }
+        if let Some(ca) = &mut self.store.ca {
+            abs(ca);
+        }
         for t in &mut self.targets {
             if let Some(ca) = &mut t.server_ca {
                 abs(ca);
@@ -541,6 +552,7 @@ impl Config {
         for spec in [
             &mut self.tickets.webhook_secret,
             &mut self.gateway.metrics_token,
+            &mut self.store.password,
         ] {
             if let Some(s) = spec.as_deref()
                 && let Some(rest) = s.strip_prefix("file:")

@@ -183,6 +183,7 @@ async fn fixture(live: bool) -> Fixture {
             files: if live { vec![] } else { vec![file] },
             bytes_in: 0,
             bytes_out: 10,
+            node: None,
         })
         .await
         .unwrap();

@@ -159,10 +159,28 @@ impl Registry {
 }
 
 impl Registry {
-    /// After a crash: every session the store still shows as live is ended with cause
-    /// `restart`, its partial recordings are digested, `session.json` is completed and
+    /// After a crash: every session of this node the store still shows as live is ended with
+    /// cause `restart`, its partial recordings are digested, `session.json` is completed and
     /// `session.ended` is audited. Returns how many sessions were closed.
     pub async fn recover(self: &Arc<Self>) -> Result<usize, crate::store::StoreError> {
+        let me = self.node().map(str::to_string);
+        self.close_orphans(
+            me.as_deref(),
+            "restart",
+            "gateway restart: the gateway stopped while the session was live",
+        )
+        .await
+    }
+
+    /// End every session of `node` (of no node, on one node) that the store shows as live and
+    /// this registry does not hold: with `cause` and `reason`, digests of whatever recordings
+    /// can be read, `session.json` completed and `session.ended` audited. Returns how many.
+    pub async fn close_orphans(
+        self: &Arc<Self>,
+        node: Option<&str>,
+        cause: &str,
+        reason: &str,
+    ) -> Result<usize, crate::store::StoreError> {
         let stale = self
             .store
             .sessions(&crate::store::SessionFilter {
@@ -173,11 +191,12 @@ impl Registry {
             .await?;
         let mut n = 0;
         for mut rec in stale {
-            if self
-                .live
-                .lock()
-                .expect("registry lock")
-                .contains_key(&rec.id)
+            if rec.node.as_deref() != node
+                || self
+                    .live
+                    .lock()
+                    .expect("registry lock")
+                    .contains_key(&rec.id)
             {
                 continue;
             }
@@ -214,11 +233,10 @@ impl Registry {
                     }
                 })
                 .collect();
-            let reason =
-                "gateway restart: the gateway stopped while the session was live".to_string();
+            let reason = reason.to_string();
             let ended = now();
             rec.ended_at = Some(ended);
-            rec.end_cause = Some("restart".into());
+            rec.end_cause = Some(cause.into());
             rec.end_reason = Some(reason.clone());
             rec.files = recorded(&entries);
             if let Some(m) = &mut manifest {
@@ -238,7 +256,7 @@ impl Registry {
                         session: rec.id.clone(),
                         grant: rec.grant.clone(),
                         request: rec.request.clone(),
-                        cause: "restart".into(),
+                        cause: cause.into(),
                         reason,
                         duration_ms: ((ended - rec.started_at).max(0) as u64) * 1000,
                         bytes_in: rec.bytes_in,
@@ -251,7 +269,7 @@ impl Registry {
             {
                 tracing::error!(session = %rec.id, error = %e, "cannot audit a recovered session");
             }
-            tracing::warn!(session = %rec.id, "session left live by a previous run closed as `gateway restart`");
+            tracing::warn!(session = %rec.id, cause, "session the store showed live, and no node holds, closed");
             n += 1;
         }
         Ok(n)

@@ -50,6 +50,8 @@ pub enum Cause {
     Recording,
     Shutdown,
     Error,
+    /// This node could not reach the shared database for longer than `cluster.max_staleness`.
+    Stale,
 }
 
 impl Cause {
@@ -67,6 +69,7 @@ impl Cause {
             Cause::Recording => "recording",
             Cause::Shutdown => "shutdown",
             Cause::Error => "error",
+            Cause::Stale => "stale",
         }
     }
 
@@ -161,6 +164,8 @@ pub struct Registry {
     recordings: PathBuf,
     expiry_warning: Duration,
     tracker: TaskTracker,
+    /// This node's name, when several nodes share the database.
+    node: std::sync::OnceLock<String>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -234,7 +239,18 @@ impl Registry {
             recordings,
             expiry_warning,
             tracker: TaskTracker::new(),
+            node: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Name this node in every session it opens from now on (several nodes on one database).
+    pub fn set_node(&self, name: String) {
+        let _ = self.node.set(name);
+    }
+
+    /// This node's name, when set.
+    pub fn node(&self) -> Option<&str> {
+        self.node.get().map(String::as_str)
     }
 
     /// Cut sessions when their grants end. Runs until the root token is cancelled.
@@ -282,7 +298,24 @@ impl Registry {
         });
     }
 
-    async fn recheck_all(self: &Arc<Self>) {
+    /// Cut every live session (this node lost what it checks grants against).
+    pub fn terminate_all(self: &Arc<Self>, cause: Cause, reason: &str) -> usize {
+        let ids: Vec<SessionId> = self
+            .live
+            .lock()
+            .expect("registry lock")
+            .keys()
+            .cloned()
+            .collect();
+        let at = Instant::now();
+        for id in &ids {
+            self.terminate(id, cause, reason, at);
+        }
+        ids.len()
+    }
+
+    /// Re-read every live session's grant and cut those the store shows ended.
+    pub async fn recheck_all(self: &Arc<Self>) {
         let lives: Vec<Arc<Live>> = self
             .live
             .lock()
@@ -294,13 +327,16 @@ impl Registry {
             let grant = l.record.lock().expect("record lock").grant.clone();
             match self.store.grant(&grant).await {
                 Ok(Some(g)) if g.state == crate::store::GrantState::Active => {}
-                Ok(_) => {
-                    self.terminate_grant(
-                        &grant,
-                        Cause::Revoked,
-                        "grant is no longer active",
-                        Instant::now(),
-                    );
+                Ok(g) => {
+                    let cause = match g.as_ref().map(|g| g.state) {
+                        Some(crate::store::GrantState::Expired) => Cause::Expired,
+                        Some(crate::store::GrantState::Completed) => Cause::Completed,
+                        _ => Cause::Revoked,
+                    };
+                    let reason = g
+                        .and_then(|g| g.end_reason)
+                        .unwrap_or_else(|| "grant is no longer active".into());
+                    self.terminate_grant(&grant, cause, &reason, Instant::now());
                 }
                 Err(e) => tracing::error!(error = %e, "cannot re-check a grant"),
             }
@@ -346,6 +382,7 @@ impl Registry {
             files: Vec::new(),
             bytes_in: 0,
             bytes_out: 0,
+            node: self.node.get().cloned(),
         };
         let live = Arc::new(Live {
             record: Mutex::new(record.clone()),

@@ -4,9 +4,17 @@
 
 pub mod lock;
 mod people;
+pub mod postgres;
 pub mod sqlite;
 
 pub use people::{Person, SignIn, SignInKind, SignInMethod};
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::types::{
+    GrantId, RequestId, SessionId, TargetName, TaskName, TicketRef, Ttl, UnixTime, UserName,
+};
 
 /// `url` with any password in it replaced by `***`, for messages and logs.
 pub fn redact_url(url: &str) -> String {
@@ -23,13 +31,6 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
-use async_trait::async_trait;
-use serde::{Deserialize, Serialize};
-
-use crate::types::{
-    GrantId, RequestId, SessionId, TargetName, TaskName, TicketRef, Ttl, UnixTime, UserName,
-};
-
 /// Failures of the storage layer.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -38,6 +39,9 @@ pub enum StoreError {
     /// Another process holds a lock on the database for longer than the busy timeout.
     #[error("the database is busy ({0}): another process holds a lock on it; try again shortly")]
     Busy(String),
+    /// The database server cannot be reached (PostgreSQL).
+    #[error("the database cannot be reached ({0}); what needs it is refused until it is back")]
+    Unreachable(String),
     #[error("stored record is unreadable: {0}")]
     Corrupt(String),
     #[error("cannot open the database at {path}: {reason}")]
@@ -223,6 +227,9 @@ pub struct SessionRecord {
     pub files: Vec<RecordedFile>,
     pub bytes_in: u64,
     pub bytes_out: u64,
+    /// The gateway node that serves it (several nodes on PostgreSQL; absent on one node).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 /// One recorded file of a session.
@@ -320,6 +327,9 @@ pub struct AuditEntry {
     pub record: String,
 }
 
+/// Builds the next audit record from the `(seq, hash)` of the one before it.
+pub type ChainLink = Box<dyn FnOnce(u64, &str) -> AuditEntry + Send>;
+
 /// Which audit records to list.
 #[derive(Debug, Clone, Default)]
 pub struct AuditFilter {
@@ -368,6 +378,16 @@ pub trait Store: Send + Sync + 'static {
     async fn append_audit(&self, e: &AuditEntry) -> Result<(), StoreError>;
     /// The last indexed audit record's `(seq, hash)`.
     async fn audit_head(&self) -> Result<Option<(u64, String)>, StoreError>;
+    /// Append to a chain several writers share: under a lock on the head, `link(seq, hash)`
+    /// of the last record builds the next one, which is indexed and becomes the head, all in
+    /// one transaction. Stores of one writer (SQLite, whose chain is the log file) refuse.
+    async fn append_chained(&self, link: ChainLink) -> Result<AuditEntry, StoreError> {
+        drop(link);
+        Err(StoreError::Db(
+            "a chain shared by several nodes needs PostgreSQL (store.url = \"postgres://...\")"
+                .into(),
+        ))
+    }
     async fn audit(&self, f: &AuditFilter) -> Result<Vec<AuditEntry>, StoreError>;
 
     async fn put_person(&self, p: &Person) -> Result<(), StoreError>;

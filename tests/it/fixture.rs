@@ -70,6 +70,10 @@ pub struct Opts {
     pub api_port: u16,
     /// More `external_ids` for the fixed users: (user, `system:identity`).
     pub external_ids: Vec<(String, String)>,
+    /// The `[store]` section's body (default: SQLite in the data directory).
+    pub store: String,
+    /// Environment variables for `serve` and the binary's other runs.
+    pub env: Vec<(String, String)>,
 }
 
 impl Default for Opts {
@@ -82,6 +86,8 @@ impl Default for Opts {
             extra: String::new(),
             gateway: String::new(),
             api_port: 0,
+            store: "url = \"sqlite://data/jitgate.db\"\n".into(),
+            env: Vec::new(),
             external_ids: Vec::new(),
         }
     }
@@ -122,6 +128,18 @@ impl Opts {
         self
     }
 
+    /// The `[store]` section's body.
+    pub fn store(mut self, toml: &str) -> Self {
+        self.store = toml.into();
+        self
+    }
+
+    /// Set `key` to `value` in the environment of `serve` and the binary's other runs.
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+
     /// Append `toml` to the configuration.
     pub fn extra(mut self, toml: &str) -> Self {
         self.extra.push('\n');
@@ -152,13 +170,7 @@ expiry_warning = "60s"
         .replace("{api_port}", &opts.api_port.to_string()),
     );
     s.push_str(&opts.gateway);
-    s.push_str(
-        r#"
-[store]
-url = "sqlite://data/jitgate.db"
-
-"#,
-    );
+    s.push_str(&format!("\n[store]\n{}\n", opts.store));
     s.push_str(&format!(
         "[tickets]\nrequire_assignee = {}\nwebhook_secret = \"env:{WEBHOOK_ENV}\"\nwebhook_window = \"5m\"\n\n",
         opts.require_assignee

@@ -156,6 +156,7 @@ impl Gateway {
         let mut cmd = Command::new(BIN);
         cmd.arg("--config").arg(&self.config).args(args);
         clean_env(&mut cmd);
+        cmd.envs(self.opts.env.iter().map(|(k, v)| (k, v)));
         cmd.envs(envs.iter().copied());
         output(cmd)
     }
@@ -324,6 +325,7 @@ impl Gateway {
         let mut cmd = Command::new(BIN);
         cmd.arg("--config").arg(&self.config).arg("serve");
         clean_env(&mut cmd);
+        cmd.envs(self.opts.env.iter().map(|(k, v)| (k, v)));
         if let Some(s) = &self.opts.webhook_secret {
             cmd.env(WEBHOOK_ENV, s);
         }
@@ -424,6 +426,20 @@ impl Gateway {
         let _ = child.kill();
         let _ = child.wait();
         false
+    }
+
+    /// Kill `serve` outright (SIGKILL, by its pid), as a crash or a lost machine would.
+    pub fn kill_hard(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        self.url = None;
+        self.ssh = None;
+        let _ = Command::new("kill")
+            .arg("-KILL")
+            .arg(child.id().to_string())
+            .status();
+        let _ = child.wait();
     }
 
     /// Stop and start `serve` again on the same directory (the port may change).

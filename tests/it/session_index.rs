@@ -60,6 +60,7 @@ fn sessions(n: usize) -> Vec<SessionRecord> {
                 }],
                 bytes_in: 1,
                 bytes_out: 2,
+                node: None,
             }
         })
         .collect();

@@ -24,7 +24,7 @@ use crate::harness::{Gateway, Opts, Out, Policy, output};
 use crate::sshd::Sshd;
 
 /// The tasks every SSH test gateway offers on the target `box`.
-const TASKS: &str = r#"
+pub const TASKS: &str = r#"
 [[tasks]]
 name = "ops"
 description = "Operate the test box: shell, commands, file transfer and port forwards"

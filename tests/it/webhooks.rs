@@ -10,7 +10,7 @@ use crate::harness::{Gateway, Opts, now};
 const SECRET: &str = "it-webhook-secret-0123456789abcdef";
 const WRONG: &str = "not-the-webhook-secret-0123456789";
 
-fn sig(secret: &str, data: &[u8]) -> String {
+pub fn sig(secret: &str, data: &[u8]) -> String {
     format!(
         "sha256={}",
         hex::encode(jitgate::crypto::hmac_sha256(secret.as_bytes(), data))
@@ -18,7 +18,7 @@ fn sig(secret: &str, data: &[u8]) -> String {
 }
 
 /// POST a generic/ServiceNow delivery signed over `"<ts>.<body>"` with `secret`.
-fn send_signed(
+pub fn send_signed(
     gw: &Gateway,
     provider: &str,
     body: &Value,

@@ -92,7 +92,7 @@ pub(super) fn schemas() -> Value {
         "approvers": array("Name"), "source": string, "started_at": int, "expires_at": int,
         "ended_at": opt_int, "end_cause": opt_string, "end_reason": opt_string,
         "kill_latency_ms": opt_int, "dir": string, "files": array("RecordedFile"),
-        "bytes_in": int, "bytes_out": int,
+        "bytes_in": int, "bytes_out": int, "node": string,
     });
     let review = json!({
         "id": r("ReviewId"), "user": r("Name"), "grant": r("GrantId"), "request": r("RequestId"),
@@ -271,7 +271,9 @@ pub(super) fn schemas() -> Value {
                 "user": r("Name"), "task": r("Name"), "target": r("Name"), "principal": opt_string,
                 "ticket": r("Name"), "expires_at": {"type": "string", "format": "date-time"},
             }), &["admitted", "grant", "request", "user", "task", "target", "principal", "ticket", "expires_at"]),
-            "Killed": obj(json!({"id": r("SessionId"), "state": {"const": "terminating"}, "reason": string}), &["id", "state", "reason"]),
+            "Killed": obj(json!({"id": r("SessionId"), "state": {"const": "terminating"}, "reason": string, "node": r("Name")}), &["id", "state", "reason"]),
+            "Node": obj(json!({"name": r("Name"), "alive": {"type": "boolean"}, "last_heartbeat": string, "live_sessions": {"type": "integer", "minimum": 0}, "started_at": string}), &["name", "alive", "last_heartbeat", "live_sessions", "started_at"]),
+            "Nodes": array("Node"),
             "AuditRecord": {"type": "object", "required": ["event", "seq", "ts", "actor", "hash"], "description": "One record of the hash-chained audit log; the other fields depend on the event."},
             "AuditRecords": array("AuditRecord"),
             "WebhookResult": {
@@ -295,7 +297,17 @@ pub(super) fn schemas() -> Value {
         ("Requests", array("Request")),
         ("Grant", obj(grant.clone(), &all_keys(&grant))),
         ("Grants", array("Grant")),
-        ("Session", obj(session.clone(), &all_keys(&session))),
+        // `node` only when several nodes share the database.
+        (
+            "Session",
+            obj(
+                session.clone(),
+                &all_keys(&session)
+                    .into_iter()
+                    .filter(|k| *k != "node")
+                    .collect::<Vec<_>>(),
+            ),
+        ),
         ("Sessions", array("Session")),
         ("Review", obj(review.clone(), &all_keys(&review))),
         ("Reviews", {

@@ -138,6 +138,7 @@ fn session(started_at: i64, user: &str, target: &str, task: &str, protocol: &str
         files: vec![],
         bytes_in: 0,
         bytes_out: 0,
+        node: None,
     }
 }
 

@@ -13,6 +13,7 @@ mod browser;
 mod fake;
 mod idp;
 mod jira;
+mod postgres;
 mod rt;
 mod servicenow;
 
@@ -34,6 +35,8 @@ pub use fake::{Auth, Fault, Seen};
 #[allow(unused_imports)]
 pub use idp::{Idp, idp};
 pub use jira::{Category, Jira};
+#[allow(unused_imports)]
+pub use postgres::{PASSWORD as POSTGRES_PASSWORD, Postgres, postgres};
 pub use rt::{Rt, RtProcess, rt};
 pub use servicenow::ServiceNow;
 
