@@ -261,9 +261,10 @@ impl Runtime {
             let t = tracker.clone();
             tracker.spawn(async move { gw.serve(https, tls, stop, t).await });
         }
-        // Expire requests and grants on time.
+        // Expire requests and grants on time (one node at a time, among several).
         {
             let grants = self.grants.clone();
+            let cluster = self.cluster.clone();
             let stop = shutdown.clone();
             tracker.spawn(async move {
                 let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -272,7 +273,14 @@ impl Runtime {
                     tokio::select! {
                         _ = stop.cancelled() => break,
                         _ = tick.tick() => {
-                            if let Err(e) = grants.expire_due().await {
+                            let swept = match &cluster {
+                                Some(c) => c
+                                    .exclusive(crate::cluster::EXPIRY_LOCK, grants.expire_due())
+                                    .await
+                                    .unwrap_or(Ok(0)),
+                                None => grants.expire_due().await,
+                            };
+                            if let Err(e) = swept {
                                 tracing::error!(error = %e, "expiry sweep failed");
                             }
                             // Summaries of refusal floods whose window has closed.

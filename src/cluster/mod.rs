@@ -35,6 +35,8 @@ use crate::types::{GrantId, SessionId};
 
 /// The advisory lock one node holds while it ends a dead node's sessions.
 const DEAD_SWEEP_LOCK: i64 = 0x6a69_7467_6174_6502;
+/// The advisory lock one node holds while it expires requests and grants.
+pub const EXPIRY_LOCK: i64 = 0x6a69_7467_6174_6503;
 /// The longest wait between attempts to reconnect the listener.
 const LISTEN_BACKOFF_MAX: Duration = Duration::from_secs(5);
 
@@ -444,6 +446,23 @@ impl Cluster {
             .execute("SELECT pg_advisory_unlock($1)", &[&DEAD_SWEEP_LOCK])
             .await;
         result
+    }
+
+    /// Run `work` unless another node runs work under `key` now (an advisory lock held on one
+    /// connection while it runs): `None` when another node does, or the database cannot say.
+    pub async fn exclusive<T>(&self, key: i64, work: impl Future<Output = T>) -> Option<T> {
+        let c = self.pg.client().await.ok()?;
+        let got: bool = c
+            .query_one("SELECT pg_try_advisory_lock($1)", &[&key])
+            .await
+            .ok()?
+            .get(0);
+        if !got {
+            return None;
+        }
+        let out = work.await;
+        let _ = c.execute("SELECT pg_advisory_unlock($1)", &[&key]).await;
+        Some(out)
     }
 
     /// Send a kill for `session`, which node `to` serves.

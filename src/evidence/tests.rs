@@ -67,6 +67,7 @@ async fn fixture(live: bool) -> Fixture {
         end_reason: None,
         files: vec![],
         events: vec![],
+        node: None,
     };
     if !live {
         m.ended_at = Some("2026-03-01T10:00:05Z".into());

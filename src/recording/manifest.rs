@@ -49,6 +49,9 @@ pub struct SessionManifest {
     pub files: Vec<FileEntry>,
     /// Other recorded facts, e.g. SFTP byte counts.
     pub events: Vec<serde_json::Value>,
+    /// The gateway node that served the session (several nodes on PostgreSQL).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 /// One recording file listed in a manifest.
@@ -213,6 +216,7 @@ mod tests {
             end_reason: Some("ticket INC-7 closed".into()),
             files,
             events: vec![serde_json::json!({"sftp": {"read_bytes": 10, "written_bytes": 0}})],
+            node: None,
         }
     }
 

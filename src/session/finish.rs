@@ -30,6 +30,7 @@ pub(super) fn write_manifest(live: &Live, files: Option<&[FileEntry]>) -> std::i
         end_reason: r.end_reason.clone(),
         files: files.map(<[FileEntry]>::to_vec).unwrap_or_default(),
         events: live.events.lock().expect("events lock").clone(),
+        node: r.node.clone(),
     };
     m.write(&live.dir)
 }

@@ -14,6 +14,8 @@ use crate::ssh::{TASKS, Term, ended_session, live_session};
 use crate::sshd::Sshd;
 use crate::webhooks::send_signed;
 
+mod store;
+
 /// The webhook secret of the test nodes.
 const WEBHOOK_SECRET: &str = "cluster-webhook-secret-0123456789";
 /// The variable that carries the database password to `serve`.
@@ -78,10 +80,7 @@ impl Nodes {
         for gw in &mut nodes {
             gw.serve();
         }
-        Self {
-            nodes,
-            _sshd: sshd,
-        }
+        Self { nodes, _sshd: sshd }
     }
 
     /// Two nodes on the shared database, with a 1 s heartbeat.
