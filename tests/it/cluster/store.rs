@@ -21,7 +21,7 @@ const CAUSES: &[&str] = &["killed", "expired", "client", "ticket"];
 fn session(i: usize) -> SessionRecord {
     let started_at = 1_700_000_000 + (i as i64 / 4) * 3_600;
     let target = TARGETS[i % 3];
-    let live = i % 5 == 0;
+    let live = i.is_multiple_of(5);
     SessionRecord {
         id: SessionId::generate(),
         protocol: if target == "idp-admin" {
@@ -34,13 +34,13 @@ fn session(i: usize) -> SessionRecord {
         vendor: (USERS[(i / 3) % 3] == "vic").then(|| "acme".to_string()),
         grant: GrantId::generate(),
         request: RequestId::generate(),
-        kind: if i % 10 == 0 {
+        kind: if i.is_multiple_of(10) {
             RequestKind::BreakGlass
         } else {
             RequestKind::Normal
         },
         ticket: format!("INC-{}", i % 7).parse().unwrap(),
-        task: if i % 2 == 0 {
+        task: if i.is_multiple_of(2) {
             "ops"
         } else {
             "reset-credential"
