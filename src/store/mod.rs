@@ -216,8 +216,8 @@ pub struct SessionRecord {
     pub started_at: UnixTime,
     pub expires_at: UnixTime,
     pub ended_at: Option<UnixTime>,
-    /// Machine cause: expired, revoked, completed, ticket, killed, client, target, recording,
-    /// shutdown, error, gateway restart.
+    /// Machine cause: expired, revoked, completed, ticket, ticket-unverifiable, killed, client,
+    /// target, recording, shutdown, error, restart; several nodes: stale, node-lost.
     pub end_cause: Option<String>,
     pub end_reason: Option<String>,
     pub kill_latency_ms: Option<u64>,

@@ -10,6 +10,7 @@ use serde_json::Value;
 use crate::flows::{Granted, approved_token, open_ticket, request};
 use crate::harness::{Gateway, Opts, Policy};
 use crate::peers::{Postgres, postgres};
+use crate::proxy_protocol::haproxy::{Haproxy, Route};
 use crate::ssh::{TASKS, Term, ended_session, live_session};
 use crate::sshd::Sshd;
 use crate::webhooks::send_signed;
@@ -30,7 +31,13 @@ pub struct Nodes {
 
 /// The configuration of node `name` on database `url`.
 fn node_opts(sshd: &Sshd, url: &str, name: &str, cluster: &str) -> Opts {
+    node_opts_with(sshd, url, name, cluster, "")
+}
+
+/// [`node_opts`] with `gateway` keys added to `[gateway]`.
+fn node_opts_with(sshd: &Sshd, url: &str, name: &str, cluster: &str, gateway: &str) -> Opts {
     Opts::default()
+        .gateway(gateway)
         .policy(Policy::None)
         .webhook_secret(WEBHOOK_SECRET)
         .extra(&sshd.target_toml("box", &sshd.host_key))
@@ -56,12 +63,17 @@ fn copy_dir(from: &Path, to: &Path) {
 impl Nodes {
     /// `n` nodes named gw-a, gw-b, ... on a fresh database of `pg`, with `cluster` keys.
     pub fn start_on(pg: &Postgres, n: usize, cluster: &str) -> Self {
+        Self::start_with(pg, n, cluster, "")
+    }
+
+    /// [`Nodes::start_on`] with `gateway` keys for every node.
+    pub fn start_with(pg: &Postgres, n: usize, cluster: &str, gateway: &str) -> Self {
         let url = pg.database();
         let sshd = Sshd::start();
         let mut nodes: Vec<Gateway> = Vec::new();
         for i in 0..n {
             let name = format!("gw-{}", (b'a' + i as u8) as char);
-            let gw = Gateway::prepare(node_opts(&sshd, &url, &name, cluster));
+            let gw = Gateway::prepare(node_opts_with(&sshd, &url, &name, cluster, gateway));
             if let Some(first) = nodes.first() {
                 // What an admin does: every node gets the first one's keys and CAs, and the
                 // recordings directory they all mount.
@@ -85,11 +97,7 @@ impl Nodes {
 
     /// Two nodes on the shared database, with a 1 s heartbeat.
     pub fn two() -> Self {
-        Self::start_on(
-            postgres(),
-            2,
-            "heartbeat = \"1s\"\nmax_staleness = \"3s\"\ndead_after = \"6s\"\n",
-        )
+        Self::start_on(postgres(), 2, QUICK)
     }
 
     pub fn a(&self) -> &Gateway {
@@ -168,6 +176,72 @@ async fn a_ticket_closed_through_one_nodes_webhook_cuts_the_session_another_node
         "the cut took {took:?}\n{}",
         c.logs()
     );
+}
+
+/// The heartbeat keys of most tests.
+const QUICK: &str = "heartbeat = \"1s\"\nmax_staleness = \"3s\"\ndead_after = \"6s\"\n";
+
+#[tokio::test]
+async fn behind_haproxy_sessions_spread_over_the_nodes_carry_the_technicians_address_and_one_close_cuts_all()
+ {
+    let c = Nodes::start_with(
+        postgres(),
+        2,
+        QUICK,
+        "proxy_protocol_from = [\"127.0.0.2/32\"]",
+    );
+    let hp = Haproxy::start(&[Route {
+        to: format!("{},{}", c.a().ssh_addr(), c.b().ssh_addr()),
+        send: "send-proxy-v2",
+        source: "127.0.0.2",
+    }]);
+    let g = grant_on(c.a(), "INC-505");
+    // Four technicians' sessions from 127.0.0.9, through the balancer.
+    let mut terms: Vec<Term> = (0..4)
+        .map(|_| {
+            let mut args: Vec<String> = crate::ssh::client_opts();
+            args.extend(
+                [
+                    "-o",
+                    "PreferredAuthentications=keyboard-interactive",
+                    "-b",
+                    "127.0.0.9",
+                    "-p",
+                ]
+                .map(String::from),
+            );
+            args.push(hp.ports[0].to_string());
+            args.push("alice@127.0.0.1".into());
+            let mut t = Term::spawn("ssh", &args, 24, 80);
+            t.expect("Grant token:", Duration::from_secs(10));
+            t.send(&format!("{}\r", g.token));
+            t.expect("$ ", Duration::from_secs(15));
+            t
+        })
+        .collect();
+    let sessions = crate::ssh::sessions_of(c.a(), &g.grant).await;
+    assert_eq!(sessions.len(), 4, "{sessions:?}");
+    for node in ["gw-a", "gw-b"] {
+        let on = sessions.iter().filter(|s| s["node"] == node).count();
+        assert_eq!(on, 2, "round-robin puts two on {node}: {sessions:?}");
+    }
+    for s in &sessions {
+        let source = s["source"].as_str().unwrap_or_default();
+        assert!(source.starts_with("127.0.0.9"), "{s}");
+    }
+    close_by_webhook(c.a(), "INC-505");
+    for t in &mut terms {
+        t.expect("ticket INC-505 closed", Duration::from_secs(5));
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let s = crate::ssh::sessions_of(c.b(), &g.grant).await;
+        if s.iter().all(|s| s["end_cause"] == "ticket") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{s:?}\n{}", c.logs());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 #[tokio::test]
@@ -272,11 +346,7 @@ async fn records_two_nodes_write_at_once_form_one_chain_that_verifies_offline() 
 async fn without_the_database_every_node_refuses_admissions_and_cuts_its_sessions_until_it_returns()
 {
     let pg = Postgres::start();
-    let c = Nodes::start_on(
-        &pg,
-        2,
-        "heartbeat = \"1s\"\nmax_staleness = \"3s\"\ndead_after = \"6s\"\n",
-    );
+    let c = Nodes::start_on(&pg, 2, QUICK);
     let g = grant_on(c.a(), "INC-503");
     let mut on_a = shell(c.a(), &g.token);
     let mut on_b = shell(c.b(), &g.token);

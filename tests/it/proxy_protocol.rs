@@ -7,7 +7,7 @@
 //! Loopback only: HAProxy connects from 127.0.0.2 (the balancer the gateways trust) or 127.0.0.3
 //! (one they do not), and clients from 127.0.0.7 and up.
 
-mod haproxy;
+pub mod haproxy;
 
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};

@@ -18,7 +18,8 @@ const START_TIMEOUT: Duration = Duration::from_secs(10);
 /// One frontend: HAProxy listens on a port of its own and passes each connection to `to`.
 #[derive(Debug, Clone)]
 pub struct Route {
-    /// `host:port` of the gateway listener.
+    /// `host:port` of the gateway listener; several, comma-separated, are balanced round-robin
+    /// (several gateway nodes).
     pub to: String,
     /// The server line's PROXY option: `send-proxy` (v1) or `send-proxy-v2`, with any
     /// `proxy-v2-options`.
@@ -75,11 +76,15 @@ impl Haproxy {
         for (i, (r, port)) in routes.iter().zip(ports).enumerate() {
             cfg.push_str(&format!(
                 "\nfrontend front{i}\n    bind 127.0.0.1:{port}\n    default_backend gateway{i}\n\
-                 \nbackend gateway{i}\n    server gw {to} {send} source {source}\n",
-                to = r.to,
-                send = r.send,
-                source = r.source,
+                 \nbackend gateway{i}\n    balance roundrobin\n"
             ));
+            for (j, to) in r.to.split(',').enumerate() {
+                cfg.push_str(&format!(
+                    "    server gw{j} {to} {send} source {source}\n",
+                    send = r.send,
+                    source = r.source,
+                ));
+            }
         }
         let path = self.dir.path().join("haproxy.cfg");
         fs::write(&path, cfg).expect("write haproxy.cfg");
