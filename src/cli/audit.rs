@@ -34,23 +34,6 @@ pub struct ExportArgs {
     pub output: PathBuf,
 }
 
-/// The store the configuration names, read-only where it can be.
-async fn open_store(cfg: &Config) -> Result<Box<dyn Store>> {
-    if cfg.is_cluster() {
-        let password = cfg.store_password().map_err(anyhow::Error::msg)?;
-        let pg = crate::store::postgres::PgStore::connect(
-            &cfg.store.url,
-            password.as_ref(),
-            cfg.store.ca.as_deref(),
-        )?;
-        return Ok(Box::new(pg));
-    }
-    let db = cfg.sqlite_path().unwrap_or_default();
-    SqliteStore::open_read_only(&db)?
-        .map(|s| Box::new(s) as Box<dyn Store>)
-        .with_context(|| format!("the database {} does not exist", db.display()))
-}
-
 /// Write every audit record `store` indexes, in order, to `out` (a temp file renamed into
 /// place); how many.
 async fn write_chain(store: &dyn Store, out: &std::path::Path) -> Result<u64> {
@@ -86,7 +69,7 @@ async fn write_chain(store: &dyn Store, out: &std::path::Path) -> Result<u64> {
 /// `jitgate audit export -o FILE`.
 pub async fn export(cli: &Cli, args: &ExportArgs) -> Result<i32> {
     let cfg = Config::load(&cli.config)?;
-    let store = open_store(&cfg).await?;
+    let store = super::open_store(&cfg).await?;
     let n = write_chain(store.as_ref(), &args.output).await?;
     emit(cli, &json!({ "records": n, "output": args.output }), || {
         format!("{n} audit records written to {}", args.output.display())
@@ -110,7 +93,7 @@ pub async fn verify(cli: &Cli, args: &VerifyArgs) -> Result<i32> {
     // The head first: records appended meanwhile make the export longer, never shorter.
     let (exported, cluster_head) = match cluster {
         Some(c) => {
-            let store = open_store(c).await?;
+            let store = super::open_store(c).await?;
             let head = store.audit_head().await?;
             let path = c.gateway.data_dir.join("audit-verify.jsonl");
             write_chain(store.as_ref(), &path).await?;

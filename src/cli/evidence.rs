@@ -11,7 +11,6 @@ use super::{Cli, emit};
 use crate::config::Config;
 use crate::crypto::VerifyingKey;
 use crate::evidence::{EvidenceError, RECORDING, Verified};
-use crate::store::sqlite::SqliteStore;
 use crate::types::SessionId;
 
 /// `jitgate evidence export SESSION -o FILE`.
@@ -51,24 +50,14 @@ pub async fn export(cli: &Cli, args: &ExportArgs) -> Result<i32> {
     let cfg = Config::load(&cli.config).with_context(|| {
         "evidence export reads the configuration for the database, certs and recordings; pass --config"
     })?;
-    let db = cfg.sqlite_path().with_context(|| {
-        format!(
-            "store.url {} is not an sqlite:// database; evidence export reads the embedded database",
-            cfg.store.url
-        )
-    })?;
-    let store = SqliteStore::open_read_only(&db)?.with_context(|| {
-        format!(
-            "no database at {}; has the gateway run with this configuration?",
-            db.display()
-        )
-    })?;
+    // One node's SQLite (read-only), or the PostgreSQL several nodes share: any node exports.
+    let store = super::open_store(&cfg).await?;
     let keys = crate::pki::Keys::load(&cfg.gateway.certs_dir)
         .context("evidence export signs with the audit key")?;
     let public_pem =
         std::fs::read_to_string(cfg.gateway.certs_dir.join(crate::pki::AUDIT_PUB)).ok();
     let e = crate::evidence::export(
-        &store,
+        store.as_ref(),
         &cfg.gateway.recordings_dir,
         keys.audit_key(),
         public_pem.as_deref(),

@@ -399,3 +399,26 @@ pub async fn run(cli: Cli) -> Result<i32> {
         } => sessions::replay(&cli, session, *speed, *max_idle).await,
     }
 }
+
+/// The store the configuration names, read-only where it can be.
+pub(crate) async fn open_store(
+    cfg: &crate::config::Config,
+) -> anyhow::Result<Box<dyn crate::store::Store>> {
+    if cfg.is_cluster() {
+        let password = cfg.store_password().map_err(anyhow::Error::msg)?;
+        let pg = crate::store::postgres::PgStore::connect(
+            &cfg.store.url,
+            password.as_ref(),
+            cfg.store.ca.as_deref(),
+        )?;
+        return Ok(Box::new(pg));
+    }
+    let db = cfg.sqlite_path().unwrap_or_default();
+    let store = crate::store::sqlite::SqliteStore::open_read_only(&db)?.ok_or_else(|| {
+        anyhow::anyhow!(
+            "no database at {}; has the gateway run with this configuration?",
+            db.display()
+        )
+    })?;
+    Ok(Box::new(store))
+}

@@ -176,6 +176,27 @@ async fn a_ticket_closed_through_one_nodes_webhook_cuts_the_session_another_node
         "the cut took {took:?}\n{}",
         c.logs()
     );
+    // Node A exports the evidence of node B's session (the shared recordings, the one chain),
+    // and the bundle verifies offline against the audit key.
+    let sid = s["id"].as_str().expect("session id");
+    let bundle = c.a().path("evidence.tar");
+    let (code, out, err) = c.a().run(
+        &["evidence", "export", sid, "-o", bundle.to_str().unwrap()],
+        &[],
+    );
+    assert_eq!(code, 0, "{out}\n{err}");
+    let key = c.a().path("certs/audit_ed25519.pub.pem");
+    let (code, out, err) = c.a().run(
+        &[
+            "evidence",
+            "verify",
+            bundle.to_str().unwrap(),
+            "--key",
+            key.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(code, 0, "{out}\n{err}");
 }
 
 /// The heartbeat keys of most tests.
