@@ -73,6 +73,7 @@ public_name = "localhost"
 api_listen = "127.0.0.1:0"
 ssh_listen = "127.0.0.1:0"
 https_listen = "127.0.0.1:0"
+metrics_listen = "127.0.0.1:0"
 data_dir = "data-$1"
 certs_dir = "certs"
 recordings_dir = "recordings"
@@ -171,8 +172,10 @@ live_on() { # $1 node: live sessions it holds, as the database shows them
     cli "$API_KEY_B" --json sessions --live | python3 -c "import json,sys; print(sum(1 for s in json.load(sys.stdin) if s.get('node') == '$1'))"
 }
 echo "jitgate cluster benchmark: 2 nodes on PostgreSQL behind HAProxy, $N sessions on each (2 cores, loopback; dist build)"
+# From 50 technicians' addresses (the gateway caps unauthenticated connections per source).
 for i in $(seq $((2 * N))); do
     sshpass -p "$TOKEN" ssh "${SSHO[@]}" -o PreferredAuthentications=password -tt -p "$HP_PORT" \
+        -b "127.0.1.$(( i % 50 + 1 ))" \
         alice@127.0.0.1 "exec -a jitgate-bench-idle sleep 3600" < /dev/null > /dev/null 2>&1 &
     IDLE+=($!)
     if (( i % 20 == 0 )); then sleep 0.5; fi

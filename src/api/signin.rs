@@ -129,6 +129,7 @@ pub(super) async fn sign_in_link(
     let token = state
         .identity
         .link(&user)
+        .await
         .map_err(|r| ApiError::bad_request(r.0))?;
     let host = parts
         .uri

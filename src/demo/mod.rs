@@ -355,6 +355,7 @@ impl Demo {
             let token = runtime
                 .identity
                 .link(&user)
+                .await
                 .map_err(|r| DemoError::Config {
                     problems: r.0,
                     path: config_path.clone(),

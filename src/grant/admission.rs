@@ -97,20 +97,9 @@ const OPEN_CODE_WINDOW: std::time::Duration = std::time::Duration::from_secs(60)
 /// Codes held at once (each needs an active HTTPS grant of its requester).
 const MAX_OPEN_CODES: usize = 10_000;
 
-/// Codes from [`Service::open_code`], by SHA-256: the grant each opens, and when it was made.
-#[derive(Default)]
-pub(super) struct OpenCodes(
-    std::sync::Mutex<std::collections::HashMap<[u8; 32], (GrantId, std::time::Instant)>>,
-);
-
-impl OpenCodes {
-    fn take(&self, code: &str) -> Option<GrantId> {
-        let mut m = self.0.lock().expect("open codes lock");
-        m.retain(|_, (_, at)| at.elapsed() < OPEN_CODE_WINDOW);
-        m.remove(&crate::crypto::sha256(code.as_bytes()))
-            .map(|(g, _)| g)
-    }
-}
+/// Codes from [`Service::open_code`] are held in the store (kind `open-code`, by SHA-256) so
+/// that the HTTPS gateway of any node can redeem one the console made on another.
+const OPEN_CODE_KIND: &str = "open-code";
 
 /// What a gateway presents.
 #[derive(Debug, Clone, Copy)]
@@ -170,12 +159,25 @@ impl Service {
         };
         let grant = if r.token.starts_with(OPEN_CODE_PREFIX) && r.protocol == TargetKind::Https {
             // A code from the console's "Open console": used once, within a minute.
-            let id = self.open_codes.take(r.token).ok_or_else(|| {
-                (
-                    "this console link was already used or is older than a minute; press Open console again".to_string(),
-                    None,
-                )
-            })?;
+            let key = crate::crypto::sha256_hex(r.token.as_bytes());
+            let held = self
+                .store
+                .take_held(OPEN_CODE_KIND, &key)
+                .await
+                .map_err(|e| internal(e.into()))?;
+            // `grant id` and the time it was made, as `open_code` holds them.
+            let id = held
+                .and_then(|v| serde_json::from_str::<(GrantId, crate::types::UnixTime)>(&v).ok())
+                .filter(|(_, at)| {
+                    crate::types::now() - at < OPEN_CODE_WINDOW.as_secs() as i64
+                })
+                .map(|(id, _)| id)
+                .ok_or_else(|| {
+                    (
+                        "this console link was already used or is older than a minute; press Open console again".to_string(),
+                        None,
+                    )
+                })?;
             self.store
                 .grant(&id)
                 .await
@@ -336,17 +338,23 @@ impl Service {
             )));
         }
         let code = format!("{OPEN_CODE_PREFIX}{}", crate::types::random_id(40));
-        let mut m = self.open_codes.0.lock().expect("open codes lock");
-        m.retain(|_, (_, at)| at.elapsed() < OPEN_CODE_WINDOW);
-        if m.len() >= MAX_OPEN_CODES {
+        let now = crate::types::now();
+        let value = serde_json::to_string(&(&grant.id, now)).expect("serializes");
+        let kept = self
+            .store
+            .put_held(
+                OPEN_CODE_KIND,
+                &crate::crypto::sha256_hex(code.as_bytes()),
+                &value,
+                now + OPEN_CODE_WINDOW.as_secs() as i64,
+                MAX_OPEN_CODES,
+            )
+            .await?;
+        if !kept {
             return Err(GrantError::Conflict(
                 "too many console links are waiting to be used; try again in a minute".into(),
             ));
         }
-        m.insert(
-            crate::crypto::sha256(code.as_bytes()),
-            (grant.id, std::time::Instant::now()),
-        );
         Ok(code)
     }
 }

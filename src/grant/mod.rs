@@ -98,8 +98,6 @@ pub struct Service {
     lock: tokio::sync::Mutex<()>,
     /// Failed tokens per source: past the limit, refusals are slowed.
     limiter: throttle::Throttle,
-    /// One-time codes that admit a browser to the HTTPS gateway for a grant ("Open console").
-    open_codes: admission::OpenCodes,
 }
 
 impl std::fmt::Debug for Service {
@@ -129,7 +127,6 @@ impl Service {
             bus,
             lock: tokio::sync::Mutex::new(()),
             limiter,
-            open_codes: admission::OpenCodes::default(),
         }
     }
 

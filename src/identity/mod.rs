@@ -2,10 +2,12 @@
 //! sign-in links where there is no provider, and the sign-ins that follow (console sessions and
 //! `jgs_` CLI credentials), with roles mapped from the provider's groups on every use.
 //!
-//! In flight (memory only, minutes long): sign-ins between `/login` and `/auth/callback`, the
-//! one-time codes a CLI redeems, and sign-in links. Kept in the store: people and sign-ins, by
-//! the SHA-256 of their secret.
+//! In flight (minutes long): sign-ins between `/login` and `/auth/callback`, the one-time codes
+//! a CLI redeems, and sign-in links, held in the store ([`held`]) so that any gateway node can
+//! finish what another began. Kept in the store too: people and sign-ins. Everything by the
+//! SHA-256 of its secret.
 
+mod held;
 pub mod http;
 pub mod oidc;
 mod signins;
@@ -15,10 +17,11 @@ mod tests;
 #[cfg(test)]
 use signins::touch_every;
 
-use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
 
 use base64::Engine;
 
@@ -53,7 +56,7 @@ impl std::fmt::Display for Refusal {
 }
 
 /// Where a CLI waits for its one-time code (`jitgate login`).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CliReturn {
     /// `http://127.0.0.1:PORT/callback` (loopback only).
     pub redirect: String,
@@ -64,7 +67,7 @@ pub struct CliReturn {
 }
 
 /// What `/login` was asked for.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Begin {
     /// Console path to return to (starts with one `/`).
     pub return_to: String,
@@ -97,24 +100,32 @@ pub struct Authed {
     pub sign_in: SignIn,
 }
 
+#[derive(Serialize, Deserialize)]
 struct Pending {
     nonce: String,
     verifier: String,
     binding_sha256: [u8; 32],
     begin: Begin,
     max_age: Option<u64>,
-    at: Instant,
+    at: UnixTime,
 }
 
+#[derive(Serialize, Deserialize)]
 struct CliCode {
     sign_in: SignIn,
     challenge: String,
-    at: Instant,
+    at: UnixTime,
 }
 
+#[derive(Serialize, Deserialize)]
 struct Link {
     user: UserName,
-    at: Instant,
+    at: UnixTime,
+}
+
+/// Whether something made at `at` is older than `window`.
+fn older_than(at: UnixTime, window: Duration) -> bool {
+    now() - at >= window.as_secs() as i64
 }
 
 /// The identity service.
@@ -123,9 +134,6 @@ pub struct Identity {
     store: Arc<dyn Store>,
     audit: Arc<Log>,
     provider: Option<oidc::Provider>,
-    pending: Mutex<HashMap<String, Pending>>,
-    codes: Mutex<HashMap<[u8; 32], CliCode>>,
-    links: Mutex<HashMap<[u8; 32], Link>>,
 }
 
 fn b64url(b: &[u8]) -> String {
@@ -135,21 +143,6 @@ fn b64url(b: &[u8]) -> String {
 /// The PKCE S256 challenge of `verifier`.
 pub fn challenge(verifier: &str) -> String {
     b64url(&crypto::sha256(verifier.as_bytes()))
-}
-
-/// Drop entries older than `window`; refuse a new one when `MAX_IN_FLIGHT` remain.
-fn make_room<K, V>(
-    m: &mut HashMap<K, V>,
-    at: impl Fn(&V) -> Instant,
-    window: Duration,
-) -> Result<(), Refusal> {
-    m.retain(|_, v| at(v).elapsed() < window);
-    if m.len() >= MAX_IN_FLIGHT {
-        return Err(Refusal(
-            "too many sign-ins are in progress on this gateway; try again in a minute".into(),
-        ));
-    }
-    Ok(())
 }
 
 impl Identity {
@@ -171,9 +164,6 @@ impl Identity {
             store,
             audit,
             provider,
-            pending: Mutex::default(),
-            codes: Mutex::default(),
-            links: Mutex::default(),
         })
     }
 
@@ -208,19 +198,22 @@ impl Identity {
             .authorize_url(&state, &nonce, &challenge(&verifier), max_age)
             .await
             .map_err(Refusal)?;
-        let mut pending = self.pending.lock().expect("pending lock");
-        make_room(&mut pending, |v| v.at, LOGIN_WINDOW)?;
-        pending.insert(
-            state,
-            Pending {
-                nonce,
-                verifier,
-                binding_sha256: crypto::sha256(binding.as_bytes()),
-                begin,
-                max_age,
-                at: Instant::now(),
-            },
-        );
+        let pending = Pending {
+            nonce,
+            verifier,
+            binding_sha256: crypto::sha256(binding.as_bytes()),
+            begin,
+            max_age,
+            at: now(),
+        };
+        held::put(
+            self.store.as_ref(),
+            held::Kind::Login,
+            &state,
+            &pending,
+            LOGIN_WINDOW.as_secs(),
+        )
+        .await?;
         Ok((url, binding))
     }
 
@@ -269,11 +262,8 @@ impl Identity {
                 "the identity provider's answer lacks code or state; start again at /login".into(),
             ));
         };
-        let pending = self
-            .pending
-            .lock()
-            .expect("pending lock")
-            .remove(&state)
+        let pending: Pending = held::take(self.store.as_ref(), held::Kind::Login, &state)
+            .await?
             .ok_or_else(|| {
                 Refusal("this sign-in is unknown or was already used (its state does not match one in progress); start again at /login".into())
             })?;
@@ -284,7 +274,7 @@ impl Identity {
                 "this sign-in was started in another browser (or its cookie was lost); start again at /login in this browser".into(),
             ));
         }
-        if pending.at.elapsed() >= LOGIN_WINDOW {
+        if older_than(pending.at, LOGIN_WINDOW) {
             return Err(Refusal(
                 "this sign-in took longer than 10 minutes; start again at /login".into(),
             ));
@@ -346,19 +336,22 @@ impl Identity {
             Some(cli) => {
                 // The CLI gets the credential only by redeeming this code with its verifier.
                 let code = random_id(32);
-                let mut codes = self.codes.lock().expect("codes lock");
-                make_room(&mut codes, |c| c.at, CODE_WINDOW)?;
-                codes.insert(
-                    crypto::sha256(code.as_bytes()),
-                    CliCode {
-                        sign_in: SignIn {
-                            secret_sha256: crypto::sha256_hex(secret.as_bytes()),
-                            ..sign_in
-                        },
-                        challenge: cli.challenge,
-                        at: Instant::now(),
+                let held_code = CliCode {
+                    sign_in: SignIn {
+                        secret_sha256: crypto::sha256_hex(secret.as_bytes()),
+                        ..sign_in
                     },
-                );
+                    challenge: cli.challenge,
+                    at: now(),
+                };
+                held::put(
+                    self.store.as_ref(),
+                    held::Kind::CliCode,
+                    &code,
+                    &held_code,
+                    CODE_WINDOW.as_secs(),
+                )
+                .await?;
                 // The secret itself is made again at redemption; this one is dropped.
                 Ok(Finished::Cli {
                     redirect: format!(

@@ -3,11 +3,10 @@
 //! ends.
 
 use std::net::IpAddr;
-use std::time::Instant;
 
 use super::{
-    Authed, CLI_PREFIX, CODE_WINDOW, Identity, LINK_WINDOW, Link, Refusal, Seen, TOUCH_EVERY,
-    challenge, make_room, via,
+    Authed, CLI_PREFIX, CODE_WINDOW, CliCode, Identity, LINK_WINDOW, Link, Refusal, Seen,
+    TOUCH_EVERY, challenge, held, older_than, via,
 };
 use crate::audit::AuditEvent;
 use crate::config::UserConfig;
@@ -18,16 +17,13 @@ use crate::types::{UserName, now, random_id};
 impl Identity {
     /// Redeem a CLI's one-time code with its PKCE verifier: the `jgs_` credential.
     pub async fn redeem(&self, code: &str, verifier: &str) -> Result<(String, Authed), Refusal> {
-        let entry = self
-            .codes
-            .lock()
-            .expect("codes lock")
-            .remove(&crypto::sha256(code.as_bytes()));
+        let entry: Option<CliCode> =
+            held::take(self.store.as_ref(), held::Kind::CliCode, code).await?;
         let bad = || {
             Refusal("that sign-in code is unknown, used or expired; run jitgate login again".into())
         };
         let entry = entry.ok_or_else(bad)?;
-        if entry.at.elapsed() >= CODE_WINDOW
+        if older_than(entry.at, CODE_WINDOW)
             || !crypto::ct_eq(challenge(verifier).as_bytes(), entry.challenge.as_bytes())
         {
             return Err(bad());
@@ -47,34 +43,33 @@ impl Identity {
     }
 
     /// A one-time sign-in link for `user` (no provider configured): the secret of its URL.
-    pub fn link(&self, user: &UserName) -> Result<String, Refusal> {
+    pub async fn link(&self, user: &UserName) -> Result<String, Refusal> {
         if self.cfg.effective_user(user, None).is_none() {
             return Err(Refusal(format!(
                 "{user} is not a configured user with a role"
             )));
         }
         let token = random_id(40);
-        let mut links = self.links.lock().expect("links lock");
-        make_room(&mut links, |l| l.at, LINK_WINDOW)?;
-        links.insert(
-            crypto::sha256(token.as_bytes()),
-            Link {
-                user: user.clone(),
-                at: Instant::now(),
-            },
-        );
+        let link = Link {
+            user: user.clone(),
+            at: now(),
+        };
+        held::put(
+            self.store.as_ref(),
+            held::Kind::Link,
+            &token,
+            &link,
+            LINK_WINDOW.as_secs(),
+        )
+        .await?;
         Ok(token)
     }
 
     /// Use a sign-in link (once): the console cookie's handle.
     pub async fn use_link(&self, token: &str, source: IpAddr) -> Result<String, Refusal> {
-        let link = self
-            .links
-            .lock()
-            .expect("links lock")
-            .remove(&crypto::sha256(token.as_bytes()));
+        let link: Option<Link> = held::take(self.store.as_ref(), held::Kind::Link, token).await?;
         let link = match link {
-            Some(l) if l.at.elapsed() < LINK_WINDOW => l,
+            Some(l) if !older_than(l.at, LINK_WINDOW) => l,
             _ => {
                 let r = Refusal(
                     "this sign-in link is unknown, was already used or is older than 30 minutes; ask for a new one".into(),

@@ -395,6 +395,19 @@ pub trait Store: Send + Sync + 'static {
     /// The person whose last sign-in claimed `external_id` (`jira:5b10ac8d...`).
     async fn person_with_id(&self, external_id: &str) -> Result<Option<UserName>, StoreError>;
 
+    /// Hold `value` under `(kind, key)` until it is taken or `expires_at`, unless `max` of
+    /// `kind` are held already (`false`). Values expired for a minute are dropped first.
+    async fn put_held(
+        &self,
+        kind: &str,
+        key: &str,
+        value: &str,
+        expires_at: UnixTime,
+        max: usize,
+    ) -> Result<bool, StoreError>;
+    /// Take the value held under `(kind, key)`: it is gone once returned.
+    async fn take_held(&self, kind: &str, key: &str) -> Result<Option<String>, StoreError>;
+
     async fn put_sign_in(&self, s: &SignIn) -> Result<(), StoreError>;
     /// The sign-in whose secret hashes to `sha256` (hex).
     async fn sign_in(&self, sha256: &str) -> Result<Option<SignIn>, StoreError>;

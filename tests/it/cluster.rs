@@ -499,6 +499,32 @@ async fn nodes_migrating_one_new_database_at_once_apply_each_migration_once() {
         .collect();
     assert_eq!(applied.len(), 1, "{outs:?}");
     let db = url.rsplit('/').next().unwrap();
-    assert_eq!(pg.psql(db, "SELECT version FROM jitgate_schema"), "1");
+    assert_eq!(pg.psql(db, "SELECT version FROM jitgate_schema"), "2");
     assert_eq!(pg.psql(db, "SELECT count(*) FROM audit_head"), "1");
+}
+
+#[tokio::test]
+async fn a_sign_in_link_made_on_one_node_signs_in_on_another_once() {
+    let c = Nodes::two();
+    let (code, out, err) = c.a().cli("admin", &["sign-in-link", "bob"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let link = out
+        .lines()
+        .find(|l| l.starts_with("https://"))
+        .expect("a link")
+        .to_string();
+    // The same link on node B's address: what a balancer in front of the API would do.
+    let on_b = link.replacen(c.a().url(), c.b().url(), 1);
+    assert_ne!(on_b, link, "{link}");
+    let ctx = crate::peers::browser().context();
+    let page = ctx.page();
+    page.goto(&on_b);
+    page.click("#continue");
+    assert_eq!(page.text("#user"), "bob", "{}", page.content());
+    // Spent: on either node.
+    let again = crate::peers::browser().context();
+    let p = again.page();
+    p.goto(&link);
+    p.click("#continue");
+    assert!(p.text("#why").contains("already used"), "{}", p.content());
 }

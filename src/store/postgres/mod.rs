@@ -684,6 +684,52 @@ impl Store for PgStore {
         .transpose()
     }
 
+    async fn put_held(
+        &self,
+        kind: &str,
+        key: &str,
+        value: &str,
+        expires_at: UnixTime,
+        max: usize,
+    ) -> Result<bool, StoreError> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(db)?;
+        tx.execute(
+            "DELETE FROM held WHERE expires_at < $1",
+            &[&(crate::types::now() - 60)],
+        )
+        .await
+        .map_err(db)?;
+        let n: i64 = tx
+            .query_one("SELECT count(*) FROM held WHERE kind = $1", &[&kind])
+            .await
+            .map_err(db)?
+            .get(0);
+        if n as usize >= max {
+            return Ok(false);
+        }
+        tx.execute(
+            "INSERT INTO held (kind, key, value, expires_at) VALUES ($1, $2, $3, $4)",
+            &[&kind, &key, &value, &expires_at],
+        )
+        .await
+        .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        Ok(true)
+    }
+
+    async fn take_held(&self, kind: &str, key: &str) -> Result<Option<String>, StoreError> {
+        let c = self.client().await?;
+        let row = c
+            .query_opt(
+                "DELETE FROM held WHERE kind = $1 AND key = $2 RETURNING value",
+                &[&kind, &key],
+            )
+            .await
+            .map_err(db)?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
     async fn put_sign_in(&self, s: &SignIn) -> Result<(), StoreError> {
         let data = to_json(s)?;
         // Sign-ins over for a day are of no more use (the audit log keeps their story).

@@ -117,4 +117,14 @@ pub(super) const MIGRATIONS: &[&str] = &[
         last_heartbeat BIGINT NOT NULL,
         live_sessions BIGINT NOT NULL DEFAULT 0
     );",
+    // 2: what a sign-in holds between two requests (in flight, CLI codes, links), so that any
+    // node can finish what another began
+    "CREATE TABLE held (
+        kind TEXT NOT NULL,
+        key TEXT NOT NULL,
+        value TEXT NOT NULL,
+        expires_at BIGINT NOT NULL,
+        PRIMARY KEY (kind, key)
+    );
+    CREATE INDEX held_expires ON held(expires_at);",
 ];

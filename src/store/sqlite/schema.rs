@@ -124,4 +124,13 @@ pub(super) const MIGRATIONS: &[&str] = &[
         name TEXT NOT NULL
     );
     CREATE INDEX person_ids_name ON person_ids(name);",
+    // 8: what a sign-in holds between two requests (in flight, CLI codes, links)
+    "CREATE TABLE held (
+        kind TEXT NOT NULL,
+        key TEXT NOT NULL,
+        value TEXT NOT NULL,
+        expires_at INTEGER NOT NULL,
+        PRIMARY KEY (kind, key)
+    );
+    CREATE INDEX held_expires ON held(expires_at);",
 ];
