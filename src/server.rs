@@ -128,9 +128,7 @@ impl Runtime {
         let (store, pg): (Arc<dyn Store>, Option<PgStore>) = match &db {
             Some(db) => (Arc::new(SqliteStore::open(db)?), None),
             None => {
-                let password = cfg.store_password().map_err(ServerError::Config)?;
-                let pg =
-                    PgStore::connect(&cfg.store.url, password.as_ref(), cfg.store.ca.as_deref())?;
+                let pg = PgStore::for_config(&cfg)?;
                 let applied = pg.migrate().await?;
                 if applied > 0 {
                     tracing::info!(applied, "database migrated");

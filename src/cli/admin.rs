@@ -68,13 +68,9 @@ pub async fn migrate(cli: &Cli) -> Result<i32> {
         println!("{}: up to date", path.display());
         return Ok(0);
     }
-    let password = cfg.store_password().map_err(anyhow::Error::msg)?;
-    let pg = crate::store::postgres::PgStore::connect(
-        &cfg.store.url,
-        password.as_ref(),
-        cfg.store.ca.as_deref(),
-    )?;
-    let applied = pg.migrate().await?;
+    let applied = crate::store::postgres::PgStore::for_config(&cfg)?
+        .migrate()
+        .await?;
     println!(
         "{}: {applied} migration(s) applied, up to date",
         crate::store::redact_url(&cfg.store.url)

@@ -405,13 +405,7 @@ pub(crate) async fn open_store(
     cfg: &crate::config::Config,
 ) -> anyhow::Result<Box<dyn crate::store::Store>> {
     if cfg.is_cluster() {
-        let password = cfg.store_password().map_err(anyhow::Error::msg)?;
-        let pg = crate::store::postgres::PgStore::connect(
-            &cfg.store.url,
-            password.as_ref(),
-            cfg.store.ca.as_deref(),
-        )?;
-        return Ok(Box::new(pg));
+        return Ok(Box::new(crate::store::postgres::PgStore::for_config(cfg)?));
     }
     let db = cfg.sqlite_path().unwrap_or_default();
     let store = crate::store::sqlite::SqliteStore::open_read_only(&db)?.ok_or_else(|| {

@@ -111,15 +111,20 @@ fn clip(s: &str) -> String {
 /// the database.
 pub struct ClusterBus {
     local: LocalBus,
-    pg: PgStore,
+    /// To [`notifier`]: what the other nodes must hear, in order.
+    notices: tokio::sync::mpsc::UnboundedSender<Notice>,
     node: String,
 }
 
 impl ClusterBus {
+    /// The bus of `node`; starts the task that sends its notices (on a connection of its own,
+    /// so that a notice never waits for the pool while this node is busy cutting).
     pub fn new(pg: PgStore, node: String) -> Self {
+        let (notices, rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(notifier(pg, rx));
         Self {
             local: LocalBus::default(),
-            pg,
+            notices,
             node,
         }
     }
@@ -128,20 +133,15 @@ impl ClusterBus {
 impl GrantBus for ClusterBus {
     fn publish(&self, event: GrantEvent) {
         if let Some(how) = how(event.kind) {
-            let notice = Notice::GrantEnded {
+            // The other nodes first: this node's own cuts follow at once, and theirs should
+            // not wait behind them. The grant's end is in the database already; a notice that
+            // cannot be sent is made up for by the other nodes' heartbeats.
+            let _ = self.notices.send(Notice::GrantEnded {
                 node: self.node.clone(),
                 grant: event.grant.clone(),
                 how: how.into(),
                 reason: clip(&event.reason),
                 at_ms: now_ms() - event.at.elapsed().as_millis() as i64,
-            };
-            let pg = self.pg.clone();
-            // The grant's end is in the database already; a notification that cannot be sent
-            // is made up for by the other nodes' heartbeats, which re-read their grants.
-            tokio::spawn(async move {
-                if let Err(e) = notify(&pg, &notice).await {
-                    tracing::warn!(error = %e, "cannot tell the other nodes of a grant's end; their next heartbeat will find it");
-                }
             });
         }
         self.local.publish(event);
@@ -149,6 +149,43 @@ impl GrantBus for ClusterBus {
 
     fn subscribe(&self) -> broadcast::Receiver<GrantEvent> {
         self.local.subscribe()
+    }
+}
+
+/// Send each notice on a connection of its own, (re)connecting as needed; a notice that fails
+/// twice is dropped with a warning (the other nodes' heartbeats re-read their grants).
+async fn notifier(pg: PgStore, mut rx: tokio::sync::mpsc::UnboundedReceiver<Notice>) {
+    let mut conn: Option<tokio_postgres::Client> = None;
+    while let Some(notice) = rx.recv().await {
+        let payload = serde_json::to_string(&notice).expect("notices serialize");
+        let mut sent = false;
+        for _ in 0..2 {
+            if conn.as_ref().is_none_or(tokio_postgres::Client::is_closed) {
+                conn = pg.connection().await.ok();
+                // A notice is a prompt, not a record (the grant's end is committed already):
+                // its commit need not wait for the WAL to reach the disk behind every other
+                // node's writes.
+                if let Some(c) = &conn
+                    && c.batch_execute("SET synchronous_commit TO off").await.is_err()
+                {
+                    conn = None;
+                }
+            }
+            let Some(c) = &conn else { break };
+            match c
+                .execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &payload])
+                .await
+            {
+                Ok(_) => {
+                    sent = true;
+                    break;
+                }
+                Err(_) => conn = None,
+            }
+        }
+        if !sent {
+            tracing::warn!("cannot tell the other nodes of a grant's end; their next heartbeat will find it");
+        }
     }
 }
 

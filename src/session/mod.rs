@@ -298,15 +298,19 @@ impl Registry {
         });
     }
 
-    /// Cut every live session (this node lost what it checks grants against).
-    pub fn terminate_all(self: &Arc<Self>, cause: Cause, reason: &str) -> usize {
-        let ids: Vec<SessionId> = self
-            .live
+    /// The ids of the live sessions.
+    fn live_ids(&self) -> Vec<SessionId> {
+        self.live
             .lock()
             .expect("registry lock")
             .keys()
             .cloned()
-            .collect();
+            .collect()
+    }
+
+    /// Cut every live session (this node lost what it checks grants against).
+    pub fn terminate_all(self: &Arc<Self>, cause: Cause, reason: &str) -> usize {
+        let ids = self.live_ids();
         let at = Instant::now();
         for id in &ids {
             self.terminate(id, cause, reason, at);
@@ -560,13 +564,7 @@ impl Registry {
     /// Cancel every session (gateway shutdown) and wait up to `grace` for their ends to be
     /// recorded.
     pub async fn shutdown(self: &Arc<Self>, grace: Duration) {
-        let ids: Vec<SessionId> = self
-            .live
-            .lock()
-            .expect("registry lock")
-            .keys()
-            .cloned()
-            .collect();
+        let ids = self.live_ids();
         for id in ids {
             self.terminate(
                 &id,

@@ -290,6 +290,22 @@ async fn a_kill_sent_to_one_node_cuts_a_session_on_another() {
     assert_eq!(names, ["gw-a", "gw-b"], "{v}");
 }
 
+/// `jitgate audit verify --log FILE --key PUB.pem`, with `gw`'s audit public key.
+fn verify_offline(gw: &Gateway, log: &Path) -> crate::harness::Out {
+    let key = gw.path("certs/audit_ed25519.pub.pem");
+    gw.run(
+        &[
+            "audit",
+            "verify",
+            "--log",
+            log.to_str().unwrap(),
+            "--key",
+            key.to_str().unwrap(),
+        ],
+        &[],
+    )
+}
+
 #[tokio::test]
 async fn records_two_nodes_write_at_once_form_one_chain_that_verifies_offline() {
     let c = Nodes::two();
@@ -329,18 +345,7 @@ async fn records_two_nodes_write_at_once_form_one_chain_that_verifies_offline() 
     }
     assert!(records.iter().all(|r| r["node"].is_string()));
     // Offline, with only the file and the public key.
-    let key = c.a().path("certs/audit_ed25519.pub.pem");
-    let (code, o, err) = c.a().run(
-        &[
-            "audit",
-            "verify",
-            "--log",
-            out.to_str().unwrap(),
-            "--key",
-            key.to_str().unwrap(),
-        ],
-        &[],
-    );
+    let (code, o, err) = verify_offline(c.a(), &out);
     assert_eq!(code, 0, "{o}\n{err}");
     // Against the database, from either node.
     let (code, o, err) = c.a().run(&["audit", "verify"], &[]);
@@ -349,17 +354,7 @@ async fn records_two_nodes_write_at_once_form_one_chain_that_verifies_offline() 
     // A record changed in the export is caught.
     let tampered = text.replacen("chain test", "chain tost", 1);
     std::fs::write(&out, tampered).unwrap();
-    let (code, _, err) = c.a().run(
-        &[
-            "audit",
-            "verify",
-            "--log",
-            out.to_str().unwrap(),
-            "--key",
-            key.to_str().unwrap(),
-        ],
-        &[],
-    );
+    let (code, _, err) = verify_offline(c.a(), &out);
     assert_eq!(code, 1, "{err}");
 }
 

@@ -154,6 +154,15 @@ impl PgStore {
         Ok(Self { pool, config, tls })
     }
 
+    /// The pool `cfg` names: `store.url`, `store.password`, `store.ca`.
+    pub fn for_config(cfg: &crate::config::Config) -> Result<Self, StoreError> {
+        let password = cfg.store_password().map_err(|reason| StoreError::Open {
+            path: redact_url(&cfg.store.url),
+            reason,
+        })?;
+        Self::connect(&cfg.store.url, password.as_ref(), cfg.store.ca.as_deref())
+    }
+
     /// A connection of its own, outside the pool, that listens on [`CHANNEL`]: the client
     /// (keep it; dropping it closes the connection) and the notifications as they come. The
     /// receiver ends when the connection is gone.
@@ -195,6 +204,21 @@ impl PgStore {
             .await
             .map_err(db)?;
         Ok((client, rx))
+    }
+
+    /// A connection of its own, outside the pool (closed when the client is dropped).
+    pub async fn connection(&self) -> Result<tokio_postgres::Client, StoreError> {
+        let (client, conn) = self
+            .config
+            .connect(self.tls.clone())
+            .await
+            .map_err(|e| StoreError::Unreachable(e.to_string()))?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "a database connection ended");
+            }
+        });
+        Ok(client)
     }
 
     /// A pooled connection.
