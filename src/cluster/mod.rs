@@ -166,7 +166,9 @@ async fn notifier(pg: PgStore, mut rx: tokio::sync::mpsc::UnboundedReceiver<Noti
                 // its commit need not wait for the WAL to reach the disk behind every other
                 // node's writes.
                 if let Some(c) = &conn
-                    && c.batch_execute("SET synchronous_commit TO off").await.is_err()
+                    && c.batch_execute("SET synchronous_commit TO off")
+                        .await
+                        .is_err()
                 {
                     conn = None;
                 }
@@ -184,7 +186,9 @@ async fn notifier(pg: PgStore, mut rx: tokio::sync::mpsc::UnboundedReceiver<Noti
             }
         }
         if !sent {
-            tracing::warn!("cannot tell the other nodes of a grant's end; their next heartbeat will find it");
+            tracing::warn!(
+                "cannot tell the other nodes of a grant's end; their next heartbeat will find it"
+            );
         }
     }
 }
