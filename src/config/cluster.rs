@@ -1,10 +1,40 @@
-//! `[cluster]`: several gateway nodes sharing one PostgreSQL database, and the checks of
-//! `store.url`.
+//! `[store]` (where the state lives) and `[cluster]` (several gateway nodes sharing one
+//! PostgreSQL database), with their checks.
+
+use std::path::PathBuf;
 
 use serde::Deserialize;
 
 use super::validate::{Locator, Problem, Seg};
 use crate::types::Ttl;
+
+/// `[store]`: where state lives.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// `sqlite://PATH` (one node) or `postgres://USER@HOST:PORT/DB` (several).
+    #[serde(default = "default_store_url")]
+    pub url: String,
+    /// PostgreSQL: the password (`env:VAR`, `file:PATH` or literal) when the URL has none;
+    /// without either, `PGPASSFILE` (default `~/.pgpass`) is read.
+    pub password: Option<String>,
+    /// PostgreSQL: PEM certificates to trust for the database's TLS (default: the system's).
+    pub ca: Option<PathBuf>,
+}
+
+fn default_store_url() -> String {
+    "sqlite://data/jitgate.db".into()
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            url: default_store_url(),
+            password: None,
+            ca: None,
+        }
+    }
+}
 
 /// `[cluster]`.
 #[derive(Debug, Clone, Deserialize)]

@@ -20,7 +20,7 @@ use exposure::resolve_secret;
 
 pub use oidc::{ConsoleConfig, OidcConfig, RoleMapping, TokenAuth, host_for_url};
 
-pub use cluster::{ClusterConfig, is_postgres};
+pub use cluster::{ClusterConfig, StoreConfig, is_postgres};
 pub use target::{HostTrust, TargetSpec};
 pub use ticket_systems::{TicketSystemConfig, TicketSystemKind};
 use validate::Locator;
@@ -145,34 +145,6 @@ fn default_target_timeout() -> Ttl {
 }
 fn default_metrics_listen() -> SocketAddr {
     "127.0.0.1:9464".parse().expect("valid literal")
-}
-
-/// `[store]`: where state lives.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct StoreConfig {
-    /// `sqlite://PATH` (one node) or `postgres://USER@HOST:PORT/DB` (several).
-    #[serde(default = "default_store_url")]
-    pub url: String,
-    /// PostgreSQL: the password (`env:VAR`, `file:PATH` or literal) when the URL has none;
-    /// without either, `PGPASSFILE` (default `~/.pgpass`) is read.
-    pub password: Option<String>,
-    /// PostgreSQL: PEM certificates to trust for the database's TLS (default: the system's).
-    pub ca: Option<PathBuf>,
-}
-
-fn default_store_url() -> String {
-    "sqlite://data/jitgate.db".into()
-}
-
-impl Default for StoreConfig {
-    fn default() -> Self {
-        Self {
-            url: default_store_url(),
-            password: None,
-            ca: None,
-        }
-    }
 }
 
 /// `[tickets]`: ticket rules and webhook ingestion.

@@ -15,6 +15,7 @@ use super::{
 };
 use crate::types::{GrantId, RequestId, SessionId, TicketRef, UnixTime};
 
+mod held;
 mod index;
 mod schema;
 #[cfg(test)]
@@ -545,46 +546,13 @@ impl Store for SqliteStore {
         max: usize,
     ) -> Result<bool, StoreError> {
         let (kind, key, value) = (kind.to_string(), key.to_string(), value.to_string());
-        self.with(move |c| {
-            let tx = c.transaction().map_err(db)?;
-            tx.execute(
-                "DELETE FROM held WHERE expires_at < ?1",
-                params![crate::types::now() - 60],
-            )
-            .map_err(db)?;
-            let n: i64 = tx
-                .query_row(
-                    "SELECT count(*) FROM held WHERE kind = ?1",
-                    params![kind],
-                    |r| r.get(0),
-                )
-                .map_err(db)?;
-            if n as usize >= max {
-                return Ok(false);
-            }
-            tx.execute(
-                "INSERT INTO held (kind, key, value, expires_at) VALUES (?1, ?2, ?3, ?4)",
-                params![kind, key, value, expires_at],
-            )
-            .map_err(db)?;
-            tx.commit().map_err(db)?;
-            Ok(true)
-        })
-        .await
+        self.with(move |c| held::put(c, &kind, &key, &value, expires_at, max))
+            .await
     }
 
     async fn take_held(&self, kind: &str, key: &str) -> Result<Option<String>, StoreError> {
         let (kind, key) = (kind.to_string(), key.to_string());
-        self.with(move |c| {
-            c.query_row(
-                "DELETE FROM held WHERE kind = ?1 AND key = ?2 RETURNING value",
-                params![kind, key],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(db)
-        })
-        .await
+        self.with(move |c| held::take(c, &kind, &key)).await
     }
 
     async fn put_sign_in(&self, s: &SignIn) -> Result<(), StoreError> {
