@@ -179,8 +179,6 @@ impl Runtime {
         if let Some(node) = &node {
             sessions.set_node(node.clone());
         }
-        sessions.watch_grants(bus.as_ref());
-        sessions.recover().await?;
         let cluster = match (pg, node) {
             (Some(pg), Some(node)) => Some(Cluster::new(
                 node,
@@ -190,6 +188,11 @@ impl Runtime {
             )),
             _ => None,
         };
+        if let Some(c) = &cluster {
+            c.claim().await.map_err(ServerError::Config)?;
+        }
+        sessions.watch_grants(bus.as_ref());
+        sessions.recover().await?;
         let identity = Arc::new(
             crate::identity::Identity::new(cfg.clone(), store.clone(), audit.clone())
                 .map_err(ServerError::Config)?,
@@ -351,6 +354,9 @@ impl Runtime {
         .await;
         // Cut live sessions (recording their end), then stop everything else.
         self.sessions.shutdown(SHUTDOWN_GRACE).await;
+        if let Some(c) = &self.cluster {
+            c.release().await;
+        }
         if let Err(e) = self.grants.audit().close_suppressed().await {
             tracing::error!(error = %e, "cannot audit suppressed refusals");
         }

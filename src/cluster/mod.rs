@@ -224,6 +224,8 @@ pub struct Cluster {
     /// Past `max_staleness` without the database: admissions refused, sessions cut.
     stale: AtomicBool,
     started_at: i64,
+    /// This process among all that ever ran as this node (random).
+    instance: String,
 }
 
 impl Cluster {
@@ -241,12 +243,55 @@ impl Cluster {
             last_ok: AtomicI64::new(now_ms()),
             stale: AtomicBool::new(false),
             started_at: crate::types::now(),
+            instance: crate::types::random_id(16),
         })
     }
 
     /// This node's name.
     pub fn node(&self) -> &str {
         &self.node
+    }
+
+    /// Take this node's name, before anything of the node's is touched: refused while another
+    /// process's heartbeat under the name is younger than two heartbeats (two processes as one
+    /// node would each take the other's live sessions for orphans of its own).
+    pub async fn claim(&self) -> Result<(), String> {
+        let c = self.pg.client().await.map_err(|e| e.to_string())?;
+        let row = c
+            .query_opt(
+                "SELECT instance, last_heartbeat FROM nodes WHERE name = $1",
+                &[&self.node],
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        if let Some(r) = row {
+            let (instance, beat): (String, i64) = (r.get(0), r.get(1));
+            let ago = now_ms() - beat;
+            let busy = 2 * self.cfg.heartbeat.as_secs() as i64 * 1000;
+            // An empty instance: the node stopped cleanly and let its name go.
+            if !instance.is_empty() && instance != self.instance && ago < busy {
+                return Err(format!(
+                    "gateway node name {} is in use: a node under it beat {} ms ago; give this one another [cluster] node name, or, if that node was this one before a crash, start again in {} s",
+                    self.node,
+                    ago.max(0),
+                    (busy - ago).max(0) / 1000 + 1
+                ));
+            }
+        }
+        self.write_heartbeat().await.map_err(|e| e.to_string())
+    }
+
+    /// Let this node's name go (a clean stop, its sessions ended): it may start again at once.
+    pub async fn release(&self) {
+        let Ok(c) = self.pg.client().await else {
+            return;
+        };
+        let _ = c
+            .execute(
+                "UPDATE nodes SET instance = '' WHERE name = $1 AND instance = $2",
+                &[&self.node, &self.instance],
+            )
+            .await;
     }
 
     /// Run the listener, the heartbeat and the dead-node sweep until `shutdown`.
@@ -431,11 +476,17 @@ impl Cluster {
         let c = self.pg.client().await?;
         let live = self.sessions.live().len() as i64;
         c.execute(
-            "INSERT INTO nodes (name, started_at, last_heartbeat, live_sessions)
-             VALUES ($1, $2, $3, $4)
+            "INSERT INTO nodes (name, started_at, last_heartbeat, live_sessions, instance)
+             VALUES ($1, $2, $3, $4, $5)
              ON CONFLICT (name) DO UPDATE SET last_heartbeat = $3, live_sessions = $4,
-                 started_at = CASE WHEN nodes.started_at < $2 THEN $2 ELSE nodes.started_at END",
-            &[&self.node, &self.started_at, &now_ms(), &live],
+                 started_at = $2, instance = $5",
+            &[
+                &self.node,
+                &self.started_at,
+                &now_ms(),
+                &live,
+                &self.instance,
+            ],
         )
         .await
         .map_err(|e| StoreError::Unreachable(e.to_string()))?;

@@ -494,7 +494,7 @@ async fn nodes_migrating_one_new_database_at_once_apply_each_migration_once() {
         .collect();
     assert_eq!(applied.len(), 1, "{outs:?}");
     let db = url.rsplit('/').next().unwrap();
-    assert_eq!(pg.psql(db, "SELECT version FROM jitgate_schema"), "2");
+    assert_eq!(pg.psql(db, "SELECT version FROM jitgate_schema"), "3");
     assert_eq!(pg.psql(db, "SELECT count(*) FROM audit_head"), "1");
 }
 
@@ -522,4 +522,41 @@ async fn a_sign_in_link_made_on_one_node_signs_in_on_another_once() {
     p.goto(&link);
     p.click("#continue");
     assert!(p.text("#why").contains("already used"), "{}", p.content());
+}
+
+#[tokio::test]
+async fn a_second_process_under_a_live_nodes_name_is_refused_at_start() {
+    let c = Nodes::two();
+    let g = grant_on(c.a(), "INC-506");
+    let _term = shell(c.a(), &g.token);
+    // Another gateway directory, configured as gw-a on the same database.
+    let url = c.a().config.clone();
+    let text = std::fs::read_to_string(&url).expect("gw-a's config");
+    let other = Gateway::prepare(Opts::default());
+    std::fs::write(&other.config, &text).expect("write the config");
+    copy_dir(&c.a().path("certs"), &other.path("certs"));
+    let (code, out, err) = other.run(
+        &["serve"],
+        &[(PASSWORD_ENV, crate::peers::POSTGRES_PASSWORD)],
+    );
+    assert_ne!(code, 0, "{out}\n{err}");
+    assert!(err.contains("gateway node name gw-a is in use"), "{err}");
+    // gw-a's session was not taken for an orphan.
+    let live = live_session(c.a(), &g.grant).await;
+    assert!(live["ended_at"].is_null(), "{live}");
+}
+
+#[tokio::test]
+async fn a_node_stopped_cleanly_starts_again_at_once_under_its_name() {
+    let mut c = Nodes::two();
+    c.nodes[1].restart();
+    let (code, v, err) = c.b().cli_json("admin", &["nodes"]);
+    assert_eq!(code, 0, "{v} {err}");
+    assert!(
+        v.as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n["name"] == "gw-b" && n["alive"] == true),
+        "{v}"
+    );
 }

@@ -127,4 +127,6 @@ pub(super) const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (kind, key)
     );
     CREATE INDEX held_expires ON held(expires_at);",
+    // 3: which process holds a node's name (two nodes must not share one)
+    "ALTER TABLE nodes ADD COLUMN instance TEXT NOT NULL DEFAULT '';",
 ];
