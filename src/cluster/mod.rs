@@ -226,6 +226,8 @@ pub struct Cluster {
     started_at: i64,
     /// This process among all that ever ran as this node (random).
     instance: String,
+    /// Held while the node's row is written; `true` once the name is let go (no more beats).
+    row: tokio::sync::Mutex<bool>,
 }
 
 impl Cluster {
@@ -244,6 +246,7 @@ impl Cluster {
             stale: AtomicBool::new(false),
             started_at: crate::types::now(),
             instance: crate::types::random_id(16),
+            row: tokio::sync::Mutex::new(false),
         })
     }
 
@@ -283,6 +286,9 @@ impl Cluster {
 
     /// Let this node's name go (a clean stop, its sessions ended): it may start again at once.
     pub async fn release(&self) {
+        // No beat after this one, and none in flight while the name is let go.
+        let mut released = self.row.lock().await;
+        *released = true;
         let Ok(c) = self.pg.client().await else {
             return;
         };
@@ -473,6 +479,10 @@ impl Cluster {
     }
 
     async fn write_heartbeat(&self) -> Result<(), StoreError> {
+        let released = self.row.lock().await;
+        if *released {
+            return Ok(());
+        }
         let c = self.pg.client().await?;
         let live = self.sessions.live().len() as i64;
         c.execute(
