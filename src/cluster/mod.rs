@@ -152,26 +152,28 @@ impl GrantBus for ClusterBus {
     }
 }
 
+/// The notifier's connection. A notice is a prompt, not a record (the grant's end is committed
+/// already): its commit need not wait for the WAL to reach the disk behind other writes.
+async fn notice_connection(pg: &PgStore) -> Option<tokio_postgres::Client> {
+    let c = pg.connection().await.ok()?;
+    c.batch_execute("SET synchronous_commit TO off")
+        .await
+        .ok()?;
+    Some(c)
+}
+
 /// Send each notice on a connection of its own, (re)connecting as needed; a notice that fails
 /// twice is dropped with a warning (the other nodes' heartbeats re-read their grants).
 async fn notifier(pg: PgStore, mut rx: tokio::sync::mpsc::UnboundedReceiver<Notice>) {
-    let mut conn: Option<tokio_postgres::Client> = None;
+    // Connected before the first notice: a connection made when a grant ends would put its
+    // set-up (TCP, TLS, SCRAM) in front of every other node's cut.
+    let mut conn = notice_connection(&pg).await;
     while let Some(notice) = rx.recv().await {
         let payload = serde_json::to_string(&notice).expect("notices serialize");
         let mut sent = false;
         for _ in 0..2 {
             if conn.as_ref().is_none_or(tokio_postgres::Client::is_closed) {
-                conn = pg.connection().await.ok();
-                // A notice is a prompt, not a record (the grant's end is committed already):
-                // its commit need not wait for the WAL to reach the disk behind every other
-                // node's writes.
-                if let Some(c) = &conn
-                    && c.batch_execute("SET synchronous_commit TO off")
-                        .await
-                        .is_err()
-                {
-                    conn = None;
-                }
+                conn = notice_connection(&pg).await;
             }
             let Some(c) = &conn else { break };
             match c
@@ -255,33 +257,41 @@ impl Cluster {
         &self.node
     }
 
-    /// Take this node's name, before anything of the node's is touched: refused while another
-    /// process's heartbeat under the name is younger than two heartbeats (two processes as one
-    /// node would each take the other's live sessions for orphans of its own).
+    /// Take this node's name, before anything of the node's is touched: while another
+    /// process's heartbeat under the name is younger than two heartbeats it waits (a node that
+    /// crashed stops beating), and is refused when that process keeps beating (two processes
+    /// as one node would each take the other's live sessions for orphans of its own).
     pub async fn claim(&self) -> Result<(), String> {
-        let c = self.pg.client().await.map_err(|e| e.to_string())?;
-        let row = c
-            .query_opt(
-                "SELECT instance, last_heartbeat FROM nodes WHERE name = $1",
-                &[&self.node],
-            )
-            .await
-            .map_err(|e| e.to_string())?;
-        if let Some(r) = row {
-            let (instance, beat): (String, i64) = (r.get(0), r.get(1));
-            let ago = now_ms() - beat;
-            let busy = 2 * self.cfg.heartbeat.as_secs() as i64 * 1000;
+        let busy = 2 * self.cfg.heartbeat.as_secs() as i64 * 1000;
+        let deadline = Instant::now() + Duration::from_millis(busy as u64 + 1000);
+        loop {
+            let c = self.pg.client().await.map_err(|e| e.to_string())?;
+            let row = c
+                .query_opt(
+                    "SELECT instance, last_heartbeat FROM nodes WHERE name = $1",
+                    &[&self.node],
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+            drop(c);
             // An empty instance: the node stopped cleanly and let its name go.
-            if !instance.is_empty() && instance != self.instance && ago < busy {
-                return Err(format!(
-                    "gateway node name {} is in use: a node under it beat {} ms ago; give this one another [cluster] node name, or, if that node was this one before a crash, start again in {} s",
-                    self.node,
-                    ago.max(0),
-                    (busy - ago).max(0) / 1000 + 1
-                ));
+            let held = row.map(|r| (r.get::<_, String>(0), now_ms() - r.get::<_, i64>(1)));
+            match held {
+                Some((instance, ago))
+                    if !instance.is_empty() && instance != self.instance && ago < busy =>
+                {
+                    if Instant::now() >= deadline {
+                        return Err(format!(
+                            "gateway node name {} is in use: a node under it beat {} ms ago and goes on beating; give this one another [cluster] node name",
+                            self.node,
+                            ago.max(0)
+                        ));
+                    }
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+                _ => return self.write_heartbeat().await.map_err(|e| e.to_string()),
             }
         }
-        self.write_heartbeat().await.map_err(|e| e.to_string())
     }
 
     /// Let this node's name go (a clean stop, its sessions ended): it may start again at once.
