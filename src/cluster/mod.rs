@@ -204,6 +204,23 @@ async fn notify(pg: &PgStore, notice: &Notice) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// The state of grant `id` as the database holds it, read on `conn`.
+async fn grant_state(
+    conn: &tokio_postgres::Client,
+    id: &GrantId,
+) -> Result<Option<GrantState>, StoreError> {
+    let row = conn
+        .query_opt("SELECT data FROM grants WHERE id = $1", &[&id.as_str()])
+        .await
+        .map_err(|e| StoreError::Unreachable(e.to_string()))?;
+    row.map(|r| {
+        serde_json::from_str::<crate::store::Grant>(r.get::<_, &str>(0))
+            .map(|g| g.state)
+            .map_err(|e| StoreError::Corrupt(e.to_string()))
+    })
+    .transpose()
+}
+
 /// One node as `jitgate nodes` shows it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct NodeView {
@@ -377,7 +394,7 @@ impl Cluster {
                     break;
                 };
                 match serde_json::from_str::<Notice>(n.payload()) {
-                    Ok(notice) => self.heard(notice).await,
+                    Ok(notice) => self.heard(notice, &client).await,
                     Err(e) => {
                         tracing::warn!(error = %e, "an unreadable notice on the cluster channel")
                     }
@@ -387,7 +404,9 @@ impl Cluster {
         }
     }
 
-    async fn heard(&self, notice: Notice) {
+    /// Act on another node's notice; `conn` is the listener's own connection, so that the
+    /// re-read never waits for the pool while this node is busy.
+    async fn heard(&self, notice: Notice, conn: &tokio_postgres::Client) {
         match notice {
             Notice::GrantEnded {
                 node,
@@ -400,7 +419,7 @@ impl Cluster {
                     return;
                 }
                 // The database is the truth: cut only for a grant it shows ended.
-                match self.pg_grant_state(&grant).await {
+                match grant_state(conn, &grant).await {
                     Ok(Some(GrantState::Active)) => {
                         tracing::warn!(%grant, from = %node, "a notice of a grant's end that the database does not show; ignored");
                     }
@@ -440,11 +459,6 @@ impl Cluster {
                 }
             }
         }
-    }
-
-    async fn pg_grant_state(&self, id: &GrantId) -> Result<Option<GrantState>, StoreError> {
-        use crate::store::Store as _;
-        Ok(self.pg.grant(id).await?.map(|g| g.state))
     }
 
     /// One heartbeat: the node's row, its live sessions' grants, and the dead-node sweep; or,

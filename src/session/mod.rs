@@ -332,9 +332,14 @@ impl Registry {
             match self.store.grant(&grant).await {
                 Ok(Some(g)) if g.state == crate::store::GrantState::Active => {}
                 Ok(g) => {
+                    let by_ticket = g
+                        .as_ref()
+                        .and_then(|g| g.ended_by.as_deref())
+                        .is_some_and(|b| b.starts_with("ticket:"));
                     let cause = match g.as_ref().map(|g| g.state) {
                         Some(crate::store::GrantState::Expired) => Cause::Expired,
                         Some(crate::store::GrantState::Completed) => Cause::Completed,
+                        _ if by_ticket => Cause::Ticket,
                         _ => Cause::Revoked,
                     };
                     let reason = g
