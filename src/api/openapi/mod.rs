@@ -110,6 +110,7 @@ macro_rules! links {
 
 // After `links!`, which the operations table uses.
 mod ops;
+mod params;
 mod schemas;
 
 pub use ops::OPS;

@@ -17,6 +17,8 @@ use crate::types::{GrantId, RequestId, SessionId, TicketRef, UnixTime};
 
 mod held;
 mod index;
+#[cfg(test)]
+mod people_tests;
 mod schema;
 #[cfg(test)]
 mod tests;
