@@ -295,6 +295,17 @@ async fn paged_searches(cloud: bool) -> (Vec<crate::peers::Seen>, Vec<Value>) {
                 .to_string()
         })
         .collect();
+    // Each request's note (and the read that finds where to write it) is written back by a
+    // queue of its own; once all are in, what follows is the reconcile pass alone.
+    for (k, id) in keys.iter().zip(&requests) {
+        written_back(
+            &format!("the comments on Jira issue {k}"),
+            || jira.comment_bodies(k),
+            &[format!("request {id}")],
+            &env.gw,
+        )
+        .await;
+    }
     let before = jira.requests().len();
     // No webhook: only a search can tell the pass that OPS-25, on the last page, is done.
     jira.close("OPS-25");

@@ -188,6 +188,17 @@ async fn the_reconcile_pass_reads_every_incident_in_table_queries_following_ever
                 .to_string()
         })
         .collect();
+    // Each request's note (and the read that finds where to write it) is written back by a
+    // queue of its own; once all are in, what follows is the reconcile pass alone.
+    for (n, id) in numbers.iter().zip(&requests) {
+        written_back(
+            &format!("the work notes on ServiceNow incident {n}"),
+            || sn.work_note_texts(n),
+            &[format!("request {id}")],
+            &env.gw,
+        )
+        .await;
+    }
     let before = sn.requests().len();
     sn.resolve(&numbers[4]);
     let r = decided(&env.gw, &requests[4]).await;
