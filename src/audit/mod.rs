@@ -13,7 +13,7 @@ mod tests;
 mod verify;
 
 pub use log::{Appended, Log};
-pub use verify::{BadRecord, Verification, verify};
+pub use verify::{BadRecord, Verification, verify, verify_store};
 
 use std::path::PathBuf;
 

@@ -113,3 +113,21 @@ async fn reopening_continues_the_chain_and_refuses_a_cut_log() {
     write(dir.path(), &orig);
     let _ = key;
 }
+
+#[tokio::test]
+async fn the_stores_copy_verifies_and_a_head_behind_the_log_is_checked_where_it_points() {
+    let (dir, key, store) = log_with(5).await;
+    let v = verify_store(store.as_ref(), &key).await.unwrap();
+    assert!(v.ok && v.head_checked, "{v:?}");
+    assert_eq!(v.records, 5);
+    // A head read before the last two records were appended (another node was writing).
+    let third: serde_json::Value = serde_json::from_str(&lines(dir.path())[2]).unwrap();
+    let hash = third["hash"].as_str().unwrap().to_string();
+    let path = dir.path().join(LOG_FILE);
+    let v = verify(&path, &key, Some((3, hash))).unwrap();
+    assert!(v.ok && v.head_checked, "{v:?}");
+    let v = verify(&path, &key, Some((3, "00".repeat(32)))).unwrap();
+    let bad = v.first_bad.unwrap();
+    assert_eq!(bad.seq, Some(3));
+    assert!(bad.reason.contains("differs"), "{bad:?}");
+}

@@ -86,30 +86,10 @@ pub async fn verify(cli: &Cli, args: &VerifyArgs) -> Result<i32> {
             || "cannot load the configuration; pass --log and --key to verify without it",
         )?)
     };
-    // Several nodes: the chain is the database's; it is checked as exported now.
+    // Several nodes: the chain is the database's, checked where it lies.
     let cluster = cfg
         .as_ref()
         .filter(|c| c.is_cluster() && args.log.is_none());
-    // The head first: records appended meanwhile make the export longer, never shorter.
-    let (exported, cluster_head) = match cluster {
-        Some(c) => {
-            let store = super::open_store(c).await?;
-            let head = store.audit_head().await?;
-            let path = c.gateway.data_dir.join("audit-verify.jsonl");
-            write_chain(store.as_ref(), &path).await?;
-            (Some(path), head)
-        }
-        None => (None, None),
-    };
-    let log = args
-        .log
-        .clone()
-        .or_else(|| exported.clone())
-        .or_else(|| {
-            cfg.as_ref()
-                .map(|c| c.gateway.data_dir.join(crate::audit::LOG_FILE))
-        })
-        .expect("log path from args or config");
     let key_path = args
         .key
         .clone()
@@ -122,24 +102,37 @@ pub async fn verify(cli: &Cli, args: &VerifyArgs) -> Result<i32> {
         .with_context(|| format!("cannot read the audit public key {}", key_path.display()))?;
     let key = VerifyingKey::from_pem(&key_text)
         .with_context(|| format!("{} is not an audit public key", key_path.display()))?;
-    let db = args
-        .db
-        .clone()
-        .or_else(|| cfg.as_ref().and_then(|c| c.sqlite_path()));
-    let head = match (cluster, db) {
-        (Some(_), _) => cluster_head,
-        (None, Some(db)) => match SqliteStore::open_read_only(&db)? {
-            Some(store) => store.audit_head().await?,
-            None => None,
-        },
-        (None, None) => None,
+    let (log, v) = match cluster {
+        Some(c) => {
+            let store = super::open_store(c).await?;
+            let v = crate::audit::verify_store(store.as_ref(), &key).await?;
+            (PathBuf::from(crate::store::redact_url(&c.store.url)), v)
+        }
+        None => {
+            let log = args
+                .log
+                .clone()
+                .or_else(|| {
+                    cfg.as_ref()
+                        .map(|c| c.gateway.data_dir.join(crate::audit::LOG_FILE))
+                })
+                .expect("log path from args or config");
+            let db = args
+                .db
+                .clone()
+                .or_else(|| cfg.as_ref().and_then(|c| c.sqlite_path()));
+            let head = match db {
+                Some(db) => match SqliteStore::open_read_only(&db)? {
+                    Some(store) => store.audit_head().await?,
+                    None => None,
+                },
+                None => None,
+            };
+            let v = crate::audit::verify(&log, &key, head)
+                .with_context(|| format!("cannot read the audit log {}", log.display()))?;
+            (log, v)
+        }
     };
-    let v = crate::audit::verify(&log, &key, head)
-        .with_context(|| format!("cannot read the audit log {}", log.display()));
-    if let Some(p) = &exported {
-        let _ = std::fs::remove_file(p);
-    }
-    let v = v?;
     let out = json!({
         "ok": v.ok,
         "log": log,

@@ -25,6 +25,8 @@ const PASSWORD_ENV: &str = "JITGATE_TEST_DB_PASSWORD";
 /// Two or more nodes in front of one sshd, on one database.
 pub struct Nodes {
     pub nodes: Vec<Gateway>,
+    /// The database they share.
+    pub url: String,
     /// The target every node reaches (kept running while the nodes live).
     _sshd: Sshd,
 }
@@ -92,7 +94,11 @@ impl Nodes {
         for gw in &mut nodes {
             gw.serve();
         }
-        Self { nodes, _sshd: sshd }
+        Self {
+            nodes,
+            url,
+            _sshd: sshd,
+        }
     }
 
     /// Two nodes on the shared database, with a 1 s heartbeat.
@@ -356,6 +362,48 @@ async fn records_two_nodes_write_at_once_form_one_chain_that_verifies_offline() 
     std::fs::write(&out, tampered).unwrap();
     let (code, _, err) = verify_offline(c.a(), &out);
     assert_eq!(code, 1, "{err}");
+    // A reviewer's audit page, on either node, verifies the database's chain.
+    let (code, o, err) = c.b().cli("admin", &["sign-in-link", "rita"]);
+    assert_eq!(code, 0, "{o}\n{err}");
+    let link = o
+        .lines()
+        .find(|l| l.starts_with("https://"))
+        .expect("a link");
+    let ctx = crate::peers::browser().context();
+    let page = ctx.page();
+    page.goto(link);
+    page.click("#continue");
+    page.goto(&format!("{}/audit", c.b().url()));
+    let verdict = page.text("#verified");
+    assert!(
+        verdict.contains("The chain and every signature verify")
+            && verdict.contains("the end matches the database"),
+        "{verdict}"
+    );
+    assert!(
+        page.text("#audit").contains("gw-a"),
+        "{}",
+        page.text("#audit")
+    );
+    crate::console::shot(&page, "audit-two-nodes");
+    // A record changed in the database is caught by the CLI and the page alike.
+    let db = c.url.rsplit('/').next().expect("a database name");
+    let changed = postgres().psql(
+        db,
+        "UPDATE audit SET record = replace(record, 'chain test', 'chain tost') \
+         WHERE seq = (SELECT min(seq) FROM audit WHERE record LIKE '%chain test%') RETURNING seq",
+    );
+    let changed = changed.lines().next().expect("the changed record's seq");
+    let (code, o, err) = c.a().run(&["audit", "verify"], &[]);
+    assert_eq!(code, 1, "{o}\n{err}");
+    assert!(
+        err.contains("NOT intact") && err.contains(&format!("(seq {changed})")),
+        "{err}"
+    );
+    page.goto(&format!("{}/audit", c.a().url()));
+    let verdict = page.text("#verified");
+    assert!(verdict.contains("does not verify"), "{verdict}");
+    crate::console::shot(&page, "audit-two-nodes-tampered");
 }
 
 #[tokio::test]

@@ -14,7 +14,7 @@ use crate::harness::{Gateway, Opts, Policy};
 use crate::peers::{Context, Page, browser};
 
 /// A screenshot of `page`, kept to look at.
-fn shot(page: &Page, name: &str) -> PathBuf {
+pub(crate) fn shot(page: &Page, name: &str) -> PathBuf {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("it-screenshots");
     std::fs::create_dir_all(&dir).expect("screenshot directory");
     let p = dir.join(format!("console-{name}.png"));
