@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use base64::Engine;
 use serde_json::{Map, Value};
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, mpsc, oneshot};
 
 use super::flood::{Budget, Suppressed, Verdict};
 use super::{AuditError, AuditEvent, GENESIS, LOG_FILE, canonical, str_field};
@@ -35,6 +35,8 @@ pub struct Log {
     tail: Option<Arc<Mutex<Tail>>>,
     /// Several nodes share the chain in the database ([`Log::open_shared`]): this node's name.
     shared: Option<String>,
+    /// The queue of this node's appends to the database's chain ([`Log::open_shared`]).
+    writer: Option<mpsc::Sender<Queued>>,
     budget: Budget,
     /// Every record once it is appended, for those who act on them (ticket write-back).
     appended: tokio::sync::broadcast::Sender<Appended>,
@@ -98,6 +100,7 @@ impl Log {
                 unindexed: Vec::new(),
             }))),
             shared: None,
+            writer: None,
             budget: Budget::default(),
             appended: tokio::sync::broadcast::channel(APPENDED_BUFFER).0,
         })
@@ -108,18 +111,25 @@ impl Log {
     /// one before it, whoever wrote it), each is signed by the node that wrote it and names it,
     /// and a record exists once its transaction commits. `data_dir` keeps no file of it;
     /// `jitgate audit export` writes the chain out.
+    ///
+    /// One writer task per node appends whatever is queued in one transaction, so a burst
+    /// (hundreds of sessions ending at once) takes the chain's lock, and a pooled connection,
+    /// once per batch rather than once per record. Call within a Tokio runtime.
     pub fn open_shared(
         data_dir: &Path,
         key: Arc<SigningKey>,
         store: Arc<dyn Store>,
         node: String,
     ) -> Self {
+        let (tx, rx) = mpsc::channel(QUEUED_MAX);
+        tokio::spawn(write_shared(store.clone(), key.clone(), node.clone(), rx));
         Self {
             tail: None,
             path: data_dir.join(LOG_FILE),
             key,
             store,
             shared: Some(node),
+            writer: Some(tx),
             budget: Budget::default(),
             appended: tokio::sync::broadcast::channel(APPENDED_BUFFER).0,
         }
@@ -144,25 +154,36 @@ impl Log {
         let Value::Object(fields) = serde_json::to_value(&event).expect("events serialize") else {
             unreachable!("events are structs")
         };
-        let append = Append {
-            key: self.key.clone(),
-            store: self.store.clone(),
+        let gone = |what: String| AuditError::Io {
             path: self.path.clone(),
+            source: std::io::Error::other(format!("the audit writer failed: {what}")),
         };
-        let run = match &self.tail {
-            Some(tail) => tokio::spawn(append.run(tail.clone(), actor.to_string(), fields)),
-            None => tokio::spawn(append.shared(
-                self.shared.clone().unwrap_or_default(),
-                actor.to_string(),
-                fields,
-            )),
-        };
-        let r = match run.await {
-            Ok(r) => r,
-            Err(e) => Err(AuditError::Io {
-                path: self.path.clone(),
-                source: std::io::Error::other(format!("the audit writer failed: {e}")),
-            }),
+        let r = match (&self.tail, &self.writer) {
+            (Some(tail), _) => {
+                let append = Append {
+                    key: self.key.clone(),
+                    store: self.store.clone(),
+                    path: self.path.clone(),
+                };
+                tokio::spawn(append.run(tail.clone(), actor.to_string(), fields))
+                    .await
+                    .unwrap_or_else(|e| Err(gone(e.to_string())))
+            }
+            (None, Some(writer)) => {
+                let (done, answer) = oneshot::channel();
+                let queued = Queued {
+                    actor: actor.to_string(),
+                    fields,
+                    done,
+                };
+                match writer.send(queued).await {
+                    Ok(()) => answer
+                        .await
+                        .unwrap_or_else(|_| Err(gone("it stopped".into()))),
+                    Err(_) => Err(gone("it stopped".into())),
+                }
+            }
+            (None, None) => unreachable!("a log has a file or a shared chain"),
         };
         if r.is_ok() {
             // Nobody listening is fine.
@@ -251,32 +272,6 @@ struct Append {
 }
 
 impl Append {
-    /// Append to the database's chain: the store takes the head's lock and hands this the seq
-    /// and hash before the record, which is then signed and indexed in that transaction.
-    async fn shared(
-        self,
-        node: String,
-        actor: String,
-        mut m: Map<String, Value>,
-    ) -> Result<u64, AuditError> {
-        let key = self.key.clone();
-        let entry = self
-            .store
-            .append_chained(Box::new(move |prev_seq, prev_hash| {
-                let seq = prev_seq + 1;
-                let ts = crate::types::rfc3339_millis(time::OffsetDateTime::now_utc());
-                m.insert("seq".into(), Value::from(seq));
-                m.insert("ts".into(), Value::from(ts.clone()));
-                m.insert("actor".into(), Value::from(actor));
-                m.insert("node".into(), Value::from(node));
-                m.insert("prev".into(), Value::from(prev_hash.to_string()));
-                seal(&key, seq, ts, m)
-            }))
-            .await?;
-        tracing::debug!(seq = entry.seq, event = %entry.event, "audit record written");
-        Ok(entry.seq)
-    }
-
     async fn run(
         self,
         tail: Arc<Mutex<Tail>>,
@@ -328,6 +323,85 @@ impl Append {
             tail.unindexed.remove(0);
         }
         Ok(seq)
+    }
+}
+
+/// Appends a writer task may have waiting before `record` waits for room.
+const QUEUED_MAX: usize = 10_000;
+/// Records appended in one transaction at most.
+const BATCH_MAX: usize = 256;
+
+/// One append waiting for the shared chain's writer.
+struct Queued {
+    actor: String,
+    fields: Map<String, Value>,
+    done: oneshot::Sender<Result<u64, AuditError>>,
+}
+
+/// The shared chain's writer: appends what is queued, up to [`BATCH_MAX`] records per
+/// transaction, each built under the head's lock from the record before it, signed by this
+/// node and naming it. Every record of a batch that fails gets the error (none was written).
+async fn write_shared(
+    store: Arc<dyn Store>,
+    key: Arc<SigningKey>,
+    node: String,
+    mut queue: mpsc::Receiver<Queued>,
+) {
+    let mut batch = Vec::with_capacity(BATCH_MAX);
+    while queue.recv_many(&mut batch, BATCH_MAX).await > 0 {
+        let mut answers = Vec::with_capacity(batch.len());
+        let links: Vec<crate::store::ChainLink> = batch
+            .drain(..)
+            .map(
+                |Queued {
+                     actor,
+                     mut fields,
+                     done,
+                 }| {
+                    answers.push(done);
+                    let (key, node) = (key.clone(), node.clone());
+                    Box::new(move |prev_seq: u64, prev_hash: &str| {
+                        let seq = prev_seq + 1;
+                        let ts = crate::types::rfc3339_millis(time::OffsetDateTime::now_utc());
+                        fields.insert("seq".into(), Value::from(seq));
+                        fields.insert("ts".into(), Value::from(ts.clone()));
+                        fields.insert("actor".into(), Value::from(actor));
+                        fields.insert("node".into(), Value::from(node));
+                        fields.insert("prev".into(), Value::from(prev_hash.to_string()));
+                        seal(&key, seq, ts, fields)
+                    }) as crate::store::ChainLink
+                },
+            )
+            .collect();
+        match store.append_chained(links).await {
+            Ok(entries) => {
+                tracing::debug!(records = entries.len(), "audit records written");
+                for (e, done) in entries.iter().zip(answers) {
+                    let _ = done.send(Ok(e.seq));
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, records = answers.len(), "cannot append audit records");
+                for done in answers {
+                    let _ = done.send(Err(AuditError::Store(same_error(&e))));
+                }
+            }
+        }
+    }
+}
+
+/// `e` again, for each caller of a failed batch (the kind decides the API's answer).
+fn same_error(e: &crate::store::StoreError) -> crate::store::StoreError {
+    use crate::store::StoreError as E;
+    match e {
+        E::Db(m) => E::Db(m.clone()),
+        E::Busy(m) => E::Busy(m.clone()),
+        E::Unreachable(m) => E::Unreachable(m.clone()),
+        E::Corrupt(m) => E::Corrupt(m.clone()),
+        E::Open { path, reason } => E::Open {
+            path: path.clone(),
+            reason: reason.clone(),
+        },
     }
 }
 

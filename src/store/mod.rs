@@ -378,11 +378,13 @@ pub trait Store: Send + Sync + 'static {
     async fn append_audit(&self, e: &AuditEntry) -> Result<(), StoreError>;
     /// The last indexed audit record's `(seq, hash)`.
     async fn audit_head(&self) -> Result<Option<(u64, String)>, StoreError>;
-    /// Append to a chain several writers share: under a lock on the head, `link(seq, hash)`
-    /// of the last record builds the next one, which is indexed and becomes the head, all in
-    /// one transaction. Stores of one writer (SQLite, whose chain is the log file) refuse.
-    async fn append_chained(&self, link: ChainLink) -> Result<AuditEntry, StoreError> {
-        drop(link);
+    /// Append to a chain several writers share: under a lock on the head, each of `links` in
+    /// turn builds the next record from the `(seq, hash)` of the one before it; the records are
+    /// indexed and the last becomes the head, all in one transaction (one lock and one commit
+    /// for a burst of records). Stores of one writer (SQLite, whose chain is the log file)
+    /// refuse.
+    async fn append_chained(&self, links: Vec<ChainLink>) -> Result<Vec<AuditEntry>, StoreError> {
+        drop(links);
         Err(StoreError::Db(
             "a chain shared by several nodes needs PostgreSQL (store.url = \"postgres://...\")"
                 .into(),

@@ -610,3 +610,49 @@ async fn a_node_stopped_cleanly_starts_again_at_once_under_its_name() {
         "{v}"
     );
 }
+
+#[tokio::test]
+async fn a_node_reaches_its_database_over_tls_it_verifies() {
+    let pg = Postgres::start_tls();
+    let url = format!("{}?sslmode=require", pg.database());
+    let db = url
+        .rsplit('/')
+        .next()
+        .and_then(|d| d.split('?').next())
+        .expect("a database name")
+        .to_string();
+    let sshd = Sshd::start();
+    let store = |ca: &str| format!("url = \"{url}\"\npassword = \"env:{PASSWORD_ENV}\"\n{ca}");
+    // The CA that signed the server's certificate is not among the system's: refused, saying
+    // why, before anything is written.
+    let stranger = Gateway::prepare(node_opts(&sshd, &url, "gw-x", QUICK).store(&store("")));
+    let (code, out, err) = stranger.run(&["migrate"], &[]);
+    assert_ne!(code, 0, "{out}\n{err}");
+    assert!(err.contains("certificate"), "{err}");
+    assert!(!err.contains(crate::peers::POSTGRES_PASSWORD), "{err}");
+    assert_eq!(
+        pg.psql(
+            &db,
+            "SELECT count(*) FROM pg_tables WHERE tablename = 'jitgate_schema'"
+        ),
+        "0"
+    );
+    // With store.ca: the node serves, over TLS.
+    let ca = format!("ca = \"{}\"\n", pg.ca().display());
+    let mut gw = Gateway::prepare(node_opts(&sshd, &url, "gw-a", QUICK).store(&store(&ca)));
+    gw.init();
+    sshd.trust(&gw.path("certs/ssh_user_ca.pub"));
+    gw.serve();
+    let g = grant_on(&gw, "INC-520");
+    let _t = shell(&gw, &g.token);
+    let tls = pg.psql(
+        "postgres",
+        "SELECT count(*) FILTER (WHERE s.ssl), count(*) FROM pg_stat_activity a \
+         JOIN pg_stat_ssl s USING (pid) WHERE a.application_name = 'jitgate'",
+    );
+    let (with_tls, all) = tls.split_once('|').expect("two counts");
+    assert!(all.parse::<u32>().unwrap() > 0, "{tls}");
+    assert_eq!(with_tls, all, "every connection of the node is TLS: {tls}");
+    drop(gw);
+    pg.remove();
+}

@@ -48,10 +48,18 @@ fn db(e: tokio_postgres::Error) -> StoreError {
     if let Some(d) = e.as_db_error() {
         return StoreError::Db(format!("{}: {}", d.code().code(), d.message()));
     }
-    if e.is_closed() || e.to_string().contains("connect") {
-        return StoreError::Unreachable(e.to_string());
+    // With its causes: "error performing TLS handshake" alone does not say that the server's
+    // certificate is not trusted (store.ca).
+    let mut text = e.to_string();
+    let mut cause = std::error::Error::source(&e);
+    while let Some(c) = cause {
+        text = format!("{text}: {c}");
+        cause = c.source();
     }
-    StoreError::Db(e.to_string())
+    if e.is_closed() || text.contains("connect") || text.contains("TLS") {
+        return StoreError::Unreachable(text);
+    }
+    StoreError::Db(text)
 }
 
 fn pool_err(e: deadpool_postgres::PoolError) -> StoreError {

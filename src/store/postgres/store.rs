@@ -302,7 +302,10 @@ impl Store for PgStore {
         Ok(row.map(|r| (r.get::<_, i64>(0) as u64, r.get(1))))
     }
 
-    async fn append_chained(&self, link: ChainLink) -> Result<AuditEntry, StoreError> {
+    async fn append_chained(&self, links: Vec<ChainLink>) -> Result<Vec<AuditEntry>, StoreError> {
+        if links.is_empty() {
+            return Ok(Vec::new());
+        }
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(db)?;
         // The head row exists from the first migration on; this lock orders every node's
@@ -314,32 +317,54 @@ impl Store for PgStore {
             )
             .await
             .map_err(db)?;
-        let (seq, hash): (i64, String) = (head.get(0), head.get(1));
-        let e = link(seq as u64, &hash);
-        if e.seq != seq as u64 + 1 {
-            return Err(StoreError::Db(format!(
-                "an audit record must follow seq {seq}, not be {}",
-                e.seq
-            )));
+        let (mut seq, mut hash): (i64, String) = (head.get(0), head.get(1));
+        let mut entries = Vec::with_capacity(links.len());
+        for link in links {
+            let e = link(seq as u64, &hash);
+            if e.seq != seq as u64 + 1 {
+                return Err(StoreError::Db(format!(
+                    "an audit record must follow seq {seq}, not be {}",
+                    e.seq
+                )));
+            }
+            seq = e.seq as i64;
+            hash = e.hash.clone();
+            entries.push(e);
         }
-        let next = e.seq as i64;
+        // One statement for the whole batch: each column as an array.
+        let col = |f: fn(&AuditEntry) -> Option<&str>| -> Vec<Option<&str>> {
+            entries.iter().map(f).collect()
+        };
+        let seqs: Vec<i64> = entries.iter().map(|e| e.seq as i64).collect();
+        let (ts, event, hashes) = (
+            col(|e| Some(e.ts.as_str())),
+            col(|e| Some(e.event.as_str())),
+            col(|e| Some(e.hash.as_str())),
+        );
+        let (request, grant, session, record) = (
+            col(|e| e.request.as_deref()),
+            col(|e| e.grant.as_deref()),
+            col(|e| e.session.as_deref()),
+            col(|e| Some(e.record.as_str())),
+        );
         tx.execute(
             "INSERT INTO audit (seq, ts, event, hash, request, grant_id, session, record)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+             SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[],
+                                  $5::text[], $6::text[], $7::text[], $8::text[])",
             &[
-                &next, &e.ts, &e.event, &e.hash, &e.request, &e.grant, &e.session, &e.record,
+                &seqs, &ts, &event, &hashes, &request, &grant, &session, &record,
             ],
         )
         .await
         .map_err(db)?;
         tx.execute(
             "UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1",
-            &[&next, &e.hash],
+            &[&seq, &hash],
         )
         .await
         .map_err(db)?;
         tx.commit().await.map_err(db)?;
-        Ok(e)
+        Ok(entries)
     }
 
     async fn audit(&self, f: &AuditFilter) -> Result<Vec<AuditEntry>, StoreError> {

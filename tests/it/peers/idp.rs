@@ -9,13 +9,9 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
-    KeyPair, KeyUsagePurpose,
-};
 use serde_json::{Value, json};
 
-use super::{log_tail, start_node, url_encode};
+use super::{log_tail, make_certs, start_node, url_encode};
 use crate::harness::output;
 
 /// How long the IdP may take to print its ready line (it takes about half a second).
@@ -47,7 +43,7 @@ impl Idp {
             .prefix("jitgate-it-idp-")
             .tempdir()
             .expect("temp dir for the IdP");
-        let ca = make_certs(dir.path());
+        let ca = make_certs(dir.path(), "IdP");
         let config = dir.path().join("idp.json");
         fs::write(
             &config,
@@ -208,41 +204,4 @@ impl Idp {
         self.send("PUT", &format!("/__test/page/{n}"), "text/html", html, 204);
         format!("{}/__test/page?id={n}", self.issuer)
     }
-}
-
-/// A test CA and a server certificate for IP 127.0.0.1 in `dir` (ca.pem, server.pem,
-/// server-key.pem); returns the CA's path.
-fn make_certs(dir: &Path) -> PathBuf {
-    let now = time::OffsetDateTime::now_utc();
-    let ca_key = KeyPair::generate().expect("CA key");
-    let mut ca = CertificateParams::new(Vec::<String>::new()).expect("CA parameters");
-    ca.distinguished_name
-        .push(DnType::CommonName, "jitgate-it test IdP CA");
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    ca.not_before = now - time::Duration::days(1);
-    ca.not_after = now + time::Duration::days(30);
-    let ca = CertifiedIssuer::self_signed(ca, ca_key).expect("CA certificate");
-
-    let key = KeyPair::generate().expect("server key");
-    let mut server =
-        CertificateParams::new(vec!["127.0.0.1".to_string()]).expect("server parameters");
-    server
-        .distinguished_name
-        .push(DnType::CommonName, "127.0.0.1");
-    server.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    server.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    server.not_before = now - time::Duration::days(1);
-    server.not_after = now + time::Duration::days(30);
-    let cert = server.signed_by(&key, &ca).expect("server certificate");
-
-    let ca_path = dir.join("ca.pem");
-    fs::write(&ca_path, ca.pem()).expect("write ca.pem");
-    fs::write(dir.join("server.pem"), cert.pem()).expect("write server.pem");
-    fs::write(dir.join("server-key.pem"), key.serialize_pem()).expect("write server-key.pem");
-    ca_path
 }

@@ -10,6 +10,7 @@
 //! `fake.rs`, which logs requests and serves the faults a test queues).
 
 mod browser;
+mod certs;
 mod fake;
 mod idp;
 mod jira;
@@ -31,6 +32,7 @@ use serde_json::{Value, json};
 
 #[allow(unused_imports)]
 pub use browser::{Browser, Context, Page, browser};
+pub use certs::make_certs;
 pub use fake::{Auth, Fault, Seen};
 #[allow(unused_imports)]
 pub use idp::{Idp, idp};

@@ -31,7 +31,7 @@ static DATABASES: AtomicUsize = AtomicUsize::new(0);
 /// The PostgreSQL shared by the run.
 pub fn postgres() -> &'static Postgres {
     // Never dropped: its wrapper removes the directory when the run ends.
-    SHARED.get_or_init(|| Postgres::init(true))
+    SHARED.get_or_init(|| Postgres::init(true, false))
 }
 
 /// A PostgreSQL server of the tests'.
@@ -42,6 +42,8 @@ pub struct Postgres {
     running: std::sync::Mutex<Option<(Child, ChildStdin)>>,
     /// The wrapper removes the directory once the server has stopped (the shared server).
     cleanup: bool,
+    /// The CA of the server's TLS certificate, when it serves TLS ([`Postgres::start_tls`]).
+    ca: Option<PathBuf>,
 }
 
 /// Debian's server binaries, of the newest major version installed.
@@ -75,10 +77,21 @@ fn as_postgres(bin: &Path, program: &str) -> Command {
 impl Postgres {
     /// Initialise a database cluster in a fresh directory and start a server on it.
     pub fn start() -> Self {
-        Self::init(false)
+        Self::init(false, false)
     }
 
-    fn init(cleanup: bool) -> Self {
+    /// [`Postgres::start`], serving TLS with a certificate for 127.0.0.1 from a CA of its own
+    /// ([`Postgres::ca`]); clients that do not ask for TLS are still served.
+    pub fn start_tls() -> Self {
+        Self::init(false, true)
+    }
+
+    /// The CA that signed the server's certificate (a server started with TLS).
+    pub fn ca(&self) -> &Path {
+        self.ca.as_deref().expect("a server started with start_tls")
+    }
+
+    fn init(cleanup: bool, tls: bool) -> Self {
         let bin = server_bin();
         let dir = tempfile::Builder::new()
             .prefix("jitgate-pg-")
@@ -94,6 +107,17 @@ impl Postgres {
             assert!(ok.success(), "chown postgres {}", p.display());
         };
         fs::write(dir.join("pwfile"), format!("{PASSWORD}\n")).expect("pwfile");
+        let ca = tls.then(|| {
+            let ca = super::make_certs(&dir, "PostgreSQL");
+            // The server refuses a key others may read.
+            use std::os::unix::fs::PermissionsExt as _;
+            fs::set_permissions(
+                dir.join("server-key.pem"),
+                fs::Permissions::from_mode(0o600),
+            )
+            .expect("chmod the server key");
+            ca
+        });
         chown(&dir);
         let out = as_postgres(&bin, "initdb")
             .arg("-D")
@@ -123,6 +147,7 @@ impl Postgres {
             port: free_port(),
             running: std::sync::Mutex::new(None),
             cleanup,
+            ca,
         };
         pg.resume();
         pg
@@ -231,6 +256,16 @@ kill "$watcher" 2>/dev/null
                 "-c",
                 "max_connections=300",
             ])
+            .args(self.ca.iter().flat_map(|_| {
+                [
+                    "-c".to_string(),
+                    "ssl=on".to_string(),
+                    "-c".to_string(),
+                    format!("ssl_cert_file={}", self.dir.join("server.pem").display()),
+                    "-c".to_string(),
+                    format!("ssl_key_file={}", self.dir.join("server-key.pem").display()),
+                ]
+            }))
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::from(log))
