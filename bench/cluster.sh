@@ -188,7 +188,15 @@ for i in $(seq $((2 * N))); do
         -b "127.0.1.$(( i % 50 + 1 ))" \
         alice@127.0.0.1 "exec -a jitgate-bench-idle sleep 3600" < /dev/null > /dev/null 2>&1 &
     IDLE+=($!)
-    if (( i % 20 == 0 )); then sleep 0.5; fi
+    # In steps of 20, each once the nodes have taken most of the last: two cores opening
+    # hundreds of sessions at once (two SSH handshakes, a certificate and a fork each) fall
+    # behind, and a login that waits too long for the database is refused (fail closed).
+    if (( i % 20 == 0 )); then
+        for _ in $(seq 60); do
+            (( $(live_on gw-a) + $(live_on gw-b) >= i - 5 )) && break
+            sleep 0.25
+        done
+    fi
 done
 for _ in $(seq 240); do
     a=$(live_on gw-a); b=$(live_on gw-b)

@@ -60,6 +60,7 @@ impl std::fmt::Debug for Parts {
 pub struct Door {
     protocol: TargetKind,
     audit: Arc<Log>,
+    metrics: Arc<Metrics>,
     settings: Arc<GatewayConfig>,
     gate: Gate,
 }
@@ -78,6 +79,7 @@ impl Door {
         Self {
             protocol,
             audit: parts.audit.clone(),
+            metrics: parts.metrics.clone(),
             settings: parts.settings.clone(),
             gate: Gate::default(),
         }
@@ -124,6 +126,7 @@ impl Door {
     async fn refuse(&self, source: IpAddr, peer: IpAddr, reason: String) {
         let protocol = self.protocol;
         tracing::info!(%source, %peer, protocol = protocol.as_str(), %reason, "connection refused for its PROXY header");
+        self.metrics.proxy_refusal(protocol);
         let event = AuditEvent::ProxyRefused {
             protocol,
             source: source.to_string(),

@@ -28,13 +28,25 @@ struct AdmissionLabels {
     result: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProtocolLabels {
+    protocol: String,
+}
+
 /// Every metric jitgate exports.
 pub struct Metrics {
     registry: Mutex<Registry>,
     api_requests: Family<ApiLabels, Counter>,
     grant_events: Family<KindLabels, Counter>,
     admissions: Family<AdmissionLabels, Counter>,
+    proxy_refusals: Family<ProtocolLabels, Counter>,
     kill_latency: Histogram,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
 }
 
 impl Default for Metrics {
@@ -65,6 +77,12 @@ impl Metrics {
             "Gateway connection admissions by protocol and result",
             admissions.clone(),
         );
+        let proxy_refusals = Family::<ProtocolLabels, Counter>::default();
+        registry.register(
+            "gateway_proxy_refusals",
+            "Gateway connections refused for their PROXY header (missing from a balancer, or sent by a non-balancer), by protocol; audited as proxy.refused within the flood budget, counted always",
+            proxy_refusals.clone(),
+        );
         let kill_latency =
             Histogram::new([0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]);
         registry.register_with_unit(
@@ -78,6 +96,7 @@ impl Metrics {
             api_requests,
             grant_events,
             admissions,
+            proxy_refusals,
             kill_latency,
         }
     }
@@ -104,6 +123,15 @@ impl Metrics {
             .get_or_create(&AdmissionLabels {
                 protocol: protocol.as_str().into(),
                 result: if admitted { "admitted" } else { "denied" }.into(),
+            })
+            .inc();
+    }
+
+    /// Count one connection refused for its PROXY header.
+    pub fn proxy_refusal(&self, protocol: crate::config::TargetKind) {
+        self.proxy_refusals
+            .get_or_create(&ProtocolLabels {
+                protocol: protocol.as_str().into(),
             })
             .inc();
     }

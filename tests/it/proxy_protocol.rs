@@ -284,6 +284,17 @@ async fn a_proxy_header_from_outside_proxy_protocol_from_is_refused_and_audited(
     );
     assert!(env.gw.audit("session.started").await.is_empty());
     assert_target_untouched(&env);
+    // Counted for the operator's dashboards as well.
+    let metrics = std::process::Command::new("curl")
+        .args(["-sf", env.gw.metrics_url()])
+        .output()
+        .expect("curl the metrics");
+    let text = String::from_utf8_lossy(&metrics.stdout);
+    assert!(
+        text.lines()
+            .any(|l| l == "jitgate_gateway_proxy_refusals_total{protocol=\"ssh\"} 1"),
+        "{text}"
+    );
 }
 
 #[tokio::test]

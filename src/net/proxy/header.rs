@@ -266,7 +266,8 @@ async fn read_v2<R: AsyncRead + Unpin>(
     while n < end {
         n += fill(r, &mut buf[n..end], n).await?;
     }
-    // What follows the addresses (TLVs) is skipped unread.
+    // What follows the addresses (TLVs) is skipped, but for a checksum the balancer sent.
+    check_crc32c(&buf[..end], V2_FIXED + need)?;
     let a = &buf[V2_FIXED..end];
     let port = |at: usize| u16::from_be_bytes([a[at], a[at + 1]]);
     let addresses = match (command, family) {
@@ -294,6 +295,60 @@ async fn read_v2<R: AsyncRead + Unpin>(
         version: Version::V2,
         addresses,
     })
+}
+
+/// PP2_TYPE_CRC32C: a checksum of the whole header, sent by balancers set to (HAProxy's
+/// `proxy-v2-options crc32c`).
+const PP2_TYPE_CRC32C: u8 = 0x03;
+
+/// When the TLVs of `header` (from `at` on) hold a CRC32C, it must match: the checksum of the
+/// whole header with its own four bytes zeroed. TLVs are walked while they fit; what does not
+/// fit is skipped unread, as before (some balancers pad with bytes that are not TLVs).
+fn check_crc32c(header: &[u8], mut at: usize) -> Result<(), HeaderError> {
+    while at + 3 <= header.len() {
+        let (kind, len) = (
+            header[at],
+            usize::from(u16::from_be_bytes([header[at + 1], header[at + 2]])),
+        );
+        let value = at + 3;
+        if value + len > header.len() {
+            break;
+        }
+        if kind == PP2_TYPE_CRC32C && len == 4 {
+            let sent = u32::from_be_bytes([
+                header[value],
+                header[value + 1],
+                header[value + 2],
+                header[value + 3],
+            ]);
+            let mut zeroed = header.to_vec();
+            zeroed[value..value + 4].fill(0);
+            if crc32c(&zeroed) != sent {
+                return Err(HeaderError::V2(
+                    "its CRC32C does not match the header: it was damaged or altered on the way"
+                        .into(),
+                ));
+            }
+        }
+        at = value + len;
+    }
+    Ok(())
+}
+
+/// CRC-32C (Castagnoli, RFC 4960 appendix B), bit by bit: a header is at most 1040 bytes.
+fn crc32c(bytes: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in bytes {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0x82F6_3B78
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
 }
 
 #[cfg(test)]

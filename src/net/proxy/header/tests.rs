@@ -248,6 +248,44 @@ async fn v2_tlvs_are_skipped_whole() {
     assert_eq!(left, SSH);
 }
 
+#[test]
+fn crc32c_is_castagnolis() {
+    // RFC 3720's check value, and iSCSI's 32 zero bytes.
+    assert_eq!(crc32c(b"123456789"), 0xE306_9283);
+    assert_eq!(crc32c(&[0u8; 32]), 0x8A91_36AA);
+}
+
+#[tokio::test]
+async fn a_v2_crc32c_that_matches_is_accepted_and_one_that_does_not_is_refused() {
+    // A header carrying PP2_TYPE_CRC32C, computed as a balancer does: zeroed, summed, filled.
+    let mut bytes = v2_tcp4(
+        [10, 0, 0, 9],
+        [10, 0, 0, 1],
+        1,
+        2,
+        &[PP2_TYPE_CRC32C, 0x00, 0x04, 0, 0, 0, 0],
+    );
+    let at = bytes.len() - 4;
+    let sum = crc32c(&bytes);
+    bytes[at..].copy_from_slice(&sum.to_be_bytes());
+    let mut with_hello = bytes.clone();
+    with_hello.extend_from_slice(SSH);
+    let (h, left) = read_both(&with_hello).await.unwrap();
+    assert_eq!(h.addresses.unwrap().source, addr("10.0.0.9:1"));
+    assert_eq!(left, SSH);
+    // One address byte changed on the way: the checksum catches it.
+    let mut altered = bytes.clone();
+    altered[V2_FIXED + 3] ^= 0x01;
+    altered.extend_from_slice(SSH);
+    let e = refused(&altered).await;
+    assert!(e.contains("CRC32C does not match"), "{e}");
+    // So does a wrong checksum.
+    let mut wrong = bytes;
+    wrong[at] ^= 0x80;
+    let e = refused(&wrong).await;
+    assert!(e.contains("CRC32C does not match"), "{e}");
+}
+
 #[tokio::test]
 async fn v2_local_unspec_and_unix_keep_the_peer_address() {
     // LOCAL (a health check): whatever family and addresses it carries are consumed, ignored.
