@@ -383,25 +383,10 @@ async fn write_shared(
             Err(e) => {
                 tracing::error!(error = %e, records = answers.len(), "cannot append audit records");
                 for done in answers {
-                    let _ = done.send(Err(AuditError::Store(same_error(&e))));
+                    let _ = done.send(Err(AuditError::Store(e.clone())));
                 }
             }
         }
-    }
-}
-
-/// `e` again, for each caller of a failed batch (the kind decides the API's answer).
-fn same_error(e: &crate::store::StoreError) -> crate::store::StoreError {
-    use crate::store::StoreError as E;
-    match e {
-        E::Db(m) => E::Db(m.clone()),
-        E::Busy(m) => E::Busy(m.clone()),
-        E::Unreachable(m) => E::Unreachable(m.clone()),
-        E::Corrupt(m) => E::Corrupt(m.clone()),
-        E::Open { path, reason } => E::Open {
-            path: path.clone(),
-            reason: reason.clone(),
-        },
     }
 }
 

@@ -32,7 +32,7 @@ pub fn redact_url(url: &str) -> String {
 }
 
 /// Failures of the storage layer.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     #[error("database error: {0}")]
     Db(String),
