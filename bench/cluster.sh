@@ -7,7 +7,8 @@
 # BENCH_FAVOUR_NODES=1 runs the technicians' ssh clients and the target's sshd at nice 19:
 # in a deployment they are other machines, here they share the two cores with the nodes, and
 # 400 clients waking up to their cut compete with the cuts still to come. BENCH_JSON=FILE
-# writes the figures there as well (default: bench/results/cluster.json).
+# writes the figures there as well (default: bench/results/cluster.json). BENCH_LOGS=DIR keeps
+# the nodes' logs, HAProxy's and PostgreSQL's there (the work directory is removed at exit).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${BENCH_SESSIONS:-200}
@@ -45,6 +46,10 @@ cleanup() {
     done
     if [ -n "${PG_PID:-}" ]; then kill -INT "$PG_PID" 2>/dev/null || true; fi
     wait 2>/dev/null || true
+    if [ -n "${BENCH_LOGS:-}" ]; then
+        mkdir -p "$BENCH_LOGS"
+        cp "$W"/*.out "$W"/*.err "$W/haproxy.log" "$W/pg/log" "$BENCH_LOGS"/ 2>/dev/null || true
+    fi
     rm -rf "$W"
 }
 trap cleanup EXIT
@@ -206,13 +211,21 @@ done
 echo "live sessions: gw-a $a, gw-b $b"
 sleep 2
 
-# One ticket close, through node A.
+# One ticket close, through node A (BENCH_PERF=FILE: the whole machine's profile over it).
+if [ -n "${BENCH_PERF:-}" ]; then
+    perf record -a -g -F 499 -o "$BENCH_PERF" -- sleep 3 > /dev/null 2>&1 & PERF_PID=$!
+    sleep 0.5
+fi
 cli "$API_KEY_B" ticket close BENCH-1 >/dev/null
-for _ in $(seq 150); do
+# The nodes time each cut themselves; asking them how far they are (a CLI, a TLS handshake
+# and a query per look) would take CPU from the cuts it measures, so the first look waits.
+sleep 3
+for _ in $(seq 30); do
     [ "$(live_on gw-a)" -eq 0 ] && [ "$(live_on gw-b)" -eq 0 ] && break
-    sleep 0.2
+    sleep 1
 done
 sleep 2
+if [ -n "${PERF_PID:-}" ]; then wait "$PERF_PID" || true; fi
 "$J" --config "$W/gw-a.toml" audit export -o "$W/chain.jsonl" >/dev/null
 mkdir -p "$(dirname "$JSON_OUT")"
 python3 - "$W/chain.jsonl" "$a" "$b" "$JSON_OUT" "$N" "$PRIORITY" <<'PY'

@@ -133,6 +133,7 @@ impl Runtime {
                 if applied > 0 {
                     tracing::info!(applied, "database migrated");
                 }
+                pg.warm().await;
                 (Arc::new(pg.clone()), Some(pg))
             }
         };

@@ -225,6 +225,16 @@ impl PgStore {
         Ok(client)
     }
 
+    /// Open the pool's connections now, so that a burst (hundreds of sessions ending at one
+    /// ticket close) finds them ready instead of making the database start a backend and
+    /// check a password for each while it also serves the other nodes' cuts. A connection
+    /// that cannot be made now is made on demand later.
+    pub async fn warm(&self) {
+        let held = futures_util::future::join_all((0..POOL_SIZE).map(|_| self.pool.get())).await;
+        let ready = held.iter().filter(|c| c.is_ok()).count();
+        tracing::debug!(ready, "database connections opened");
+    }
+
     /// A pooled connection.
     pub async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
         self.pool.get().await.map_err(pool_err)
@@ -280,7 +290,8 @@ impl PgStore {
         args: &[&(dyn ToSql + Sync)],
     ) -> Result<Vec<T>, StoreError> {
         let c = self.client().await?;
-        let rows = c.query(sql, args).await.map_err(db)?;
+        let st = c.prepare_cached(sql).await.map_err(db)?;
+        let rows = c.query(&st, args).await.map_err(db)?;
         rows.iter()
             .map(|r| from_json(r.get::<_, &str>(0)))
             .collect()
@@ -293,12 +304,14 @@ impl PgStore {
         arg: &str,
     ) -> Result<Option<T>, StoreError> {
         let c = self.client().await?;
-        let row = c.query_opt(sql, &[&arg]).await.map_err(db)?;
+        let st = c.prepare_cached(sql).await.map_err(db)?;
+        let row = c.query_opt(&st, &[&arg]).await.map_err(db)?;
         row.map(|r| from_json(r.get::<_, &str>(0))).transpose()
     }
 
     async fn exec(&self, sql: &str, args: &[&(dyn ToSql + Sync)]) -> Result<u64, StoreError> {
         let c = self.client().await?;
-        c.execute(sql, args).await.map_err(db)
+        let st = c.prepare_cached(sql).await.map_err(db)?;
+        c.execute(&st, args).await.map_err(db)
     }
 }

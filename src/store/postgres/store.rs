@@ -310,13 +310,11 @@ impl Store for PgStore {
         let tx = c.transaction().await.map_err(db)?;
         // The head row exists from the first migration on; this lock orders every node's
         // appends into one sequence.
-        let head = tx
-            .query_one(
-                "SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE",
-                &[],
-            )
+        let st = tx
+            .prepare_cached("SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE")
             .await
             .map_err(db)?;
+        let head = tx.query_one(&st, &[]).await.map_err(db)?;
         let (mut seq, mut hash): (i64, String) = (head.get(0), head.get(1));
         let mut entries = Vec::with_capacity(links.len());
         for link in links {
@@ -347,22 +345,27 @@ impl Store for PgStore {
             col(|e| e.session.as_deref()),
             col(|e| Some(e.record.as_str())),
         );
+        let st = tx
+            .prepare_cached(
+                "INSERT INTO audit (seq, ts, event, hash, request, grant_id, session, record)
+                 SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[],
+                                      $5::text[], $6::text[], $7::text[], $8::text[])",
+            )
+            .await
+            .map_err(db)?;
         tx.execute(
-            "INSERT INTO audit (seq, ts, event, hash, request, grant_id, session, record)
-             SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[],
-                                  $5::text[], $6::text[], $7::text[], $8::text[])",
+            &st,
             &[
                 &seqs, &ts, &event, &hashes, &request, &grant, &session, &record,
             ],
         )
         .await
         .map_err(db)?;
-        tx.execute(
-            "UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1",
-            &[&seq, &hash],
-        )
-        .await
-        .map_err(db)?;
+        let st = tx
+            .prepare_cached("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
+            .await
+            .map_err(db)?;
+        tx.execute(&st, &[&seq, &hash]).await.map_err(db)?;
         tx.commit().await.map_err(db)?;
         Ok(entries)
     }
