@@ -9,13 +9,17 @@
 # 400 clients waking up to their cut compete with the cuts still to come. BENCH_JSON=FILE
 # writes the figures there as well (default: bench/results/cluster.json). BENCH_LOGS=DIR keeps
 # the nodes' logs, HAProxy's and PostgreSQL's there (the work directory is removed at exit).
+# BENCH_PIN=1 runs both nodes on CPU 0 and PostgreSQL, HAProxy, sshd and the clients on CPU 1
+# (taskset), as when those are other machines: the nodes' cuts then wait for no one else.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${BENCH_SESSIONS:-200}
 FAVOUR=${BENCH_FAVOUR_NODES:-0}
 JSON_OUT=${BENCH_JSON:-bench/results/cluster.json}
-PEER=()
-if [ "$FAVOUR" = 1 ]; then PEER=(nice -n 19); fi
+PIN=${BENCH_PIN:-0}
+PEER=() NODE=() OTHERS=()
+if [ "$PIN" = 1 ]; then NODE=(taskset -c 0) OTHERS=(taskset -c 1) PEER=(taskset -c 1); fi
+if [ "$FAVOUR" = 1 ]; then PEER+=(nice -n 19); fi
 
 need=()
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
@@ -70,7 +74,7 @@ echo "$PG_PASSWORD" > "$W/pg/pwfile"
 chown -R postgres:postgres "$W/pg"
 setpriv --reuid=postgres --regid=postgres --init-groups --reset-env "$PGBIN/initdb" -D "$W/pg/data" \
     -U jitgate -A scram-sha-256 --pwfile="$W/pg/pwfile" --no-sync -E UTF8 --locale=C >/dev/null
-setpriv --reuid=postgres --regid=postgres --init-groups --reset-env "$PGBIN/postgres" -D "$W/pg/data" \
+"${OTHERS[@]}" setpriv --reuid=postgres --regid=postgres --init-groups --reset-env "$PGBIN/postgres" -D "$W/pg/data" \
     -k "$W/pg" -p "$PG_PORT" -c listen_addresses=127.0.0.1 -c max_connections=200 \
     > "$W/pg/log" 2>&1 & PG_PID=$!
 for _ in $(seq 100); do "$PGBIN/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT" && break; sleep 0.1; done
@@ -144,7 +148,7 @@ for _ in $(seq 100); do listening "$SSHD_PORT" && break; sleep 0.05; done
 declare -A API SSH PID
 for node in gw-a gw-b; do
     out="$W/$node.out"
-    "$J" --config "$W/$node.toml" serve > "$out" 2> "$out.err" & PID[$node]=$!
+    "${NODE[@]}" "$J" --config "$W/$node.toml" serve > "$out" 2> "$out.err" & PID[$node]=$!
     PIDS+=("${PID[$node]}")
     for _ in $(seq 200); do grep -q "SSH gateway listening" "$out" 2>/dev/null && break; sleep 0.1; done
     API[$node]=$(sed -n 's/^jitgate API listening on //p' "$out")
@@ -169,7 +173,7 @@ backend nodes
     server gw-a ${SSH[gw-a]} send-proxy-v2 source 127.0.0.2
     server gw-b ${SSH[gw-b]} send-proxy-v2 source 127.0.0.2
 CFG
-/usr/sbin/haproxy -db -f "$W/haproxy.cfg" > "$W/haproxy.log" 2>&1 & PIDS+=($!)
+"${OTHERS[@]}" /usr/sbin/haproxy -db -f "$W/haproxy.cfg" > "$W/haproxy.log" 2>&1 & PIDS+=($!)
 for _ in $(seq 100); do listening "$HP_PORT" && break; sleep 0.05; done
 
 export JITGATE_URL=${API[gw-a]} JITGATE_CA=$W/certs/ca.pem
@@ -186,7 +190,10 @@ live_on() { # $1 node: live sessions it holds, as the database shows them
 }
 PRIORITY="everything at default priority"
 if [ "$FAVOUR" = 1 ]; then PRIORITY="ssh clients and sshd at nice 19"; fi
-echo "jitgate cluster benchmark: 2 nodes on PostgreSQL behind HAProxy, $N sessions on each (2 cores, loopback; dist build; $PRIORITY)"
+if [ "$PIN" = 1 ]; then PRIORITY="$PRIORITY; nodes on CPU 0, PostgreSQL, HAProxy, sshd and clients on CPU 1"; fi
+BUILD=dist
+if [ -n "${BENCH_BINARY:-}" ]; then BUILD=$BENCH_BINARY; fi
+echo "jitgate cluster benchmark: 2 nodes on PostgreSQL behind HAProxy, $N sessions on each (2 cores, loopback; $BUILD; $PRIORITY)"
 # From 50 technicians' addresses (the gateway caps unauthenticated connections per source).
 for i in $(seq $((2 * N))); do
     "${PEER[@]}" sshpass -p "$TOKEN" ssh "${SSHO[@]}" -o PreferredAuthentications=password -tt -p "$HP_PORT" \

@@ -7,13 +7,15 @@
 # buffered access log (jitgate records every exchange, so the proxy logs each request too).
 # Env: BENCH_CONNS (wrk connections, default 32), BENCH_SECONDS (per wrk run, default 6),
 #      BENCH_ROUNDS (paired jitgate/proxy rounds, default 5),
-#      BENCH_MB (download size, default 512).
+#      BENCH_MB (download size, default 512), BENCH_JSON (the figures as JSON, default
+#      bench/results/https.json), BENCH_BINARY (a jitgate binary to measure instead of `dist`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CONNS=${BENCH_CONNS:-32}
 SECS=${BENCH_SECONDS:-6}
 ROUNDS=${BENCH_ROUNDS:-5}
 MB=${BENCH_MB:-512}
+JSON_OUT=${BENCH_JSON:-bench/results/https.json}
 
 need=()
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need+=(nginx)
@@ -28,8 +30,10 @@ fi
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 ulimit -n 65536 2>/dev/null || true
 
-cargo build --profile dist --locked --quiet
-J=$PWD/target/dist/jitgate
+if [ -z "${BENCH_BINARY:-}" ]; then cargo build --profile dist --locked --quiet; fi
+J=${BENCH_BINARY:-$PWD/target/dist/jitgate}
+BUILD=dist
+if [ -n "${BENCH_BINARY:-}" ]; then BUILD=$BENCH_BINARY; fi
 W=$(mktemp -d /tmp/jitgate-bench-https.XXXXXX)
 chmod 755 "$W"   # nginx workers (www-data) read the web root
 PIDS=()
@@ -199,7 +203,7 @@ print(f"{rps:.0f} {p99:.2f}")
 PY
 }
 
-echo "jitgate HTTPS benchmark: wrk, $CONNS connections, $ROUNDS paired rounds of ${SECS} s, a ~2.7 KB page; $MB MB download (2 cores, loopback)"
+echo "jitgate HTTPS benchmark: wrk, $CONNS connections, $ROUNDS paired rounds of ${SECS} s, a ~2.7 KB page; $MB MB download (2 cores, loopback; $BUILD)"
 wrk -t2 -c"$CONNS" -d2s -H "$AUTH" "$GW/page.html" > /dev/null    # warm-up
 wrk -t2 -c"$CONNS" -d2s "$PROXY/page.html" > /dev/null
 # Rounds of jitgate then the proxy, back to back so that both see the same machine; the ratio
@@ -211,30 +215,57 @@ for i in $(seq "$ROUNDS"); do
     echo "$gw_rps $px_rps $gw_p99 $px_p99" >> "$W/rounds"
     echo "  round $i: jitgate $gw_rps req/s, p99 $gw_p99 ms; nginx proxy $px_rps req/s, p99 $px_p99 ms"
 done
-python3 - "$W/rounds" <<'PY'
-import statistics, sys
+FIG=$W/figures
+python3 - "$W/rounds" "$FIG" <<'PY'
+import json, statistics, sys
 rows = [list(map(float, l.split())) for l in open(sys.argv[1])]
 rps = statistics.median(g / p for g, p, _, _ in rows)
 p99 = statistics.median(g / p for _, _, g, p in rows)
-print(f"requests/s jitgate/nginx proxy, median of {len(rows)} paired rounds: {rps:.2f}  (goal >= 0.8)")
-print(f"p99 latency jitgate/nginx proxy, median of {len(rows)} paired rounds: {p99:.2f}  (goal <= 1.2)")
+print(f"requests/s jitgate/nginx proxy, median of {len(rows)} paired rounds: {rps:.2f}  (goal >= 1.0)")
+print(f"p99 latency jitgate/nginx proxy, median of {len(rows)} paired rounds: {p99:.2f}  (goal <= 1.0)")
+json.dump({"rounds": len(rows),
+           "rps_gateway": statistics.median(r[0] for r in rows),
+           "rps_proxy": statistics.median(r[1] for r in rows),
+           "p99_ms_gateway": statistics.median(r[2] for r in rows),
+           "p99_ms_proxy": statistics.median(r[3] for r in rows),
+           "rps_ratio": round(rps, 3), "p99_ratio": round(p99, 3)}, open(sys.argv[2], "w"))
 PY
 
-# Large download: best of 3 each, interleaved. curl's average speed in bytes/s.
+# Large download: paired rounds (direct, jitgate, the proxy in each), the median of each
+# round's ratios; and the gateway's CPU time per GB it moved.
 speed() { curl -s -o /dev/null -w '%{speed_download}' "$@"; }
-declare -A best
-for _ in 1 2 3; do
-    for path in direct gateway proxy; do
-        case $path in
-            direct) s=$(speed --cacert "$W/console-ca.pem" --cert "$W/client.pem" --key "$W/client.key" "$DIRECT/big.bin") ;;
-            gateway) s=$(speed --cacert "$W/certs/ca.pem" -H "$AUTH" "$GW/big.bin") ;;
-            proxy) s=$(speed --cacert "$W/certs/ca.pem" "$PROXY/big.bin") ;;
-        esac
-        cur=${best[$path]:-0}
-        best[$path]=$(python3 -c "print(max($cur, $s))")
-    done
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }   # utime + stime, all threads
+: > "$W/downloads"
+cpu=0
+for _ in $(seq 3); do
+    d=$(speed --cacert "$W/console-ca.pem" --cert "$W/client.pem" --key "$W/client.key" "$DIRECT/big.bin")
+    c0=$(cpu_ticks "$GW_PID")
+    g=$(speed --cacert "$W/certs/ca.pem" -H "$AUTH" "$GW/big.bin")
+    cpu=$(( cpu + $(cpu_ticks "$GW_PID") - c0 ))
+    p=$(speed --cacert "$W/certs/ca.pem" "$PROXY/big.bin")
+    echo "$d $g $p" >> "$W/downloads"
 done
-mbs() { python3 -c "print('%.0f' % ($1/1048576))"; }
-echo "download $MB MB: direct $(mbs "${best[direct]}") MB/s, jitgate $(mbs "${best[gateway]}") MB/s, nginx proxy $(mbs "${best[proxy]}") MB/s"
-echo "download throughput jitgate/direct: $(ratio "${best[gateway]}" "${best[direct]}")  (nginx proxy/direct: $(ratio "${best[proxy]}" "${best[direct]}"))"
-echo "gateway resident memory after the run: $(awk '/VmRSS/ {print $2}' "/proc/$GW_PID/status") KiB"
+python3 - "$W/downloads" "$MB" "$cpu" "$(getconf CLK_TCK)" "$FIG" "$JSON_OUT" "$BUILD" \
+    "$(awk '/VmRSS/ {print $2}' "/proc/$GW_PID/status")" <<'PY'
+import json, os, statistics as st, sys
+rows = [list(map(float, l.split())) for l in open(sys.argv[1])]
+mb, cpu, tick, fig, out, build, rss = (int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]),
+                                       sys.argv[5], sys.argv[6], sys.argv[7], int(sys.argv[8]))
+d, g, p = (list(c) for c in zip(*rows))
+mbs = lambda xs: st.median(xs) / 1048576
+gw = st.median(b / a for a, b in zip(d, g))
+px = st.median(b / a for a, b in zip(d, p))
+cpu_gb = cpu / tick / (mb * len(rows) / 1024)
+print(f"download {mb} MB, medians of {len(rows)} paired rounds: direct {mbs(d):.0f} MB/s, jitgate {mbs(g):.0f} MB/s, nginx proxy {mbs(p):.0f} MB/s")
+print(f"download throughput jitgate/direct: {gw:.2f}  (goal >= 0.8; nginx proxy/direct: {px:.2f})")
+print(f"gateway CPU per GB downloaded: {cpu_gb:.2f} s")
+print(f"gateway resident memory after the run: {rss} KiB")
+figures = {"build": build, **json.load(open(fig)), "download_mb": mb,
+           "download_direct_mb_s": round(mbs(d)), "download_gateway_mb_s": round(mbs(g)),
+           "download_proxy_mb_s": round(mbs(p)), "download_ratio": round(gw, 3),
+           "download_proxy_ratio": round(px, 3), "gateway_cpu_s_per_gb": round(cpu_gb, 3),
+           "gateway_rss_kib": rss}
+os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
+json.dump(figures, open(out, "w"), indent=2)
+print(f"figures written to {out}")
+PY

@@ -1,13 +1,24 @@
 #!/usr/bin/env bash
 # SSH gateway benchmark: prints figures measured in one run, as ratios against direct OpenSSH.
 #   bash bench/ssh.sh            (as root; installs openssh-server/sshpass when missing)
-# Env: BENCH_MB (bulk size, default 256), BENCH_SESSIONS (idle/kill sessions, default 200),
-#      BENCH_SETUP_RUNS (default 30).
+# Every comparison is measured with the same cipher (aes128-gcm@openssh.com) and the same key
+# exchange (the one the gateway's own leg to the target negotiates) on both paths, in paired
+# rounds whose ratios are given as medians; the default-settings figures (what stock `ssh`
+# picks: chacha20-poly1305 and its own key exchange) are printed beside them.
+# Env: BENCH_MB (bulk size, default 256), BENCH_ROUNDS (paired bulk rounds, default 5),
+#      BENCH_SESSIONS (idle sessions for memory and the shared cuts, default 200),
+#      BENCH_CUT_SESSIONS (sessions of the large cut, default 1000), BENCH_SETUP_RUNS
+#      (default 30), BENCH_JSON (the figures as JSON, default bench/results/ssh.json),
+#      BENCH_BINARY (a jitgate binary to measure instead of building `dist`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MB=${BENCH_MB:-256}
+ROUNDS=${BENCH_ROUNDS:-5}
 N=${BENCH_SESSIONS:-200}
+BIG=${BENCH_CUT_SESSIONS:-1000}
 RUNS=${BENCH_SETUP_RUNS:-30}
+JSON_OUT=${BENCH_JSON:-bench/results/ssh.json}
+CIPHER=aes128-gcm@openssh.com
 
 need=()
 [ -x /usr/sbin/sshd ] || need+=(openssh-server)
@@ -20,8 +31,10 @@ if ((${#need[@]})); then
 fi
 ulimit -n 65536 2>/dev/null || true
 
-cargo build --profile dist --locked --quiet
-J=$PWD/target/dist/jitgate
+if [ -z "${BENCH_BINARY:-}" ]; then cargo build --profile dist --locked --quiet; fi
+J=${BENCH_BINARY:-$PWD/target/dist/jitgate}
+BUILD=dist
+if [ -n "${BENCH_BINARY:-}" ]; then BUILD=$BENCH_BINARY; fi
 W=$(mktemp -d /tmp/jitgate-bench.XXXXXX)
 # sshd reads the principals file as the login user.
 chmod 755 "$W"
@@ -152,87 +165,157 @@ grant_token() { # $1 config, $2 ticket -> sets TOKEN (a 2 h grant on a new open 
     JITGATE_API_KEY=$API_KEY_B "$J" --config "$1" approve "$req" >/dev/null
     TOKEN=$(JITGATE_API_KEY=$API_KEY_A "$J" --config "$1" --json token "$req" | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')
 }
-gw_ssh() { sshpass -p "$TOKEN" ssh "${SSHO[@]}" -o PreferredAuthentications=password -p "$SSH_PORT" alice@127.0.0.1 "$@"; }
 
 secs() { python3 -c 'import sys,time,subprocess; t=time.perf_counter(); subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, check=True); print("%.4f" % (time.perf_counter()-t))' "$@"; }
 bulk() { secs "$@" "head -c ${MB}M /dev/zero"; }
 median() { sort -n | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 ratio() { python3 -c "print('%.2f' % ($1/$2))"; }
 
-echo "jitgate SSH benchmark: $MB MB bulk, $RUNS set-ups, $N idle sessions (2 cores, loopback)"
+FIG=$W/figures   # "key value" lines, written to JSON_OUT at the end
+fig() { echo "$1 $2" >> "$FIG"; }   # $2 a number, or a name
+echo "jitgate SSH benchmark: $MB MB bulk x $ROUNDS paired rounds, $RUNS set-ups, $N idle sessions, a $BIG-session cut (2 cores, loopback; $BUILD)"
 start_gateway "$W/on.toml" on
 GW_ON_PID=$GW_PID; SSH_ON=$SSH_PORT; TOKEN_ON=$TOKEN; API_ON=$API
 start_gateway "$W/off.toml" off
-SSH_OFF=$SSH_PORT; TOKEN_OFF=$TOKEN
+GW_OFF_PID=$GW_PID; SSH_OFF=$SSH_PORT; TOKEN_OFF=$TOKEN
 
 # Which key exchange each path negotiates: one `ssh -v` per path for the client's side, and the
-# target's log for the gateway's own leg to it. The figures below are measured with these.
+# target's log for the gateway's own leg to it.
 kex_in() { # $1 an OpenSSH debug log, $2 lines of it to skip: the first key exchange it names
     awk -v skip="${2:-0}" 'NR > skip && /kex: algorithm: / && k == "" {
         k = $0; sub(/.*kex: algorithm: /, "", k); sub(/ .*/, "", k) }
         END { print (k == "" ? "unknown" : k) }' "$1"
 }
+cipher_in() { # $1 an OpenSSH debug log: the first cipher it names (client to server)
+    awk '/kex: client->server cipher: / && c == "" { c = $0; sub(/.*cipher: /, "", c); sub(/ .*/, "", c) }
+        END { print (c == "" ? "unknown" : c) }' "$1"
+}
 "${DIRECT[0]}" -v "${DIRECT[@]:1}" true 2> "$W/kex.direct"
-KEX_DIRECT=$(kex_in "$W/kex.direct")
+KEX_DIRECT=$(kex_in "$W/kex.direct"); CIPHER_DIRECT=$(cipher_in "$W/kex.direct")
 from=$(wc -l < "$W/sshd.log")
 sshpass -p "$TOKEN_ON" ssh -v "${SSHO[@]}" -o PreferredAuthentications=password -p "$SSH_ON" alice@127.0.0.1 true 2> "$W/kex.gw"
-KEX_GW_CLIENT=$(kex_in "$W/kex.gw")
+KEX_GW_CLIENT=$(kex_in "$W/kex.gw"); CIPHER_GW_CLIENT=$(cipher_in "$W/kex.gw")
 KEX_GW_TARGET=$(kex_in "$W/sshd.log" "$from")
-echo "key exchange: direct $KEX_DIRECT; gateway: client leg $KEX_GW_CLIENT, target leg $KEX_GW_TARGET"
+CIPHER_GW_TARGET=$(awk -v skip="$from" 'NR > skip && /kex: client->server cipher: / && c == "" {
+    c = $0; sub(/.*cipher: /, "", c); sub(/ .*/, "", c) } END { print (c == "" ? "unknown" : c) }' "$W/sshd.log")
+# The comparisons use the gateway's own leg's key exchange on every leg.
+KEX=$KEX_GW_TARGET
+[ "$KEX" = unknown ] && KEX=curve25519-sha256
+SAME=(-c "$CIPHER" -o "KexAlgorithms=$KEX")
+echo "defaults: direct $KEX_DIRECT + $CIPHER_DIRECT; gateway: client leg $KEX_GW_CLIENT + $CIPHER_GW_CLIENT, target leg $KEX_GW_TARGET + $CIPHER_GW_TARGET"
+echo "compared with the same settings on every leg: $KEX + $CIPHER"
+fig kex_same "$KEX"; fig cipher_same "$CIPHER"
+fig kex_default_direct "$KEX_DIRECT"; fig cipher_default_direct "$CIPHER_DIRECT"
+fig kex_default_gateway_client "$KEX_GW_CLIENT"; fig kex_default_gateway_target "$KEX_GW_TARGET"
 start_target ERROR
 
-# Bulk throughput: best of 3 each, interleaved so load affects all alike.
-declare -A best
-for _ in 1 2 3; do
-    for path in direct jump on off; do
-        case $path in
-            direct) t=$(bulk "${DIRECT[@]}") ;;
-            jump) t=$(bulk "${JUMP[@]}") ;;
-            on) SSH_PORT=$SSH_ON TOKEN=$TOKEN_ON; t=$(secs sshpass -p "$TOKEN" ssh "${SSHO[@]}" -o PreferredAuthentications=password -p "$SSH_PORT" alice@127.0.0.1 "head -c ${MB}M /dev/zero") ;;
-            off) SSH_PORT=$SSH_OFF TOKEN=$TOKEN_OFF; t=$(secs sshpass -p "$TOKEN" ssh "${SSHO[@]}" -o PreferredAuthentications=password -p "$SSH_PORT" alice@127.0.0.1 "head -c ${MB}M /dev/zero") ;;
-        esac
-        cur=${best[$path]:-999}
-        best[$path]=$(python3 -c "print(min($cur, $t))")
-    done
-done
-printf 'bulk %s MB: direct %.2f s, gateway (recording on) %.2f s, gateway (recording off) %.2f s, ProxyJump %.2f s\n' \
-    "$MB" "${best[direct]}" "${best[on]}" "${best[off]}" "${best[jump]}"
-echo "throughput gateway/direct, recording on:  $(ratio "${best[direct]}" "${best[on]}")  (goal >= 0.9)"
-echo "throughput gateway/direct, recording off: $(ratio "${best[direct]}" "${best[off]}")"
-echo "throughput ProxyJump/direct:              $(ratio "${best[direct]}" "${best[jump]}")"
+# A technician's ssh through each gateway (sshpass answers the token prompt).
+GW_ON=(sshpass -p "$TOKEN_ON" ssh "${SSHO[@]}" -o PreferredAuthentications=password -p "$SSH_ON")
+GW_OFF=(sshpass -p "$TOKEN_OFF" ssh "${SSHO[@]}" -o PreferredAuthentications=password -p "$SSH_OFF")
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }   # utime + stime, all threads
+TICK=$(getconf CLK_TCK)
 
-# Session set-up: `ssh ... true`, median of RUNS, interleaved.
-SSH_PORT=$SSH_ON TOKEN=$TOKEN_ON
-: > "$W/setup.direct"; : > "$W/setup.gw"
+# Bulk throughput: ROUNDS paired rounds, every path once per round; each round's ratios are
+# taken within it, and the medians of those are the figures (load affects a round's paths alike).
+: > "$W/bulk"
+cpu_on=0; cpu_off=0
+for r in $(seq "$ROUNDS"); do
+    line="$r"
+    for path in direct direct_default on off jump; do
+        case $path in
+            direct) t=$(bulk "${DIRECT[0]}" "${SAME[@]}" "${DIRECT[@]:1}") ;;
+            direct_default) t=$(bulk "${DIRECT[@]}") ;;
+            jump) t=$(bulk "${JUMP[0]}" "${SAME[@]}" -o "ProxyCommand=ssh ${SSHO[*]} ${SAME[*]} -i $W/client -p $BASTION_PORT -W %h:%p $ACCOUNT@127.0.0.1" "${JUMP[@]:1}") ;;
+            on) c0=$(cpu_ticks "$GW_ON_PID")
+                t=$(bulk "${GW_ON[@]}" "${SAME[@]}" alice@127.0.0.1)
+                cpu_on=$(( cpu_on + $(cpu_ticks "$GW_ON_PID") - c0 )) ;;
+            off) c0=$(cpu_ticks "$GW_OFF_PID")
+                t=$(bulk "${GW_OFF[@]}" "${SAME[@]}" alice@127.0.0.1)
+                cpu_off=$(( cpu_off + $(cpu_ticks "$GW_OFF_PID") - c0 )) ;;
+        esac
+        line="$line $t"
+    done
+    echo "$line" >> "$W/bulk"
+done
+python3 - "$W/bulk" "$MB" "$cpu_on" "$cpu_off" "$TICK" "$ROUNDS" "$FIG" <<'PY'
+import statistics as st, sys
+rows = [list(map(float, l.split()[1:])) for l in open(sys.argv[1])]
+mb, cpu_on, cpu_off, tick, rounds, fig = (int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]),
+                                          int(sys.argv[5]), int(sys.argv[6]), sys.argv[7])
+direct, default, on, off, jump = (list(c) for c in zip(*rows))
+med = lambda xs: st.median(xs)
+ratio = lambda a, b: med([x / y for x, y in zip(a, b)])   # time b / time a = throughput a / b
+gb = mb * rounds / 1024
+out = {
+    "bulk_mb": mb, "bulk_rounds": rounds,
+    "bulk_direct_s": med(direct), "bulk_direct_default_s": med(default),
+    "bulk_gateway_on_s": med(on), "bulk_gateway_off_s": med(off), "bulk_proxyjump_s": med(jump),
+    "throughput_on_over_direct": ratio(direct, on), "throughput_off_over_direct": ratio(direct, off),
+    "throughput_proxyjump_over_direct": ratio(direct, jump),
+    "throughput_on_over_direct_default": ratio(default, on),
+    "gateway_cpu_s_per_gb_on": cpu_on / tick / gb, "gateway_cpu_s_per_gb_off": cpu_off / tick / gb,
+}
+print(f"bulk {mb} MB, medians of {rounds} rounds: direct {out['bulk_direct_s']:.2f} s "
+      f"(default settings {out['bulk_direct_default_s']:.2f} s), gateway recording on "
+      f"{out['bulk_gateway_on_s']:.2f} s, off {out['bulk_gateway_off_s']:.2f} s, ProxyJump {out['bulk_proxyjump_s']:.2f} s")
+print(f"throughput gateway/direct, same cipher, recording on:  {out['throughput_on_over_direct']:.2f}  (goal >= 0.95)")
+print(f"throughput gateway/direct, same cipher, recording off: {out['throughput_off_over_direct']:.2f}")
+print(f"throughput ProxyJump/direct, same cipher:              {out['throughput_proxyjump_over_direct']:.2f}")
+print(f"throughput gateway/direct, default settings:           {out['throughput_on_over_direct_default']:.2f}")
+print(f"gateway CPU per GB moved: recording on {out['gateway_cpu_s_per_gb_on']:.2f} s, off {out['gateway_cpu_s_per_gb_off']:.2f} s")
+with open(fig, "a") as f:
+    for k, v in out.items():
+        f.write(f"{k} {round(v, 4)}\n")
+PY
+
+# Session set-up: `ssh ... true`, median of RUNS, interleaved; with the same key exchange on
+# every leg, and with each side's defaults.
+: > "$W/setup.direct"; : > "$W/setup.gw"; : > "$W/setup.direct_default"; : > "$W/setup.gw_default"
 for _ in $(seq "$RUNS"); do
-    secs "${DIRECT[@]}" true >> "$W/setup.direct"
-    secs sshpass -p "$TOKEN" ssh "${SSHO[@]}" -o PreferredAuthentications=password -p "$SSH_PORT" alice@127.0.0.1 true >> "$W/setup.gw"
+    secs "${DIRECT[0]}" "${SAME[@]}" "${DIRECT[@]:1}" true >> "$W/setup.direct"
+    secs "${GW_ON[@]}" "${SAME[@]}" alice@127.0.0.1 true >> "$W/setup.gw"
+    secs "${DIRECT[@]}" true >> "$W/setup.direct_default"
+    secs "${GW_ON[@]}" alice@127.0.0.1 true >> "$W/setup.gw_default"
 done
 sd=$(median < "$W/setup.direct"); sg=$(median < "$W/setup.gw")
-echo "set-up median: direct ${sd} s (kex $KEX_DIRECT), gateway ${sg} s (kex $KEX_GW_CLIENT to the gateway, $KEX_GW_TARGET to the target); gateway/direct $(ratio "$sg" "$sd")  (goal <= 1.1)"
+sdd=$(median < "$W/setup.direct_default"); sgd=$(median < "$W/setup.gw_default")
+echo "set-up median, $KEX on every leg: direct ${sd} s, gateway ${sg} s; gateway/direct $(ratio "$sg" "$sd")  (goal <= 1.1)"
+echo "set-up median, default settings: direct ${sdd} s ($KEX_DIRECT), gateway ${sgd} s ($KEX_GW_CLIENT, then $KEX_GW_TARGET); gateway/direct $(ratio "$sgd" "$sdd")"
+fig setup_direct_s "$sd"; fig setup_gateway_s "$sg"; fig setup_ratio "$(ratio "$sg" "$sd")"
+fig setup_direct_default_s "$sdd"; fig setup_gateway_default_s "$sgd"; fig setup_ratio_default "$(ratio "$sgd" "$sdd")"
 
-# Memory per idle interactive session, then one ticket close cutting all of them.
+# Memory per idle interactive session, then ticket closes cutting all of them.
 export JITGATE_URL=$API_ON
 rss() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 live_count() {
     JITGATE_API_KEY=$API_KEY_B "$J" --config "$W/on.toml" --json sessions --live | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))'
 }
-open_idle_sessions() { # $1 token: N idle interactive sessions, waits until they are live
-    for i in $(seq "$N"); do
-        sshpass -p "$1" ssh "${SSHO[@]}" -o PreferredAuthentications=password -tt -p "$SSH_PORT" alice@127.0.0.1 "exec -a jitgate-bench-idle sleep 3600" < /dev/null > /dev/null 2>&1 &
+open_idle_sessions() { # $1 token, $2 count: idle interactive sessions, waits until they are live
+    # From 50 technician addresses (the gateway caps unauthenticated connections per source),
+    # in steps of 20, each once the gateway has taken most of the last.
+    local i
+    for i in $(seq "$2"); do
+        sshpass -p "$1" ssh "${SSHO[@]}" -o PreferredAuthentications=password -tt -p "$SSH_PORT" \
+            -b "127.0.1.$(( i % 50 + 1 ))" alice@127.0.0.1 "exec -a jitgate-bench-idle sleep 3600" \
+            < /dev/null > /dev/null 2>&1 &
         IDLE+=($!)
-        if (( i % 20 == 0 )); then sleep 0.5; fi
+        if (( i % 20 == 0 )); then
+            for _ in $(seq 60); do
+                (( $(live_count) >= i - 5 )) && break
+                sleep 0.25
+            done
+        fi
     done
     for _ in $(seq 120); do
         live=$(live_count)
-        [ "$live" -ge "$N" ] && break
+        [ "$live" -ge "$2" ] && break
         sleep 0.5
     done
 }
 # The peers of the sessions: ssh clients (and their sshpass), sshd's per-connection processes,
 # the idle shells.
 peers() { pgrep -f 'jitgate-bench-idle|sshd-session|sshd-auth|sshd: |^sshpass ' | grep -v "^$$\$" || true; }
-cut_round() { # $1 ticket, $2 label, $3 "apart" to give the gateway cpu 0 and the peers cpu 1
+cut_round() { # $1 ticket, $2 label, $3 "apart" to give the gateway cpu 0 and the peers cpu 1, $4 goal, $5 figure key
     local from
     from=$(wc -l < "$W/data-true/audit.jsonl")
     if [ "${3:-}" = apart ]; then
@@ -240,22 +323,25 @@ cut_round() { # $1 ticket, $2 label, $3 "apart" to give the gateway cpu 0 and th
         taskset -a -p -c 0 "$GW_ON_PID" >/dev/null
     fi
     JITGATE_API_KEY=$API_KEY_B "$J" --config "$W/on.toml" ticket close "$1" >/dev/null
+    # The gateway times each cut itself; the first look at how far it is waits, so that the
+    # looking does not take CPU from the cuts it measures.
+    sleep 2
     for _ in $(seq 100); do
         [ "$(live_count)" -eq 0 ] && break
-        sleep 0.2
+        sleep 0.5
     done
     if [ "${3:-}" = apart ]; then
         taskset -a -p -c 0-1 "$GW_ON_PID" >/dev/null
     fi
     # Sessions leave the live list when cut; their end records follow. Wait for all of them
-    # (at most 10 s), so that the figures cover every session that was live.
-    for _ in $(seq 50); do
+    # (at most 20 s), so that the figures cover every session that was live.
+    for _ in $(seq 100); do
         [ "$(tail -n +"$((from + 1))" "$W/data-true/audit.jsonl" | grep -c '"event":"session.ended"')" -ge "$live" ] && break
         sleep 0.2
     done
-    python3 - "$W/data-true/audit.jsonl" "$from" "$2" "${4:-}" "$live" <<'PY'
+    python3 - "$W/data-true/audit.jsonl" "$from" "$2" "${4:-}" "$live" "$5" "$FIG" <<'PY'
 import json, sys
-path, start, label, goal, live = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
+path, start, label, goal, live, key, fig = sys.argv[1], int(sys.argv[2]), *sys.argv[3:]
 records = [json.loads(l) for l in open(path).readlines()[start:]]
 lat = sorted(r["kill_latency_ms"] for r in records
              if r.get("event") == "session.ended" and r.get("cause") == "ticket" and r.get("kill_latency_ms") is not None)
@@ -263,40 +349,59 @@ if not lat:
     print(f"ticket close ({label}): no sessions were cut"); sys.exit(0)
 p99 = lat[min(len(lat) - 1, int(round(0.99 * len(lat))) - 1)]
 print(f"ticket close cut {len(lat)} of {live} live sessions ({label}): p50 {lat[len(lat)//2]} ms, p99 {p99} ms, max {lat[-1]} ms{goal}")
+with open(fig, "a") as f:
+    f.write(f"{key}_sessions {len(lat)}\n{key}_live {live}\n{key}_p50_ms {lat[len(lat)//2]}\n"
+            f"{key}_p99_ms {p99}\n{key}_max_ms {lat[-1]}\n")
 PY
 }
 
 sleep 1
+SSH_PORT=$SSH_ON
 before=$(rss "$GW_ON_PID")
-open_idle_sessions "$TOKEN"
+open_idle_sessions "$TOKEN_ON" "$N"
 sleep 2
 after=$(rss "$GW_ON_PID")
 if [ "$live" -gt 0 ]; then
-    echo "idle sessions live: $live; gateway RSS $before KiB -> $after KiB: $(( (after - before) / live )) KiB per idle session  (goal <= 96 KiB)"
+    echo "idle sessions live: $live; gateway RSS $before KiB -> $after KiB: $(( (after - before) / live )) KiB per idle session  (goal <= 64 KiB)"
+    fig idle_sessions "$live"; fig idle_kib_per_session "$(( (after - before) / live ))"
 else
     echo "idle sessions: none became live; see $W/on.toml.out.err"
 fi
-# The cut the goal is about: the gateway on one core, the 200 clients and sshd sessions on the
-# other, as when clients and targets are other machines (they still run and exit as it cuts).
-cut_round BENCH-on "gateway on cpu 0, clients and sshd on cpu 1" apart "  (goal p99 <= 100 ms)"
+# Everything sharing both cores at default priority: hundreds of exiting processes, each in
+# its own scheduling group, compete with the gateway for the CPU.
+cut_round BENCH-on "$live sessions; gateway, clients and sshd sharing both cores" "" "  (goal p99 <= 100 ms)" cut_shared
 
-# The same cut with everything sharing both cores at default priority: hundreds of exiting
-# processes, each in its own scheduling group, compete with the gateway for the CPU.
-API=$API_ON grant_token "$W/on.toml" BENCH-shared
+# The cut at scale: BIG sessions, the gateway on one core and the clients and sshd sessions on
+# the other, as when clients and targets are other machines (they still run and exit as it cuts).
+API=$API_ON grant_token "$W/on.toml" BENCH-big
 sleep 1
-open_idle_sessions "$TOKEN"
+open_idle_sessions "$TOKEN" "$BIG"
 sleep 2
-cut_round BENCH-shared "gateway, clients and sshd sharing both cores"
+cut_round BENCH-big "$live sessions; gateway on cpu 0, clients and sshd on cpu 1" apart "  (goal p99 <= 50 ms)" cut_apart
 
-# The same shared cut with the gateway's threads at the lowest real-time priority (as
-# `chrt -r 1` or systemd's CPUSchedulingPolicy=rr give it): how a deployment keeps cuts prompt
-# on a host shared with busy processes.
+# The shared cut with the gateway's threads at the lowest real-time priority (as `chrt -r 1`
+# or systemd's CPUSchedulingPolicy=rr give it): how a deployment keeps cuts prompt on a host
+# shared with busy processes.
 if chrt -a -r -p 1 "$GW_ON_PID" >/dev/null 2>&1; then
     API=$API_ON grant_token "$W/on.toml" BENCH-rr
     sleep 1
-    open_idle_sessions "$TOKEN"
+    open_idle_sessions "$TOKEN" "$N"
     sleep 2
-    cut_round BENCH-rr "sharing both cores, gateway at real-time priority rr 1"
+    cut_round BENCH-rr "$live sessions; sharing both cores, gateway at real-time priority rr 1" "" "" cut_rr
 else
     echo "ticket close cut (gateway at real-time priority): skipped, chrt could not set SCHED_RR"
 fi
+
+mkdir -p "$(dirname "$JSON_OUT")"
+python3 - "$FIG" "$JSON_OUT" "$BUILD" <<'PY'
+import json, sys
+figures = {"build": sys.argv[3]}
+for line in open(sys.argv[1]):
+    k, v = line.rstrip("\n").split(" ", 1)
+    try:
+        figures[k] = json.loads(v)   # a number
+    except ValueError:
+        figures[k] = v               # a name
+json.dump(figures, open(sys.argv[2], "w"), indent=2)
+print(f"figures written to {sys.argv[2]}")
+PY
