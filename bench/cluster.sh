@@ -186,7 +186,7 @@ TOKEN=$(cli "$API_KEY_A" --json token "$req" | python3 -c 'import json,sys; prin
 
 SSHO=(-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR)
 live_on() { # $1 node: live sessions it holds, as the database shows them
-    cli "$API_KEY_B" --json sessions --live | python3 -c "import json,sys; print(sum(1 for s in json.load(sys.stdin) if s.get('node') == '$1'))"
+    cli "$API_KEY_B" --json sessions --live --limit 5000 | python3 -c "import json,sys; print(sum(1 for s in json.load(sys.stdin) if s.get('node') == '$1'))"
 }
 PRIORITY="everything at default priority"
 if [ "$FAVOUR" = 1 ]; then PRIORITY="ssh clients and sshd at nice 19"; fi

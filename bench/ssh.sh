@@ -9,7 +9,8 @@
 #      BENCH_SESSIONS (idle sessions for memory and the shared cuts, default 200),
 #      BENCH_CUT_SESSIONS (sessions of the large cut, default 1000), BENCH_SETUP_RUNS
 #      (default 30), BENCH_JSON (the figures as JSON, default bench/results/ssh.json),
-#      BENCH_BINARY (a jitgate binary to measure instead of building `dist`).
+#      BENCH_BINARY (a jitgate binary to measure instead of building `dist`), BENCH_PERF=DIR
+#      (the gateway's `perf` profiles of one bulk run and of the large cut, for `perf report`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MB=${BENCH_MB:-256}
@@ -237,6 +238,13 @@ for r in $(seq "$ROUNDS"); do
     done
     echo "$line" >> "$W/bulk"
 done
+if [ -n "${BENCH_PERF:-}" ]; then
+    mkdir -p "$BENCH_PERF"
+    perf record -e cpu-clock -F 999 -g -p "$GW_ON_PID" -o "$BENCH_PERF/bulk.data" > /dev/null 2>&1 & PERF_PID=$!
+    sleep 0.5
+    bulk "${GW_ON[@]}" "${SAME[@]}" alice@127.0.0.1 > /dev/null
+    kill -INT "$PERF_PID"; wait "$PERF_PID" || true
+fi
 python3 - "$W/bulk" "$MB" "$cpu_on" "$cpu_off" "$TICK" "$ROUNDS" "$FIG" <<'PY'
 import statistics as st, sys
 rows = [list(map(float, l.split()[1:])) for l in open(sys.argv[1])]
@@ -288,7 +296,7 @@ fig setup_direct_default_s "$sdd"; fig setup_gateway_default_s "$sgd"; fig setup
 export JITGATE_URL=$API_ON
 rss() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 live_count() {
-    JITGATE_API_KEY=$API_KEY_B "$J" --config "$W/on.toml" --json sessions --live | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))'
+    JITGATE_API_KEY=$API_KEY_B "$J" --config "$W/on.toml" --json sessions --live --limit 5000 | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))'
 }
 open_idle_sessions() { # $1 token, $2 count: idle interactive sessions, waits until they are live
     # From 50 technician addresses (the gateway caps unauthenticated connections per source),
@@ -322,7 +330,13 @@ cut_round() { # $1 ticket, $2 label, $3 "apart" to give the gateway cpu 0 and th
         for p in $(peers); do taskset -a -p -c 1 "$p" >/dev/null 2>&1 || true; done
         taskset -a -p -c 0 "$GW_ON_PID" >/dev/null
     fi
+    local perf_pid=
+    if [ -n "${BENCH_PERF:-}" ] && [ "${3:-}" = apart ]; then
+        perf record -e cpu-clock -F 999 -g -p "$GW_ON_PID" -o "$BENCH_PERF/cut.data" > /dev/null 2>&1 & perf_pid=$!
+        sleep 0.5
+    fi
     JITGATE_API_KEY=$API_KEY_B "$J" --config "$W/on.toml" ticket close "$1" >/dev/null
+    if [ -n "$perf_pid" ]; then sleep 1.5; kill -INT "$perf_pid"; wait "$perf_pid" || true; fi
     # The gateway times each cut itself; the first look at how far it is waits, so that the
     # looking does not take CPU from the cuts it measures.
     sleep 2

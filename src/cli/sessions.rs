@@ -51,6 +51,9 @@ pub struct SessionArgs {
     /// The next page: sessions after this one (the last id the previous call printed).
     #[arg(long, value_name = "ID")]
     pub before: Option<String>,
+    /// Sessions per page, newest first (the gateway's default is 500, its most 5000).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=5000))]
+    pub limit: Option<u32>,
 }
 
 fn query_string(a: &SessionArgs) -> String {
@@ -81,6 +84,9 @@ fn query_string(a: &SessionArgs) -> String {
             q.push(format!("{k}={}", seg(v)));
         }
     }
+    if let Some(n) = a.limit {
+        q.push(format!("limit={n}"));
+    }
     if q.is_empty() {
         String::new()
     } else {
@@ -88,11 +94,24 @@ fn query_string(a: &SessionArgs) -> String {
     }
 }
 
+/// How many sessions the gateway returns when no `--limit` is given.
+const DEFAULT_PAGE: u32 = 500;
+
 /// `jitgate sessions`.
 pub async fn list(cli: &Cli, args: &SessionArgs) -> Result<i32> {
     let c = client(cli)?;
     let path = format!("/api/v1/sessions{}", query_string(args));
     let v = expect_ok(c.get(&path).await?)?;
+    // A full page may not be all of them: say how to get the next one (on stderr, so that
+    // `--json` output stays one array).
+    let page = v.as_array().map_or(0, Vec::len);
+    if page > 0 && page == args.limit.unwrap_or(DEFAULT_PAGE) as usize {
+        let last = v
+            .as_array()
+            .and_then(|l| l.last())
+            .map_or("", |x| s(x, "id"));
+        eprintln!("{page} sessions shown, newest first; there may be more: add --before {last}");
+    }
     emit(cli, &v, || {
         let list = v.as_array().cloned().unwrap_or_default();
         if list.is_empty() {

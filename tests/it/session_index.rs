@@ -228,6 +228,42 @@ async fn pages_with_before_visit_every_session_once_newest_first() {
         got,
         ids(all[20..].iter().filter(|r| r.target.as_str() == "web-01"))
     );
+
+    // A full page says how to get the next one (on stderr; stdout stays one JSON array), and
+    // --limit sets the page's size.
+    let (code, v, err) = gw.cli_json("admin", &["sessions", "--limit", "25"]);
+    assert_eq!(code, 0, "{v} {err}");
+    let got: Vec<&str> = v
+        .as_array()
+        .expect("a JSON array")
+        .iter()
+        .map(|s| s["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(got, ids(all[..25].iter()));
+    assert!(
+        err.contains(&format!("there may be more: add --before {}", all[24].id)),
+        "{err}"
+    );
+    // The last page, not full: no hint.
+    let (code, v, err) = gw.cli_json(
+        "admin",
+        &[
+            "sessions",
+            "--limit",
+            "25",
+            "--before",
+            all[124].id.as_str(),
+        ],
+    );
+    assert_eq!(
+        (code, v.as_array().map(Vec::len)),
+        (0, Some(5)),
+        "{v} {err}"
+    );
+    assert!(!err.contains("there may be more"), "{err}");
+    let (code, _, err) = gw.cli_json("admin", &["sessions", "--limit", "5001"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("5001"), "{err}");
 }
 
 #[tokio::test]
