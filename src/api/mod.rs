@@ -7,6 +7,7 @@ pub mod error;
 pub mod metrics;
 pub mod openapi;
 mod sessions;
+pub use sessions::{PAGE as SESSIONS_PAGE, PAGE_MAX as SESSIONS_PAGE_MAX};
 mod signin;
 mod tickets;
 mod watch;

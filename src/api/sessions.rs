@@ -14,6 +14,10 @@ use super::{ApiResult, AppState, ReasonBody, Segment, ok};
 use crate::config::Role;
 use crate::types::UserName;
 
+/// Sessions per page of `GET /api/v1/sessions` without `limit`, and the most with it.
+pub const PAGE: u32 = 500;
+pub const PAGE_MAX: u32 = 5000;
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct SessionQuery {
@@ -141,7 +145,7 @@ pub(super) async fn list_sessions(
             .filter(|v| *v != "true" && *v != "false")
             .map(str::to_string),
         before: before.clone(),
-        limit: Some(q.limit.unwrap_or(500).min(5000)),
+        limit: Some(q.limit.unwrap_or(PAGE).min(PAGE_MAX)),
     };
     let store = state.grants.store();
     let err = |e| ApiError::from(crate::grant::GrantError::from(e));

@@ -52,7 +52,7 @@ pub struct SessionArgs {
     #[arg(long, value_name = "ID")]
     pub before: Option<String>,
     /// Sessions per page, newest first (the gateway's default is 500, its most 5000).
-    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=5000))]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=i64::from(crate::api::SESSIONS_PAGE_MAX)))]
     pub limit: Option<u32>,
 }
 
@@ -94,9 +94,6 @@ fn query_string(a: &SessionArgs) -> String {
     }
 }
 
-/// How many sessions the gateway returns when no `--limit` is given.
-const DEFAULT_PAGE: u32 = 500;
-
 /// `jitgate sessions`.
 pub async fn list(cli: &Cli, args: &SessionArgs) -> Result<i32> {
     let c = client(cli)?;
@@ -105,7 +102,7 @@ pub async fn list(cli: &Cli, args: &SessionArgs) -> Result<i32> {
     // A full page may not be all of them: say how to get the next one (on stderr, so that
     // `--json` output stays one array).
     let page = v.as_array().map_or(0, Vec::len);
-    if page > 0 && page == args.limit.unwrap_or(DEFAULT_PAGE) as usize {
+    if page > 0 && page == args.limit.unwrap_or(crate::api::SESSIONS_PAGE) as usize {
         let last = v
             .as_array()
             .and_then(|l| l.last())

@@ -246,15 +246,23 @@ async fn while_rt_is_down_requests_fail_naming_it_and_live_grants_end_after_grac
         after >= Duration::from_secs(6),
         "the grant ended {after:?} after RT stopped, before its grace"
     );
-    // Both active grants end: the live one, and the one whose token was never fetched.
-    let audited: Vec<Value> = env.gw.audit("ticket.unverifiable").await;
-    let mut tickets: Vec<&str> = audited
-        .iter()
-        .filter_map(|r| r["ticket"].as_str())
-        .collect();
-    tickets.sort();
+    // Both active grants end: the live one, and the one whose token was never fetched (its
+    // record may land a moment after the live session's end, in the same pass or the next).
     let mut want = [format!("rt:{live}"), format!("rt:{unfetched}")];
     want.sort();
+    let until = Instant::now() + POLL * 2 + Duration::from_secs(5);
+    let (tickets, audited) = loop {
+        let audited: Vec<Value> = env.gw.audit("ticket.unverifiable").await;
+        let mut tickets: Vec<String> = audited
+            .iter()
+            .filter_map(|r| r["ticket"].as_str().map(str::to_string))
+            .collect();
+        tickets.sort();
+        if tickets.len() >= want.len() || Instant::now() > until {
+            break (tickets, audited);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
     assert_eq!(tickets, want, "{audited:?}");
     own.start();
 }
