@@ -69,11 +69,27 @@ fn login_ids() -> (String, String) {
 
 /// A free loopback port (free when asked; a server started on it reports when it lost a race
 /// for it).
+///
+/// Taken below the kernel's ephemeral range (32768 and up by default), one after another: a
+/// port the kernel hands out for `bind(0)` or an outgoing connection could be taken by another
+/// test between this check and its owner's bind (seen: a gateway's `api_listen` "Address already
+/// in use"); these ports only this process hands out, each once.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind a loopback port")
-        .port()
+    use std::sync::atomic::{AtomicU16, Ordering};
+    const FIRST: u16 = 20000;
+    const LAST: u16 = 32000;
+    static NEXT: AtomicU16 = AtomicU16::new(FIRST);
+    for _ in FIRST..=LAST {
+        let mut port = NEXT.fetch_add(1, Ordering::Relaxed);
+        if !(FIRST..=LAST).contains(&port) {
+            NEXT.store(FIRST + 1, Ordering::Relaxed);
+            port = FIRST;
+        }
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port in {FIRST}..={LAST}");
 }
 
 /// One running sshd in its own temp directory.
