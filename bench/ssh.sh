@@ -26,6 +26,7 @@ need=()
 command -v ssh >/dev/null || need+=(openssh-client)
 command -v sshpass >/dev/null || need+=(sshpass)
 command -v python3 >/dev/null || need+=(python3)
+if [ -n "${BENCH_PERF:-}" ]; then command -v perf >/dev/null || need+=(linux-perf); fi
 if ((${#need[@]})); then
     DEBIAN_FRONTEND=noninteractive apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}"
@@ -240,7 +241,7 @@ for r in $(seq "$ROUNDS"); do
 done
 if [ -n "${BENCH_PERF:-}" ]; then
     mkdir -p "$BENCH_PERF"
-    perf record -e cpu-clock -F 999 -g -p "$GW_ON_PID" -o "$BENCH_PERF/bulk.data" > /dev/null 2>&1 & PERF_PID=$!
+    perf record -e cpu-clock -F 999 --call-graph dwarf,16384 -p "$GW_ON_PID" -o "$BENCH_PERF/bulk.data" > /dev/null 2>&1 & PERF_PID=$!
     sleep 0.5
     bulk "${GW_ON[@]}" "${SAME[@]}" alice@127.0.0.1 > /dev/null
     kill -INT "$PERF_PID"; wait "$PERF_PID" || true
@@ -275,6 +276,14 @@ with open(fig, "a") as f:
     for k, v in out.items():
         f.write(f"{k} {round(v, 4)}\n")
 PY
+# The profile beside the figure: the functions that took most of the gateway's CPU in the
+# profiled bulk run (self time).
+profile_top() { # $1 perf data, $2 what it covers
+    echo "profile of the gateway, $2 (perf, self time; perf report -i $1):"
+    perf report -i "$1" --no-children --sort dso,symbol --stdio -g none 2>/dev/null \
+        | awk '/^ +[0-9.]+%/ && n++ < 8 {printf "    %s %s %s\n", $1, $2, $4}'
+}
+if [ -n "${BENCH_PERF:-}" ]; then profile_top "$BENCH_PERF/bulk.data" "one bulk run, recording on"; fi
 
 # Session set-up: `ssh ... true`, median of RUNS, interleaved; with the same key exchange on
 # every leg, and with each side's defaults.
@@ -332,7 +341,7 @@ cut_round() { # $1 ticket, $2 label, $3 "apart" to give the gateway cpu 0 and th
     fi
     local perf_pid=
     if [ -n "${BENCH_PERF:-}" ] && [ "${3:-}" = apart ]; then
-        perf record -e cpu-clock -F 999 -g -p "$GW_ON_PID" -o "$BENCH_PERF/cut.data" > /dev/null 2>&1 & perf_pid=$!
+        perf record -e cpu-clock -F 999 --call-graph dwarf,16384 -p "$GW_ON_PID" -o "$BENCH_PERF/cut.data" > /dev/null 2>&1 & perf_pid=$!
         sleep 0.5
     fi
     JITGATE_API_KEY=$API_KEY_B "$J" --config "$W/on.toml" ticket close "$1" >/dev/null

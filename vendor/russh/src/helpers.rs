@@ -177,6 +177,14 @@ mod name_list {
     }
 }
 
+/// A `string` field as [`bytes::Bytes`], copied once from the packet. (ssh-encoding's
+/// `Bytes::decode` zero-fills a new buffer and then copies into it: a memset of every byte of
+/// channel data on top of the copy.)
+pub(crate) fn decode_bytes(r: &mut &[u8]) -> Result<bytes::Bytes, ssh_encoding::Error> {
+    use ssh_encoding::Reader;
+    r.read_prefixed(|data: &mut &[u8]| Ok(bytes::Bytes::copy_from_slice(data)))
+}
+
 pub use limited_string::LimitedString;
 pub use name_list::NameList;
 
