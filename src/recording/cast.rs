@@ -106,7 +106,9 @@ struct EnvOut<'a> {
 /// [`finish`](Self::finish), or when the last handle is dropped (flushed and synced either way).
 #[derive(Clone)]
 pub struct CastRecorder {
-    tx: mpsc::Sender<Msg>,
+    /// Boxed: a channel allocates room for 32 messages at once, and an idle session's recorder
+    /// should not hold 32 of the largest.
+    tx: mpsc::Sender<Box<Msg>>,
     start: Instant,
     status: watch::Receiver<Option<RecordingError>>,
     file: Arc<str>,
@@ -214,7 +216,7 @@ impl CastRecorder {
         self.check()?;
         let (reply, answer) = oneshot::channel();
         self.tx
-            .send(Msg::Finish(reply))
+            .send(Box::new(Msg::Finish(reply)))
             .await
             .map_err(|_| self.closed_error())?;
         answer.await.unwrap_or_else(|_| Err(self.closed_error()))
@@ -260,7 +262,10 @@ impl CastRecorder {
 
     async fn send(&self, msg: Msg) -> Result<(), RecordingError> {
         self.check()?;
-        self.tx.send(msg).await.map_err(|_| self.closed_error())
+        self.tx
+            .send(Box::new(msg))
+            .await
+            .map_err(|_| self.closed_error())
     }
 
     /// Why the writer task is gone: its failure, or a normal finish.

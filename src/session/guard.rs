@@ -150,7 +150,10 @@ impl SessionHandle {
 
     /// Register a recording file (digests are computed from disk at the end).
     pub fn add_file(&self, f: FileInfo) {
-        self.live.files.lock().expect("files lock").push(f);
+        let mut files = self.live.files.lock().expect("files lock");
+        // Exactly: a session has one file per recorded channel, usually one.
+        files.reserve_exact(1);
+        files.push(f);
     }
 
     /// Attach the recorder's summary (byte counts, binary) to a registered file.

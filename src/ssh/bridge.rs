@@ -146,11 +146,12 @@ impl Pump {
                 msg = c_rx.wait() => {
                     let Some(msg) = msg else { break };
                     // A cut does not wait for this message's work (room in the target's
-                    // window).
+                    // window). Boxed, as below: the pump keeps room for what it awaits for its
+                    // whole life, and handling one message is the largest of it.
                     let handled = tokio::select! {
                         biased;
                         _ = token.cancelled() => None,
-                        keep = self.on_client(msg, &c_tx) => Some(keep),
+                        keep = Box::pin(self.on_client(msg, &c_tx)) => Some(keep),
                     };
                     match handled {
                         Some(true) => {}
@@ -166,7 +167,7 @@ impl Pump {
                     let handled = tokio::select! {
                         biased;
                         _ = token.cancelled() => None,
-                        keep = self.on_command(*command, &c_tx) => Some(keep),
+                        keep = Box::pin(self.on_command(*command, &c_tx)) => Some(keep),
                     };
                     match handled {
                         Some(true) => {}
@@ -455,6 +456,8 @@ async fn downstream(
     cast: Option<CastRecorder>,
     counters: Arc<Counters>,
 ) {
+    // The rare endings (a failed recording, a refused request) are boxed: the task keeps room
+    // for what it awaits for its whole life.
     while let Some(msg) = up_rx.wait().await {
         match msg {
             ChannelMsg::Data { data } => {
@@ -464,7 +467,7 @@ async fn downstream(
                 if let Some(cast) = &cast
                     && let Err(e) = cast.output(data.clone()).await
                 {
-                    recording_failed(&link, &c_tx, &e.to_string()).await;
+                    Box::pin(recording_failed(&link, &c_tx, &e.to_string())).await;
                     return;
                 }
                 if c_tx.data_bytes(data).await.is_err() {
@@ -478,7 +481,7 @@ async fn downstream(
                 if let Some(cast) = &cast
                     && let Err(e) = cast.output(data.clone()).await
                 {
-                    recording_failed(&link, &c_tx, &e.to_string()).await;
+                    Box::pin(recording_failed(&link, &c_tx, &e.to_string())).await;
                     return;
                 }
                 if c_tx.extended_data_bytes(ext, data).await.is_err() {
@@ -502,7 +505,7 @@ async fn downstream(
                     .await;
             }
             ChannelMsg::Failure => {
-                fail(&link, &c_tx, "the target refused the request").await;
+                Box::pin(fail(&link, &c_tx, "the target refused the request")).await;
                 return;
             }
             ChannelMsg::Close => {

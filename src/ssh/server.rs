@@ -118,7 +118,9 @@ impl Gateway {
         peer: SocketAddr,
         shutdown: CancellationToken,
     ) {
-        let Some(entered) = self.door.enter(tcp, peer).await else {
+        // Boxed, as the refusal below: the task keeps room for what it awaits for its whole
+        // life, and the door's checks are large and brief.
+        let Some(entered) = Box::pin(self.door.enter(tcp, peer)).await else {
             return;
         };
         let (origin, pass) = (entered.origin, entered.pass);
@@ -139,7 +141,7 @@ impl Gateway {
         {
             Ok(Ok(r)) => r,
             Ok(Err(e)) => {
-                if !self.door.refused_header(&origin).await {
+                if !Box::pin(self.door.refused_header(&origin)).await {
                     tracing::debug!(%peer, error = %e, "SSH handshake failed");
                 }
                 return;

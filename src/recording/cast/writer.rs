@@ -18,9 +18,6 @@ use crate::recording::text::{Utf8Decoder, looks_binary};
 const FLUSH_EVERY: Duration = Duration::from_secs(1);
 /// Buffered bytes that trigger a write before the next flush tick.
 const WRITE_AT: usize = 64 * 1024;
-/// The line buffer's capacity at start and after each flush: idle sessions stay small, and a
-/// burst of output grows it only until the next flush.
-const IDLE_BUF: usize = 1024;
 /// Messages taken from the channel per wake-up.
 const BATCH: usize = 64;
 /// Data written as events on a channel without a PTY before it is treated as a bulk transfer.
@@ -106,7 +103,7 @@ impl Writer {
         let mut w = Writer {
             name,
             file,
-            buf: Vec::with_capacity(IDLE_BUF),
+            buf: Vec::new(),
             file_hash: digest::Context::new(&digest::SHA256),
             file_bytes: 0,
             output: Stream::new(),
@@ -126,72 +123,78 @@ impl Writer {
     }
 
     /// Run until finished, every handle is dropped, or a write fails.
-    pub(super) async fn run(
+    ///
+    /// An `async move` block rather than an `async fn`: an `async fn` moves its arguments into
+    /// locals, which kept the writer twice in the task.
+    #[allow(clippy::manual_async_fn)] // the layout above, not the syntax, is the point
+    pub(super) fn run(
         mut self,
-        mut rx: mpsc::Receiver<Msg>,
+        mut rx: mpsc::Receiver<Box<Msg>>,
         status: watch::Sender<Option<RecordingError>>,
-    ) {
-        let fail = |e: RecordingError| {
-            tracing::error!(recording.file = %e_file(&e), error = %e, "recording failed");
-            status.send_replace(Some(e));
-        };
-        // The header goes to disk at once: a file that cannot be written fails at session start.
-        if let Err(e) = self.flush().await {
-            return fail(e);
-        }
-        let mut tick = tokio::time::interval(FLUSH_EVERY);
-        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        // Grows with the backlog, up to BATCH messages.
-        let mut batch = Vec::new();
-        loop {
-            tokio::select! {
-                n = rx.recv_many(&mut batch, BATCH) => {
-                    if n == 0 {
-                        // Every handle was dropped without `finish`: keep what was recorded.
-                        if let Err(e) = self.finish().await {
-                            fail(e);
+    ) -> impl std::future::Future<Output = ()> {
+        async move {
+            let fail = |e: RecordingError| {
+                tracing::error!(recording.file = %e_file(&e), error = %e, "recording failed");
+                status.send_replace(Some(e));
+            };
+            // The header goes to disk at once: a file that cannot be written fails at session start.
+            if let Err(e) = self.flush().await {
+                return fail(e);
+            }
+            let mut tick = tokio::time::interval(FLUSH_EVERY);
+            tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+            // Grows with the backlog, up to BATCH messages.
+            let mut batch = Vec::new();
+            loop {
+                tokio::select! {
+                    n = rx.recv_many(&mut batch, BATCH) => {
+                        if n == 0 {
+                            // Every handle was dropped without `finish`: keep what was recorded.
+                            if let Err(e) = self.finish().await {
+                                fail(e);
+                            }
+                            return;
                         }
-                        return;
-                    }
-                    for msg in batch.drain(..) {
-                        let step = match msg {
-                            Msg::Finish(reply) => {
-                                let result = self.finish().await;
-                                if let Err(e) = &result {
-                                    fail(e.clone());
+                        for msg in batch.drain(..) {
+                            let step = match *msg {
+                                Msg::Finish(reply) => {
+                                    let result = self.finish().await;
+                                    if let Err(e) = &result {
+                                        fail(e.clone());
+                                    }
+                                    let _ = reply.send(result);
+                                    return;
                                 }
-                                let _ = reply.send(result);
-                                return;
+                                Msg::Output(t, data) => {
+                                    self.on_output(t, &data);
+                                    Ok(())
+                                }
+                                Msg::Input(t, data) => {
+                                    self.on_input(t, &data);
+                                    Ok(())
+                                }
+                                Msg::Resize(t, cols, rows) => {
+                                    self.event(t, "r", &format!("{cols}x{rows}"));
+                                    Ok(())
+                                }
+                                Msg::Marker(t, text) => {
+                                    self.event(t, "m", &text);
+                                    Ok(())
+                                }
+                            };
+                            let step = match step {
+                                Ok(()) if self.buf.len() >= WRITE_AT => self.write_out().await,
+                                other => other,
+                            };
+                            if let Err(e) = step {
+                                return fail(e);
                             }
-                            Msg::Output(t, data) => {
-                                self.on_output(t, &data);
-                                Ok(())
-                            }
-                            Msg::Input(t, data) => {
-                                self.on_input(t, &data);
-                                Ok(())
-                            }
-                            Msg::Resize(t, cols, rows) => {
-                                self.event(t, "r", &format!("{cols}x{rows}"));
-                                Ok(())
-                            }
-                            Msg::Marker(t, text) => {
-                                self.event(t, "m", &text);
-                                Ok(())
-                            }
-                        };
-                        let step = match step {
-                            Ok(()) if self.buf.len() >= WRITE_AT => self.write_out().await,
-                            other => other,
-                        };
-                        if let Err(e) = step {
+                        }
+                    }
+                    _ = tick.tick(), if self.dirty => {
+                        if let Err(e) = self.flush().await {
                             return fail(e);
                         }
-                    }
-                }
-                _ = tick.tick(), if self.dirty => {
-                    if let Err(e) = self.flush().await {
-                        return fail(e);
                     }
                 }
             }
@@ -277,7 +280,10 @@ impl Writer {
     /// Write out and wait until the file has the data.
     async fn flush(&mut self) -> Result<(), RecordingError> {
         self.write_out().await?;
-        self.buf.shrink_to(IDLE_BUF);
+        // An idle session keeps no buffers: a burst of output grows them only until the next
+        // flush, which comes at most a second later.
+        self.buf = Vec::new();
+        self.text = String::new();
         self.dirty = false;
         Ok(())
     }

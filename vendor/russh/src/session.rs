@@ -66,7 +66,9 @@ pub(crate) struct CommonSession<Config> {
     pub remote_sshid: Vec<u8>,
     pub config: Config,
     pub encrypted: Option<Encrypted>,
-    pub auth_method: Option<auth::Method>,
+    /// Boxed (a jitgate edit, see `vendor/README.md`): a method with a certificate is 528 bytes,
+    /// and every session, server side included, held that much inline.
+    pub auth_method: Option<Box<auth::Method>>,
     #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
     pub(crate) auth_attempts: usize,
     pub packet_writer: PacketWriter,
@@ -149,9 +151,17 @@ impl<C> CommonSession<C> {
             .is_some_and(|channel| channel.confirmed)
     }
 
+    /// Drop the client's KEXINIT from the kept exchange: only the server side reads it after
+    /// the exchange (a jitgate edit, see `vendor/README.md`).
+    pub(crate) fn forget_client_kex_init(&mut self) {
+        if let Some(e) = self.encrypted.as_mut().and_then(|enc| enc.exchange.as_mut()) {
+            e.client_kex_init = Bytes::new();
+        }
+    }
+
     pub fn newkeys(&mut self, newkeys: NewKeys) {
         if let Some(ref mut enc) = self.encrypted {
-            enc.exchange = Some(newkeys.exchange);
+            enc.exchange = Some(newkeys.exchange.settled());
             enc.kex = newkeys.kex;
             enc.key = newkeys.key;
             enc.client_mac = newkeys.names.client_mac;
@@ -171,7 +181,7 @@ impl<C> CommonSession<C> {
     pub fn encrypted(&mut self, state: EncryptedState, newkeys: NewKeys) {
         let strict_kex = newkeys.names.strict_kex();
         self.encrypted = Some(Encrypted {
-            exchange: Some(newkeys.exchange),
+            exchange: Some(newkeys.exchange.settled()),
             kex: newkeys.kex,
             key: newkeys.key,
             client_mac: newkeys.names.client_mac,
@@ -819,6 +829,17 @@ impl Exchange {
             server_id: server_id.into(),
             ..Default::default()
         }
+    }
+
+    /// This exchange as kept once its keys are in use (a jitgate edit, see `vendor/README.md`):
+    /// the ephemeral public keys and the server's KEXINIT only enter the exchange hash, which is
+    /// computed by then. The client's KEXINIT stays for the server's extension-info decision
+    /// ([`crate::server::Session`] drops it once decided); the client side drops it at once.
+    fn settled(mut self) -> Self {
+        self.client_ephemeral = Vec::new();
+        self.server_ephemeral = Vec::new();
+        self.server_kex_init = Bytes::new();
+        self
     }
 }
 

@@ -58,7 +58,9 @@ use crate::{CryptoVec, Error, cipher};
 #[derive(Debug)]
 pub(crate) enum SessionKexState<K> {
     Idle,
-    InProgress(K),
+    /// Boxed (a jitgate edit, see `vendor/README.md`): the exchange's state is 0.8 to 1.6 KB and
+    /// lives only while keys are being exchanged, but an enum is as large as its largest variant.
+    InProgress(Box<K>),
     Taken, // some async activity still going on such as host key checks
 }
 

@@ -1106,8 +1106,8 @@ where
 
     // Reading SSH id and allocating a session.
     let mut stream = SshRead::new(stream);
-    let (priority_sender, priority_receiver) = tokio::sync::mpsc::unbounded_channel();
-    let (sender, receiver) = tokio::sync::mpsc::channel(config.event_buffer_size);
+    let (priority_sender, priority_receiver) = crate::boxed_mpsc::unbounded_channel();
+    let (sender, receiver) = crate::boxed_mpsc::channel(config.event_buffer_size);
     let handle = server::session::Handle {
         priority_sender,
         sender,
@@ -1239,14 +1239,14 @@ async fn reply<H: Handler + Send>(
     #[allow(clippy::collapsible_if)]
     if is_kex_msg {
         if let SessionKexState::InProgress(kex) = session.kex.take() {
-            let progress = kex
+            let progress = (*kex)
                 .step(Some(pkt), &mut session.common.packet_writer, handler)
                 .await?;
 
             match progress {
                 KexProgress::NeedsReply { kex, reset_seqn } => {
                     debug!("kex impl continues: {kex:?}");
-                    session.kex = SessionKexState::InProgress(kex);
+                    session.kex = SessionKexState::InProgress(Box::new(kex));
                     if reset_seqn {
                         debug!("kex impl requests seqno reset");
                         session.common.reset_seqn();

@@ -7,7 +7,7 @@ use channels::WindowSizeRef;
 use kex::ServerKex;
 use log::debug;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio::sync::mpsc::{Receiver, Sender, UnboundedReceiver, UnboundedSender, channel};
+use crate::boxed_mpsc::{Receiver, Sender, UnboundedReceiver, UnboundedSender, channel};
 use tokio::sync::oneshot;
 
 use super::*;
@@ -743,7 +743,10 @@ impl Session {
                             std::mem::swap(&mut opening_cipher, &mut self.common.remote_to_local);
 
                             let kex_was_active = self.kex.active();
-                            match reply(&mut self, &mut handler, &mut pkt).await {
+                            // Boxed (a jitgate edit, see `vendor/README.md`): inline, the
+                            // largest packet's handling (the key exchange and the handler's
+                            // callbacks) sized every idle connection's future.
+                            match Box::pin(reply(&mut self, &mut handler, &mut pkt)).await {
                                 Ok(_) => {},
                                 Err(e) => return Err(e),
                             }
@@ -1518,8 +1521,10 @@ impl Session {
         if let Some(ref mut enc) = self.common.encrypted {
             // If client sent a ext-info-c message in the kex list, it supports RFC 8308 extension negotiation.
             let mut key_extension_client = false;
-            if let Some(e) = &enc.exchange {
-                let Some(mut r) = e.client_kex_init.get(17..) else {
+            if let Some(e) = &mut enc.exchange {
+                // Read here only, once: not kept for the session's life (a jitgate edit).
+                let client_kex_init = std::mem::take(&mut e.client_kex_init);
+                let Some(mut r) = client_kex_init.get(17..) else {
                     return Ok(());
                 };
                 if let Ok(kex_list) = NameList::decode(&mut r) {
@@ -1575,7 +1580,7 @@ impl Session {
         );
 
         kex.kexinit(&mut self.common.packet_writer)?;
-        self.kex = SessionKexState::InProgress(kex);
+        self.kex = SessionKexState::InProgress(Box::new(kex));
         Ok(())
     }
 }
@@ -1623,8 +1628,8 @@ mod tests {
 
     fn authenticated_session() -> Session {
         let config = Arc::new(crate::server::Config::default());
-        let (priority_sender, priority_receiver) = tokio::sync::mpsc::unbounded_channel();
-        let (sender, receiver) = tokio::sync::mpsc::channel(config.event_buffer_size);
+        let (priority_sender, priority_receiver) = crate::boxed_mpsc::unbounded_channel();
+        let (sender, receiver) = crate::boxed_mpsc::channel(config.event_buffer_size);
         let handle = Handle {
             priority_sender,
             sender,

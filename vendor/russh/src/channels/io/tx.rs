@@ -9,8 +9,8 @@ use std::task::{ready, Context, Poll};
 
 use futures::FutureExt;
 use tokio::io::AsyncWrite;
-use tokio::sync::mpsc::error::SendError;
-use tokio::sync::mpsc::{self, OwnedPermit};
+use crate::boxed_mpsc::error::SendError;
+use crate::boxed_mpsc::{self as mpsc, OwnedPermit};
 use tokio::sync::{Mutex, Notify, OwnedMutexGuard};
 
 use bytes::Bytes;
