@@ -23,6 +23,8 @@ type Hook = Box<dyn FnOnce() + Send>;
 struct MarkInner {
     at: OnceLock<Instant>,
     hook: Mutex<Option<Hook>>,
+    /// Wakes [`CloseMark::closed`].
+    closing: tokio::sync::Notify,
 }
 
 impl std::fmt::Debug for CloseMark {
@@ -40,8 +42,19 @@ impl CloseMark {
     /// Note that the gateway's side is closed now (kept if already noted).
     pub fn set_now(&self) -> Instant {
         let at = *self.0.at.get_or_init(Instant::now);
+        self.0.closing.notify_waiters();
         self.run_hook();
         at
+    }
+
+    /// Until the side has closed.
+    pub async fn closed(&self) {
+        // Registered before the check: a close between the two still wakes it.
+        let closing = self.0.closing.notified();
+        if self.0.at.get().is_some() {
+            return;
+        }
+        closing.await;
     }
 
     /// Call `f` once, when the side closes (at once if it has).
@@ -204,6 +217,25 @@ mod tests {
         });
         after.set_now();
         assert_eq!(calls.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn waiting_for_the_close_ends_when_it_happens_or_at_once_after_it() {
+        let mark = CloseMark::default();
+        let waiting = tokio::spawn({
+            let mark = mark.clone();
+            async move { mark.closed().await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished(), "an open side is waited for");
+        mark.set_now();
+        tokio::time::timeout(std::time::Duration::from_secs(5), waiting)
+            .await
+            .expect("the close wakes the waiter")
+            .unwrap();
+        tokio::time::timeout(std::time::Duration::from_secs(5), mark.closed())
+            .await
+            .expect("a closed side is not waited for");
     }
 
     #[tokio::test]

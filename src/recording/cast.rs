@@ -122,6 +122,15 @@ impl std::fmt::Debug for CastRecorder {
     }
 }
 
+/// A marker whose time is taken when it happens and which is written later
+/// ([`CastRecorder::stamp`], [`CastRecorder::record`]): a cut's reason keeps the cut's instant,
+/// while the writer's work for it waits until the cut's sockets are closed.
+#[derive(Debug)]
+pub struct StampedMarker {
+    t: f64,
+    text: String,
+}
+
 impl CastRecorder {
     /// Create the file at `path` (mode 0640; an existing file is an error), write the header and
     /// spawn the writer task. Must be called within a Tokio runtime.
@@ -207,8 +216,20 @@ impl CastRecorder {
 
     /// Record a jitgate marker (`m` event), e.g. an expiry warning or the termination reason.
     pub async fn marker(&self, text: &str) -> Result<(), RecordingError> {
-        self.send(Msg::Marker(self.elapsed(), text.to_string()))
-            .await
+        self.record(self.stamp(text)).await
+    }
+
+    /// A marker with this instant's time, to [`record`](Self::record) later.
+    pub fn stamp(&self, text: &str) -> StampedMarker {
+        StampedMarker {
+            t: self.elapsed(),
+            text: text.to_string(),
+        }
+    }
+
+    /// Record a marker stamped earlier, at its stamped time.
+    pub async fn record(&self, marker: StampedMarker) -> Result<(), RecordingError> {
+        self.send(Msg::Marker(marker.t, marker.text)).await
     }
 
     /// Flush, fsync and close the file; return its summary. Other clones can record no more.

@@ -312,8 +312,14 @@ impl Registry {
     pub fn terminate_all(self: &Arc<Self>, cause: Cause, reason: &str) -> usize {
         let ids = self.live_ids();
         let at = Instant::now();
+        if !ids.is_empty() {
+            // One line for all: a ticket close can cut hundreds of sessions, and each line is a
+            // write before the next session's cut begins. Each session's end is logged with
+            // its cause once its socket is closed.
+            tracing::info!(sessions = ids.len(), cause = cause.as_str(), %reason, "terminating every live session");
+        }
         for id in &ids {
-            self.terminate(id, cause, reason, at);
+            self.end_live(id, cause, reason, at, false);
         }
         ids.len()
     }
@@ -501,8 +507,14 @@ impl Registry {
             .filter(|(_, l)| &l.record.lock().expect("record lock").grant == grant)
             .map(|(id, _)| id.clone())
             .collect();
+        if !ids.is_empty() {
+            // One line for all: a ticket close can cut hundreds of sessions, and each line is a
+            // write before the next session's cut begins. Each session's end is logged with
+            // its cause once its socket is closed.
+            tracing::info!(%grant, sessions = ids.len(), cause = cause.as_str(), %reason, "terminating the grant's sessions");
+        }
         for id in &ids {
-            self.terminate(id, cause, reason, at);
+            self.end_live(id, cause, reason, at, false);
         }
         ids.len()
     }
@@ -514,6 +526,18 @@ impl Registry {
         cause: Cause,
         reason: &str,
         at: Instant,
+    ) -> bool {
+        self.end_live(id, cause, reason, at, true)
+    }
+
+    /// [`Self::terminate`], with its log line or without it (a grant's cut logs once).
+    fn end_live(
+        self: &Arc<Self>,
+        id: &SessionId,
+        cause: Cause,
+        reason: &str,
+        at: Instant,
+        log: bool,
     ) -> bool {
         let Some(live) = self.live.lock().expect("registry lock").get(id).cloned() else {
             return false;
@@ -529,7 +553,9 @@ impl Registry {
                 trigger: at,
             });
         }
-        tracing::info!(session = %id, cause = cause.as_str(), %reason, "terminating session");
+        if log {
+            tracing::info!(session = %id, cause = cause.as_str(), %reason, "terminating session");
+        }
         if cause.is_cut()
             && live.closed_at.lock().expect("closed lock").is_none()
             && !live.cut_pending.swap(true, Ordering::AcqRel)

@@ -14,7 +14,7 @@ use tokio_util::task::task_tracker::TaskTrackerToken;
 use super::handler::PtyReq;
 use super::link::Link;
 use super::timing;
-use crate::recording::cast::{CastOptions, CastRecorder};
+use crate::recording::cast::{CastOptions, CastRecorder, StampedMarker};
 use crate::session::{Cause, FileInfo, SessionEvent};
 use crate::store::RequestKind;
 
@@ -85,6 +85,8 @@ struct Pump {
     up: Option<UpWrite>,
     down: Option<tokio::task::JoinHandle<()>>,
     cast: Option<CastRecorder>,
+    /// A cut's reason for the recording, written just before it is finished.
+    cut_marker: Option<StampedMarker>,
     file_no: u32,
     kind_label: &'static str,
     counters: Arc<Counters>,
@@ -112,6 +114,7 @@ impl Pump {
             up: None,
             down: None,
             cast: None,
+            cut_marker: None,
             file_no: 0,
             kind_label: "",
             counters: Arc::default(),
@@ -384,24 +387,21 @@ impl Pump {
         true
     }
 
-    /// The session was cut: tell the technician, mark the recording, close the target side,
-    /// then the client side, and wait briefly for the client to confirm.
+    /// The session was cut: tell the technician, mark the recording, close the client's
+    /// channel, and wait briefly for the client to confirm.
     async fn terminate(&mut self, c_rx: &mut ChannelReadHalf, c_tx: &ClientTx) {
         let reason = self.link.session.ending_reason();
         if let Some(down) = self.down.take() {
             down.abort();
         }
-        notice(
-            c_tx,
-            self.pty.is_some(),
-            self.cast.as_ref(),
-            &format!("session terminated: {reason}"),
-        )
-        .await;
+        // The recording's marker keeps this instant; the writer writes it after the sockets
+        // of every session being cut are closed (`wrap_up`), not among them.
+        let text = format!("session terminated: {reason}");
+        tell(c_tx, self.pty.is_some(), &text).await;
+        self.cut_marker = self.cast.as_ref().map(|cast| cast.stamp(&text));
+        // The client's side only: the target's channels end with its disconnect, which
+        // follows the client's (`Link::disconnect_both`).
         let closes = async {
-            if let Some(tx) = &self.up {
-                let _ = tx.close().await;
-            }
             let _ = c_tx.eof().await;
             let _ = c_tx.close().await;
         };
@@ -430,6 +430,9 @@ impl Pump {
         if let Some(cast) = self.cast.take() {
             // Within the connection task's wait for its pumps (timing::PUMPS_WAIT).
             session.after_pending_cuts(timing::PENDING_CUTS_WAIT).await;
+            if let Some(marker) = self.cut_marker.take() {
+                let _ = cast.record(marker).await;
+            }
             match cast.finish().await {
                 Ok(summary) => session.file_finished(summary),
                 Err(e) => {
@@ -532,6 +535,14 @@ async fn downstream(
 
 /// Show a line to the technician (and mark it in the recording).
 async fn notice(c_tx: &ClientTx, pty: bool, cast: Option<&CastRecorder>, text: &str) {
+    tell(c_tx, pty, text).await;
+    if let Some(cast) = cast {
+        let _ = cast.marker(text).await;
+    }
+}
+
+/// Tell the technician `text` on the terminal (with a PTY) or on stderr.
+async fn tell(c_tx: &ClientTx, pty: bool, text: &str) {
     let line = format!("\r\n[jitgate] {text}\r\n");
     let write = async {
         if pty {
@@ -541,9 +552,6 @@ async fn notice(c_tx: &ClientTx, pty: bool, cast: Option<&CastRecorder>, text: &
         }
     };
     let _ = tokio::time::timeout(timing::PEER_WRITE, write).await;
-    if let Some(cast) = cast {
-        let _ = cast.marker(text).await;
-    }
 }
 
 /// The request could not be served: say why, exit 1, close.

@@ -169,8 +169,11 @@ impl Connection {
     async fn step(&mut self, input: Input, running: &mut Running) -> Flow {
         let state = std::mem::replace(&mut self.state, ConnState::Closing);
         match (state, input) {
+            // The large and brief steps are boxed on their own, so that the box of every
+            // step (`run`) is the size of the common ones: when a ticket close cuts a thousand
+            // sessions at once, each allocates its cut, not the largest of all steps.
             (ConnState::Authenticating(mut login), Input::Event(ev)) => {
-                self.state = match self.authenticate(&mut login, ev).await {
+                self.state = match Box::pin(self.authenticate(&mut login, ev)).await {
                     Some(admitted) => {
                         self.pass = None;
                         ConnState::Admitted(admitted)
@@ -206,11 +209,11 @@ impl Connection {
                 Flow::Continue
             }
             (ConnState::Admitted(a), Input::Cut) => {
-                self.cut(a, running).await;
+                Box::pin(self.cut(a, running)).await;
                 Flow::Done
             }
             (ConnState::Admitted(a), Input::ClientGone) => {
-                self.client_gone(a).await;
+                Box::pin(self.client_gone(a)).await;
                 Flow::Done
             }
             // Once admitted, the registry cuts the session on shutdown; the login deadline is
@@ -341,6 +344,7 @@ impl Connection {
             self.client.clone(),
             record_terminal,
             watch_target,
+            self.socket.close_mark.clone(),
         ));
         Ok(Admitted {
             guard,
@@ -469,7 +473,8 @@ impl Connection {
         a.link.pumps.close();
         a.link.notices.close();
         let _ = tokio::time::timeout(timing::NOTICES_WAIT, a.link.notices.wait()).await;
-        a.link.disconnect_both(&reason).await;
+        // The target follows once the client's socket is closed (`Link::disconnect_both`).
+        a.link.disconnect_client(&reason).await;
         // russh closes our side once the disconnect is written, then waits for the client to
         // close its side.
         if tokio::time::timeout(timing::CLIENT_CLOSE_WAIT, &mut *running)
@@ -481,10 +486,12 @@ impl Connection {
             self.socket.kill.cancel();
             let _ = tokio::time::timeout(timing::SOCKET_CUT_WAIT, &mut *running).await;
         }
+        a.link.disconnect_target_after_client(&reason).await;
         // The recordings get their final markers and are closed.
         let _ = tokio::time::timeout(timing::PUMPS_WAIT, a.link.pumps.wait()).await;
         let at = self.socket.close_mark.get();
-        a.guard.close(at).await;
+        // Boxed: the end record's work is allocated once the socket is closed.
+        Box::pin(a.guard.close(at)).await;
     }
 
     /// The client left: the pumps finish their recordings, the target is disconnected.
@@ -493,7 +500,7 @@ impl Connection {
         a.link.pumps.close();
         let _ = tokio::time::timeout(timing::PUMPS_WAIT, a.link.pumps.wait()).await;
         a.link.disconnect_target("client disconnected").await;
-        a.guard.close(None).await;
+        Box::pin(a.guard.close(None)).await;
     }
 
     /// A client that presented a valid token but never completed the second factor.

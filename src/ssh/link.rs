@@ -13,6 +13,7 @@ use tokio_util::task::TaskTracker;
 use super::timing;
 use super::upstream::{Upstream, UpstreamError};
 use crate::grant::Admission;
+use crate::net::killable::CloseMark;
 use crate::session::SessionHandle;
 
 /// The client's connection, as the connection's task and its pumps use it.
@@ -73,8 +74,12 @@ pub(super) struct Link {
     pub pumps: TaskTracker,
     /// Held by each session-channel pump until its cut notice and channel closes are queued.
     pub notices: TaskTracker,
-    /// Set once a cut's disconnects are queued.
-    disconnected: AtomicBool,
+    /// Set once a cut's disconnect of the client is queued.
+    client_disconnected: AtomicBool,
+    /// Set once a cut's disconnect of the target is under way.
+    target_disconnected: AtomicBool,
+    /// When the gateway closed the client's socket: a cut disconnects the target after it.
+    client_closed: CloseMark,
     next_file: AtomicU32,
 }
 
@@ -85,6 +90,7 @@ impl Link {
         client: Arc<dyn Client>,
         record_terminal: bool,
         target: watch::Receiver<Target>,
+        client_closed: CloseMark,
     ) -> Self {
         Self {
             session,
@@ -94,7 +100,9 @@ impl Link {
             target,
             pumps: TaskTracker::new(),
             notices: TaskTracker::new(),
-            disconnected: AtomicBool::new(false),
+            client_disconnected: AtomicBool::new(false),
+            target_disconnected: AtomicBool::new(false),
+            client_closed,
             next_file: AtomicU32::new(1),
         }
     }
@@ -135,18 +143,41 @@ impl Link {
             .await;
     }
 
-    /// A cut's last step, once: the target's disconnect, then the client's with the reason.
-    /// Queued only; nothing waits for the peers longer than [`timing::PEER_WRITE`] each.
+    /// A cut's last step: the client's disconnect with the reason, then the target's once the
+    /// client's socket is closed and no other session's cut is pending.
+    ///
+    /// The clients go first: a client's socket is the technician's access, and when a ticket
+    /// close cuts hundreds of sessions at once, the target legs' work (each disconnect, the
+    /// target's replies, the close, the freeing of the session's keys) would otherwise run
+    /// among the cuts and hold back the last clients' sockets. A target leg carries nothing
+    /// meanwhile: the pumps stopped before this is called.
     pub async fn disconnect_both(&self, reason: &str) {
-        if self.disconnected.swap(true, Ordering::AcqRel) {
+        self.disconnect_client(reason).await;
+        self.disconnect_target_after_client(reason).await;
+    }
+
+    /// Queue the client's disconnect with the reason (the client prints it), once; nothing
+    /// waits for the client longer than [`timing::PEER_WRITE`].
+    pub async fn disconnect_client(&self, reason: &str) {
+        if self.client_disconnected.swap(true, Ordering::AcqRel) {
             return;
         }
-        let _ = tokio::time::timeout(timing::PEER_WRITE, self.disconnect_target(reason)).await;
         let _ = tokio::time::timeout(
             timing::PEER_WRITE,
             self.client
                 .disconnect(format!("[jitgate] session terminated: {reason}")),
         )
         .await;
+    }
+
+    /// Disconnect the target once the client's socket is closed and no other session's cut
+    /// is pending, waiting at most [`timing::PEER_WRITE`] for each; once.
+    pub async fn disconnect_target_after_client(&self, reason: &str) {
+        if self.target_disconnected.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let _ = tokio::time::timeout(timing::PEER_WRITE, self.client_closed.closed()).await;
+        self.session.after_pending_cuts(timing::PEER_WRITE).await;
+        let _ = tokio::time::timeout(timing::PEER_WRITE, self.disconnect_target(reason)).await;
     }
 }

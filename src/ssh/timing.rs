@@ -1,9 +1,11 @@
 //! Every wait of the SSH gateway, in one place, with why it has its value.
 //!
 //! A cut (expiry, revocation, ticket close, kill) must reach the client within about a second:
-//! the waits on the cut path, [`NOTICES_WAIT`] then [`PEER_WRITE`] per disconnect, then
-//! [`CLIENT_CLOSE_WAIT`], stay well under that even when a peer does not read. What follows the
-//! cut (finishing recordings) is bounded by [`PUMPS_WAIT`] and happens after the client is gone.
+//! the waits on the cut path, [`NOTICES_WAIT`], then [`PEER_WRITE`] for the client's
+//! disconnect, then [`CLIENT_CLOSE_WAIT`], stay well under that even when a peer does not read.
+//! The target's disconnect follows the client's close and the other sessions' cuts (at most
+//! [`PEER_WRITE`] for each, then [`PEER_WRITE`] for its write). What follows the cut (finishing recordings) is bounded by
+//! [`PUMPS_WAIT`] and happens after the client is gone.
 
 use std::time::Duration;
 

@@ -261,6 +261,7 @@ async fn a_target_failure_reaches_every_channel_waiting_for_it_with_its_reason()
         Arc::new(FakeClient::default()),
         true,
         watched,
+        Default::default(),
     ));
     let waiting: Vec<_> = (0..2)
         .map(|_| {
@@ -294,6 +295,7 @@ async fn a_target_failure_reaches_every_channel_waiting_for_it_with_its_reason()
         Arc::new(FakeClient::default()),
         true,
         watched,
+        Default::default(),
     );
     drop(gone);
     assert!(matches!(link.target().await, Err(UpstreamError::Gone)));
