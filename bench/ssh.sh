@@ -342,8 +342,8 @@ cut_round() { # $1 ticket, $2 label, $3 "apart" to give the gateway cpu 0 and th
     fi
     local perf_pid=
     if [ -n "${BENCH_PERF:-}" ] && [ "${3:-}" = apart ]; then
-        perf record -e cpu-clock -F 999 --call-graph dwarf,16384 -p "$GW_ON_PID" -o "$BENCH_PERF/cut.data" > /dev/null 2>&1 & perf_pid=$!
-        sleep 0.5
+        perf record -e cpu-clock -F 999 --call-graph dwarf,16384 -m 4M -p "$GW_ON_PID" -o "$BENCH_PERF/cut.data" > /dev/null 2>&1 & perf_pid=$!
+        sleep 1
     fi
     JITGATE_API_KEY=$API_KEY_B "$J" --config "$W/on.toml" ticket close "$1" >/dev/null
     if [ -n "$perf_pid" ]; then sleep 1.5; kill -INT "$perf_pid"; wait "$perf_pid" || true; fi
@@ -363,8 +363,9 @@ cut_round() { # $1 ticket, $2 label, $3 "apart" to give the gateway cpu 0 and th
         [ "$(tail -n +"$((from + 1))" "$W/data-true/audit.jsonl" | grep -c '"event":"session.ended"')" -ge "$live" ] && break
         sleep 0.2
     done
-    # A client that does not take its disconnect in time has its socket cut under it
-    # (timing::CLIENT_CLOSE_WAIT): such a session's latency includes that wait.
+    # A client that has not closed its side 500 ms after its disconnect has its socket cut
+    # (timing::CLIENT_CLOSE_WAIT). The latency ends before, when the gateway shut its side down
+    # after writing the disconnect, unless it could not write it.
     local forced
     forced=$(tail -n +"$((from_log + 1))" "$W/on.toml.out.err" | grep -c "did not take the disconnect" || true)
     python3 - "$W/data-true/audit.jsonl" "$from" "$2" "${4:-}" "$live" "$5" "$FIG" <<'PY'
@@ -382,7 +383,7 @@ with open(fig, "a") as f:
             f"{key}_p99_ms {p99}\n{key}_max_ms {lat[-1]}\n")
 PY
     if [ "$forced" -gt 0 ]; then
-        echo "  ($forced of these clients did not take the disconnect within 500 ms; the gateway cut their sockets)"
+        echo "  ($forced of these clients had not closed their side 500 ms after their disconnect; the gateway cut those sockets)"
     fi
 }
 

@@ -564,12 +564,14 @@ impl Registry {
         }
         live.cancel.cancel();
         let me = self.clone();
+        // The end record's work is boxed: a ticket close spawns this for every session it
+        // cuts, and each then holds only the wait until its end is recorded.
         self.tracker.spawn(async move {
             let closed = live.closed.notified();
             if live.closed_at.lock().expect("closed lock").is_none() {
                 let _ = tokio::time::timeout(CLOSE_GRACE, closed).await;
             }
-            me.finish(&live).await;
+            Box::pin(me.finish(&live)).await;
         });
         true
     }
