@@ -23,6 +23,8 @@ type Hook = Box<dyn FnOnce() + Send>;
 struct MarkInner {
     at: OnceLock<Instant>,
     hook: Mutex<Option<Hook>>,
+    /// The session's cut, once the connection has a session ([`CloseMark::cork_on`]).
+    cut: OnceLock<CancellationToken>,
     /// Wakes [`CloseMark::closed`].
     closing: tokio::sync::Notify,
 }
@@ -45,6 +47,21 @@ impl CloseMark {
         self.0.closing.notify_waiters();
         self.run_hook();
         at
+    }
+
+    /// Once `cut` is cancelled, the socket is corked at its next write: what a cut writes
+    /// (the reason, the channel's end, the disconnect) then leaves with the FIN in one
+    /// segment, instead of each write in its own (the kernel sends corked data after 200 ms
+    /// at the latest).
+    pub fn cork_on(&self, cut: CancellationToken) {
+        let _ = self.0.cut.set(cut);
+    }
+
+    fn cut_begun(&self) -> bool {
+        self.0
+            .cut
+            .get()
+            .is_some_and(CancellationToken::is_cancelled)
     }
 
     /// Until the side has closed.
@@ -79,11 +96,17 @@ impl CloseMark {
 pub trait Abort {
     /// Make the coming close a reset.
     fn reset_on_close(&self) {}
+    /// Hold small writes until the close (or 200 ms), so that they leave with the FIN.
+    fn cork(&self) {}
 }
 
 impl Abort for tokio::net::TcpStream {
     fn reset_on_close(&self) {
         let _ = self.set_zero_linger();
+    }
+
+    fn cork(&self) {
+        let _ = socket2::SockRef::from(self).set_tcp_cork(true);
     }
 }
 
@@ -94,6 +117,7 @@ pub struct Killable<S> {
     inner: S,
     killed: Pin<Box<WaitForCancellationFutureOwned>>,
     mark: CloseMark,
+    corked: bool,
 }
 
 impl<S> Killable<S> {
@@ -103,6 +127,7 @@ impl<S> Killable<S> {
             inner,
             killed: Box::pin(kill.cancelled_owned()),
             mark: CloseMark::default(),
+            corked: false,
         }
     }
 
@@ -152,6 +177,10 @@ impl<S: AsyncWrite + Abort + Unpin> AsyncWrite for Killable<S> {
     ) -> Poll<io::Result<usize>> {
         if let Err(e) = self.check(cx) {
             return Poll::Ready(Err(e));
+        }
+        if !self.corked && self.mark.cut_begun() {
+            self.corked = true;
+            self.inner.cork();
         }
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
@@ -236,6 +265,35 @@ mod tests {
         tokio::time::timeout(std::time::Duration::from_secs(5), mark.closed())
             .await
             .expect("a closed side is not waited for");
+    }
+
+    #[tokio::test]
+    async fn a_cut_sessions_writes_are_corked_and_leave_with_the_close() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (client, accepted) =
+            tokio::join!(tokio::net::TcpStream::connect(addr), listener.accept());
+        let mut k = Killable::new(accepted.unwrap().0, CancellationToken::new());
+        let cut = CancellationToken::new();
+        k.close_mark().cork_on(cut.clone());
+        let corked = |k: &Killable<tokio::net::TcpStream>| {
+            socket2::SockRef::from(&k.inner).tcp_cork().unwrap()
+        };
+        k.write_all(b"before ").await.unwrap();
+        assert!(!corked(&k), "a live session's writes are not held");
+        cut.cancel();
+        k.write_all(b"the reason").await.unwrap();
+        assert!(corked(&k), "a cut session's writes wait for the close");
+        k.shutdown().await.unwrap();
+        let mut got = Vec::new();
+        tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            client.unwrap().read_to_end(&mut got),
+        )
+        .await
+        .expect("the close sends what was held")
+        .unwrap();
+        assert_eq!(got, b"before the reason");
     }
 
     #[tokio::test]

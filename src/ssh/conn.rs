@@ -329,6 +329,7 @@ impl Connection {
         };
         self.socket.close_mark.on_close(guard.on_client_closed());
         let cut = guard.token();
+        self.socket.close_mark.cork_on(cut.clone());
         let record_terminal =
             self.gw.settings.record_terminal || admission.kind() == RequestKind::BreakGlass;
         let (target, watch_target) = watch::channel(Target::Connecting);

@@ -197,6 +197,10 @@ impl<S: Abort> Abort for Screened<S> {
     fn reset_on_close(&self) {
         self.inner.reset_on_close();
     }
+
+    fn cork(&self) {
+        self.inner.cork();
+    }
 }
 
 #[cfg(test)]
