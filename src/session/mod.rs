@@ -4,16 +4,18 @@
 //! session loop — that records the end: store, `session.json`, `session.ended` audit event and
 //! the kill-latency histogram.
 
+mod cuts;
 mod finish;
 mod guard;
 #[cfg(test)]
 mod tests;
 
+use cuts::Cuts;
 pub use guard::{SessionGuard, SessionHandle};
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -112,45 +114,6 @@ pub(crate) struct Live {
     events: Mutex<Vec<serde_json::Value>>,
     dir: PathBuf,
     started: Instant,
-}
-
-/// Sessions being cut whose client socket is not closed yet. A session's end record (final
-/// digests, `session.json`, the store and the audit event) is file work with fsyncs; it waits
-/// until no cut is pending (at most [`CUTS_FIRST_MAX`]), so when a ticket close cuts hundreds
-/// of sessions at once the gateway spends its CPU closing their sockets first, and records
-/// the ends right after.
-#[derive(Default)]
-struct Cuts {
-    pending: AtomicUsize,
-    none_pending: Notify,
-}
-
-impl Cuts {
-    fn begin(&self) {
-        self.pending.fetch_add(1, Ordering::AcqRel);
-    }
-
-    fn end(&self) {
-        if self.pending.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.none_pending.notify_waiters();
-        }
-    }
-
-    /// Until no cut is pending, or `max` has passed.
-    async fn landed(&self, max: Duration) {
-        let deadline = tokio::time::Instant::now() + max;
-        loop {
-            let notified = self.none_pending.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if self.pending.load(Ordering::Acquire) == 0 {
-                return;
-            }
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                return;
-            }
-        }
-    }
 }
 
 /// Live sessions by id, with their grants.
@@ -508,9 +471,7 @@ impl Registry {
             .map(|(id, _)| id.clone())
             .collect();
         if !ids.is_empty() {
-            // One line for all: a ticket close can cut hundreds of sessions, and each line is a
-            // write before the next session's cut begins. Each session's end is logged with
-            // its cause once its socket is closed.
+            // One line for all, as in `terminate_all`.
             tracing::info!(%grant, sessions = ids.len(), cause = cause.as_str(), %reason, "terminating the grant's sessions");
         }
         for id in &ids {

@@ -4,8 +4,8 @@
 //! the waits on the cut path, [`NOTICES_WAIT`], then [`PEER_WRITE`] for the client's
 //! disconnect, then [`CLIENT_CLOSE_WAIT`], stay well under that even when a peer does not read.
 //! The target's disconnect follows the client's close and the other sessions' cuts (at most
-//! [`PEER_WRITE`] for each, then [`PEER_WRITE`] for its write). What follows the cut (finishing recordings) is bounded by
-//! [`PUMPS_WAIT`] and happens after the client is gone.
+//! [`PEER_WRITE`] for each, then [`PEER_WRITE`] for its write). What follows the cut
+//! (finishing recordings) is bounded by [`PUMPS_WAIT`] and happens after the client is gone.
 
 use std::time::Duration;
 
