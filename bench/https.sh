@@ -8,7 +8,9 @@
 # Env: BENCH_CONNS (wrk connections, default 32), BENCH_SECONDS (per wrk run, default 6),
 #      BENCH_ROUNDS (paired jitgate/proxy rounds, default 5),
 #      BENCH_MB (download size, default 512), BENCH_JSON (the figures as JSON, default
-#      bench/results/https.json), BENCH_BINARY (a jitgate binary to measure instead of `dist`).
+#      bench/results/https.json), BENCH_BINARY (a jitgate binary to measure instead of `dist`),
+#      BENCH_PERF=DIR (also profile the gateway with `perf` under one wrk run, DIR/rps.data,
+#      and one download, DIR/download.data, and print the top of each).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CONNS=${BENCH_CONNS:-32}
@@ -23,6 +25,7 @@ command -v wrk >/dev/null || need+=(wrk)
 command -v curl >/dev/null || need+=(curl)
 command -v openssl >/dev/null || need+=(openssl)
 command -v python3 >/dev/null || need+=(python3)
+if [ -n "${BENCH_PERF:-}" ]; then command -v perf >/dev/null || need+=(linux-perf); fi
 if ((${#need[@]})); then
     DEBIAN_FRONTEND=noninteractive apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}"
@@ -65,6 +68,7 @@ public_name = "localhost"
 api_listen = "127.0.0.1:0"
 ssh_listen = "127.0.0.1:0"
 https_listen = "127.0.0.1:0"
+metrics_listen = "127.0.0.1:0"
 data_dir = "data"
 certs_dir = "certs"
 recordings_dir = "recordings"
@@ -231,8 +235,10 @@ json.dump({"rounds": len(rows),
            "rps_ratio": round(rps, 3), "p99_ratio": round(p99, 3)}, open(sys.argv[2], "w"))
 PY
 
-# Large download: paired rounds (direct, jitgate, the proxy in each), the median of each
-# round's ratios; and the gateway's CPU time per GB it moved.
+# Large download: paired rounds (direct, jitgate, the proxy, jitgate over HTTP/2 in each),
+# the median of each round's ratios; and the gateway's CPU time per GB it moved. The console
+# and the proxy speak HTTP/1.1 only, so the compared jitgate download does too
+# (`--http1.1`); the HTTP/2 one is what curl and browsers pick with the gateway by default.
 speed() { curl -s -o /dev/null -w '%{speed_download}' "$@"; }
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }   # utime + stime, all threads
 : > "$W/downloads"
@@ -240,10 +246,11 @@ cpu=0
 for _ in $(seq 3); do
     d=$(speed --cacert "$W/console-ca.pem" --cert "$W/client.pem" --key "$W/client.key" "$DIRECT/big.bin")
     c0=$(cpu_ticks "$GW_PID")
-    g=$(speed --cacert "$W/certs/ca.pem" -H "$AUTH" "$GW/big.bin")
+    g=$(speed --http1.1 --cacert "$W/certs/ca.pem" -H "$AUTH" "$GW/big.bin")
     cpu=$(( cpu + $(cpu_ticks "$GW_PID") - c0 ))
     p=$(speed --cacert "$W/certs/ca.pem" "$PROXY/big.bin")
-    echo "$d $g $p" >> "$W/downloads"
+    g2=$(speed --http2 --cacert "$W/certs/ca.pem" -H "$AUTH" "$GW/big.bin")
+    echo "$d $g $p $g2" >> "$W/downloads"
 done
 python3 - "$W/downloads" "$MB" "$cpu" "$(getconf CLK_TCK)" "$FIG" "$JSON_OUT" "$BUILD" \
     "$(awk '/VmRSS/ {print $2}' "/proc/$GW_PID/status")" <<'PY'
@@ -251,21 +258,41 @@ import json, os, statistics as st, sys
 rows = [list(map(float, l.split())) for l in open(sys.argv[1])]
 mb, cpu, tick, fig, out, build, rss = (int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]),
                                        sys.argv[5], sys.argv[6], sys.argv[7], int(sys.argv[8]))
-d, g, p = (list(c) for c in zip(*rows))
+d, g, p, g2 = (list(c) for c in zip(*rows))
 mbs = lambda xs: st.median(xs) / 1048576
 gw = st.median(b / a for a, b in zip(d, g))
 px = st.median(b / a for a, b in zip(d, p))
+gw2 = st.median(b / a for a, b in zip(d, g2))
 cpu_gb = cpu / tick / (mb * len(rows) / 1024)
-print(f"download {mb} MB, medians of {len(rows)} paired rounds: direct {mbs(d):.0f} MB/s, jitgate {mbs(g):.0f} MB/s, nginx proxy {mbs(p):.0f} MB/s")
-print(f"download throughput jitgate/direct: {gw:.2f}  (goal >= 0.8; nginx proxy/direct: {px:.2f})")
-print(f"gateway CPU per GB downloaded: {cpu_gb:.2f} s")
+print(f"download {mb} MB, medians of {len(rows)} paired rounds: direct {mbs(d):.0f} MB/s, jitgate {mbs(g):.0f} MB/s, nginx proxy {mbs(p):.0f} MB/s (HTTP/1.1); jitgate over HTTP/2 {mbs(g2):.0f} MB/s")
+print(f"download throughput jitgate/direct, HTTP/1.1 on every leg: {gw:.2f}  (goal >= 0.8; nginx proxy/direct: {px:.2f})")
+print(f"download throughput jitgate over HTTP/2 (curl's default with the gateway)/direct: {gw2:.2f}")
+print(f"gateway CPU per GB downloaded (HTTP/1.1): {cpu_gb:.2f} s")
 print(f"gateway resident memory after the run: {rss} KiB")
 figures = {"build": build, **json.load(open(fig)), "download_mb": mb,
            "download_direct_mb_s": round(mbs(d)), "download_gateway_mb_s": round(mbs(g)),
-           "download_proxy_mb_s": round(mbs(p)), "download_ratio": round(gw, 3),
+           "download_proxy_mb_s": round(mbs(p)), "download_gateway_h2_mb_s": round(mbs(g2)),
+           "download_ratio": round(gw, 3), "download_h2_ratio": round(gw2, 3),
            "download_proxy_ratio": round(px, 3), "gateway_cpu_s_per_gb": round(cpu_gb, 3),
            "gateway_rss_kib": rss}
 os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
 json.dump(figures, open(out, "w"), indent=2)
 print(f"figures written to {out}")
 PY
+
+# The profile beside the figure: the functions that took most of the gateway's CPU (self time).
+if [ -n "${BENCH_PERF:-}" ]; then
+    mkdir -p "$BENCH_PERF"
+    profiled() { # $1 name, then the command
+        local name=$1; shift
+        perf record -e cpu-clock -F 999 --call-graph dwarf,16384 -m 4M -p "$GW_PID" -o "$BENCH_PERF/$name.data" > /dev/null 2>&1 & local perf_pid=$!
+        sleep 1
+        "$@" > /dev/null
+        kill -INT "$perf_pid"; wait "$perf_pid" || true
+        echo "profile of the gateway, $name (perf, self time; perf report -i $BENCH_PERF/$name.data):"
+        perf report -i "$BENCH_PERF/$name.data" --no-children --sort dso,symbol --stdio -g none 2>/dev/null \
+            | awk '/^ +[0-9.]+%/ && n++ < 12 {printf "    %s %s %s\n", $1, $2, $4}'
+    }
+    profiled rps wrk -t2 -c"$CONNS" -d4s -H "$AUTH" "$GW/page.html"
+    profiled download curl -s -o /dev/null --http1.1 --cacert "$W/certs/ca.pem" -H "$AUTH" "$GW/big.bin"
+fi

@@ -18,6 +18,7 @@ use super::{Gateway, HttpSession, timing};
 use crate::gateway::Entered;
 use crate::net::idle::{Activity, Guarded};
 use crate::net::killable::Killable;
+use crate::net::read_ahead::{Gather, ReadAhead};
 
 /// What a client connection's requests share: its kill switch and its hold on the sessions it
 /// carries (here), the last bearer token it presented, and its own target connections.
@@ -97,7 +98,7 @@ pub(super) async fn serve(
     } = entered;
     let peer = origin.client;
     let kill = CancellationToken::new();
-    let tcp = Killable::new(stream, kill.clone());
+    let tcp = Killable::new(ReadAhead::new(stream), kill.clone());
     let (drivers_tx, mut drivers_rx) = mpsc::unbounded_channel();
     let conn = Arc::new(ClientConn::new(kill, drivers_tx));
     let tls = match tokio::time::timeout(timing::HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
@@ -132,7 +133,7 @@ pub(super) async fn serve(
         .timer(TokioTimer::new())
         .max_concurrent_streams(128)
         .max_header_list_size(64 * 1024);
-    let http = builder.serve_connection_with_upgrades(TokioIo::new(tls), svc);
+    let http = builder.serve_connection_with_upgrades(TokioIo::new(Gather::new(tls)), svc);
     tokio::pin!(http);
     // This connection's own target connections run here too, next to it.
     let mut drivers = futures_util::stream::FuturesUnordered::new();

@@ -21,12 +21,13 @@ use tokio_rustls::TlsConnector;
 use super::HttpSession;
 use super::record::BoxError;
 use super::timing::TARGET_CONNECT;
+use crate::net::read_ahead::{Gather, ReadAhead};
 
 /// Request bodies sent to targets.
 pub type ReqBody = BoxBody<Bytes, BoxError>;
 
 type Connection = hyper::client::conn::http1::Connection<
-    TokioIo<tokio_rustls::client::TlsStream<TcpStream>>,
+    TokioIo<Gather<tokio_rustls::client::TlsStream<ReadAhead<TcpStream>>>>,
     ReqBody,
 >;
 
@@ -167,7 +168,7 @@ impl Upstream {
         let _ = tcp.set_nodelay(true);
         let tls = tokio::time::timeout(
             TARGET_CONNECT,
-            self.tls.connect(self.server_name.clone(), tcp),
+            self.tls.connect(self.server_name.clone(), ReadAhead::new(tcp)),
         )
         .await
         .map_err(|_| "TLS with the target timed out".to_string())?
@@ -175,7 +176,7 @@ impl Upstream {
             format!("TLS with the target failed ({e}); its certificate must be signed by the target's server_ca")
         })?;
         hyper::client::conn::http1::Builder::new()
-            .handshake(TokioIo::new(tls))
+            .handshake(TokioIo::new(Gather::new(tls)))
             .await
             .map_err(|e| format!("HTTP with the target failed: {e}"))
     }

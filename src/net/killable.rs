@@ -156,6 +156,18 @@ impl<S> Killable<S> {
     }
 }
 
+impl<S: Abort> Killable<S> {
+    /// Fail once killed; cork once the session's cut has begun.
+    fn before_write(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
+        self.check(cx)?;
+        if !self.corked && self.mark.cut_begun() {
+            self.corked = true;
+            self.inner.cork();
+        }
+        Ok(())
+    }
+}
+
 impl<S: AsyncRead + Abort + Unpin> AsyncRead for Killable<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
@@ -175,14 +187,25 @@ impl<S: AsyncWrite + Abort + Unpin> AsyncWrite for Killable<S> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        if let Err(e) = self.check(cx) {
+        if let Err(e) = self.before_write(cx) {
             return Poll::Ready(Err(e));
         }
-        if !self.corked && self.mark.cut_begun() {
-            self.corked = true;
-            self.inner.cork();
-        }
         Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        if let Err(e) = self.before_write(cx) {
+            return Poll::Ready(Err(e));
+        }
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

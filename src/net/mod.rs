@@ -1,7 +1,7 @@
 //! Listener plumbing shared by the API and both gateways: a bounded accept loop, caps on
 //! unauthenticated connections ([`gate`]), idle HTTP connections closed ([`idle`]), and a
 //! socket wrapper the gateway can cut from outside ([`killable`]), the PROXY protocol behind a
-//! load balancer ([`proxy`]), and `host:port` and address-block parsing ([`HostPort`],
+//! load balancer ([`proxy`]), larger reads under TLS ([`read_ahead`]), and `host:port` and address-block parsing ([`HostPort`],
 //! [`Cidr`]).
 
 mod cidr;
@@ -10,6 +10,7 @@ mod host;
 pub mod idle;
 pub mod killable;
 pub mod proxy;
+pub mod read_ahead;
 
 pub use cidr::{Cidr, CidrError};
 pub use host::{HostPort, unbracket};
