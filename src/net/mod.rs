@@ -4,11 +4,70 @@
 //! load balancer ([`proxy`]), larger reads under TLS ([`read_ahead`]), and `host:port` and address-block parsing ([`HostPort`],
 //! [`Cidr`]).
 
+/// `impl AsyncWrite for $ty<S>` that passes every write to the wrapper's `inner`: for
+/// wrappers that change only how a socket is read.
+macro_rules! writes_through {
+    ($ty:ident) => {
+        impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for $ty<S> {
+            fn poll_write(
+                self: std::pin::Pin<&mut Self>,
+                cx: &mut std::task::Context<'_>,
+                buf: &[u8],
+            ) -> std::task::Poll<std::io::Result<usize>> {
+                std::pin::Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+            }
+
+            fn poll_write_vectored(
+                self: std::pin::Pin<&mut Self>,
+                cx: &mut std::task::Context<'_>,
+                bufs: &[std::io::IoSlice<'_>],
+            ) -> std::task::Poll<std::io::Result<usize>> {
+                std::pin::Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+            }
+
+            fn is_write_vectored(&self) -> bool {
+                self.inner.is_write_vectored()
+            }
+
+            fn poll_flush(
+                self: std::pin::Pin<&mut Self>,
+                cx: &mut std::task::Context<'_>,
+            ) -> std::task::Poll<std::io::Result<()>> {
+                std::pin::Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+            }
+
+            fn poll_shutdown(
+                self: std::pin::Pin<&mut Self>,
+                cx: &mut std::task::Context<'_>,
+            ) -> std::task::Poll<std::io::Result<()>> {
+                std::pin::Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+            }
+        }
+    };
+}
+
+/// `impl Abort for $ty<S>` that passes both to the wrapper's `inner` socket.
+macro_rules! aborts_through {
+    ($ty:ident) => {
+        impl<S: $crate::net::killable::Abort> $crate::net::killable::Abort for $ty<S> {
+            fn reset_on_close(&self) {
+                self.inner.reset_on_close();
+            }
+
+            fn cork(&self) {
+                self.inner.cork();
+            }
+        }
+    };
+}
+
 mod cidr;
 pub mod gate;
 mod host;
 pub mod idle;
 pub mod killable;
+#[cfg(test)]
+pub mod pieces;
 pub mod proxy;
 pub mod read_ahead;
 

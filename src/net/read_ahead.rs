@@ -14,9 +14,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::{Buf as _, BytesMut};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-
-use super::killable::Abort;
+use tokio::io::{AsyncRead, ReadBuf};
 
 /// Most bytes read from the socket at once while data streams in.
 pub const CHUNK: usize = 64 * 1024;
@@ -94,45 +92,8 @@ impl<S: AsyncRead + Unpin> AsyncRead for ReadAhead<S> {
     }
 }
 
-impl<S: AsyncWrite + Unpin> AsyncWrite for ReadAhead<S> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
-    }
-}
-
-impl<S: Abort> Abort for ReadAhead<S> {
-    fn reset_on_close(&self) {
-        self.inner.reset_on_close();
-    }
-
-    fn cork(&self) {
-        self.inner.cork();
-    }
-}
+writes_through!(ReadAhead);
+aborts_through!(ReadAhead);
 
 /// `T` (a TLS stream), each read filled with what has arrived rather than one record of it.
 #[derive(Debug)]
@@ -185,39 +146,12 @@ impl<T: AsyncRead + Unpin> AsyncRead for Gather<T> {
     }
 }
 
-impl<T: AsyncWrite + Unpin> AsyncWrite for Gather<T> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
-    }
-}
+writes_through!(Gather);
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::net::pieces::{Pieces, Then};
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
     /// Counts the reads that reach the socket.
@@ -301,47 +235,13 @@ mod tests {
         assert_eq!(&chunk[..n], b"later");
     }
 
-    /// Hands out the given pieces, then an error or nothing more for now.
-    struct Pieces {
-        pieces: std::collections::VecDeque<Vec<u8>>,
-        then_fail: bool,
-    }
-
-    impl AsyncRead for Pieces {
-        fn poll_read(
-            mut self: Pin<&mut Self>,
-            _: &mut Context<'_>,
-            buf: &mut ReadBuf<'_>,
-        ) -> Poll<io::Result<()>> {
-            match self.pieces.pop_front() {
-                Some(mut p) => {
-                    // As a TLS stream does: what does not fit stays for the next read.
-                    let n = p.len().min(buf.remaining());
-                    buf.put_slice(&p[..n]);
-                    if n < p.len() {
-                        self.pieces.push_front(p.split_off(n));
-                    }
-                    Poll::Ready(Ok(()))
-                }
-                None if self.then_fail => Poll::Ready(Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    "bad record",
-                ))),
-                None => Poll::Pending,
-            }
-        }
-    }
-
-    fn pieces(n: usize, then_fail: bool) -> Pieces {
-        Pieces {
-            pieces: (0..n).map(|i| vec![i as u8; 10]).collect(),
-            then_fail,
-        }
+    fn pieces(n: usize, then: Then) -> Pieces {
+        Pieces::new((0..n).map(|i| vec![i as u8; 10]), then)
     }
 
     #[tokio::test]
     async fn a_gathered_read_takes_every_record_that_has_arrived() {
-        let mut g = Gather::new(pieces(5, false));
+        let mut g = Gather::new(pieces(5, Then::Wait));
         let mut buf = [0u8; 35];
         let n = g.read(&mut buf).await.unwrap();
         assert_eq!(n, 35, "full: three pieces and half of the fourth");
@@ -353,7 +253,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_error_after_data_comes_with_the_next_read() {
-        let mut g = Gather::new(pieces(2, true));
+        let mut g = Gather::new(pieces(2, Then::Fail));
         let mut buf = [0u8; 100];
         assert_eq!(g.read(&mut buf).await.unwrap(), 20, "the data first");
         let e = g.read(&mut buf).await.unwrap_err();

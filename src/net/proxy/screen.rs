@@ -17,10 +17,9 @@ use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll, ready};
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, ReadBuf};
 
 use super::header::{V1_PREFIX, V2_SIGNATURE, Version, could_begin_header};
-use crate::net::killable::Abort;
 
 /// The longest signature screened for (v2's).
 const HELD: usize = V2_SIGNATURE.len();
@@ -163,45 +162,8 @@ impl<S: AsyncRead + Unpin> AsyncRead for Screened<S> {
     }
 }
 
-impl<S: AsyncWrite + Unpin> AsyncWrite for Screened<S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-}
-
-impl<S: Abort> Abort for Screened<S> {
-    fn reset_on_close(&self) {
-        self.inner.reset_on_close();
-    }
-
-    fn cork(&self) {
-        self.inner.cork();
-    }
-}
+writes_through!(Screened);
+aborts_through!(Screened);
 
 #[cfg(test)]
 mod tests {

@@ -2,50 +2,13 @@
 //! can be wrong, fed whole, byte by byte, split at random, and cut short.
 
 use std::collections::VecDeque;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use rand::{RngExt, SeedableRng};
-use tokio::io::{AsyncWriteExt, ReadBuf};
+use tokio::io::AsyncWriteExt;
 
 use super::*;
-
-/// A reader that hands out its bytes in the given pieces (a read never spans two), then ends;
-/// what is left after a header is what the handshake would get.
-struct Pieces(VecDeque<Vec<u8>>);
-
-impl Pieces {
-    fn whole(bytes: &[u8]) -> Self {
-        Self(VecDeque::from([bytes.to_vec()]))
-    }
-
-    fn bytewise(bytes: &[u8]) -> Self {
-        Self(bytes.iter().map(|b| vec![*b]).collect())
-    }
-
-    fn left(&self) -> Vec<u8> {
-        self.0.iter().flatten().copied().collect()
-    }
-}
-
-impl AsyncRead for Pieces {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        _: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        if let Some(front) = self.0.front_mut() {
-            let k = front.len().min(buf.remaining());
-            buf.put_slice(&front[..k]);
-            front.drain(..k);
-            if front.is_empty() {
-                self.0.pop_front();
-            }
-        }
-        Poll::Ready(Ok(()))
-    }
-}
+use crate::net::pieces::{Pieces, Then};
 
 /// The header read from `bytes` fed whole and byte by byte, with what each left unread.
 async fn read_both(bytes: &[u8]) -> Result<(Header, Vec<u8>), String> {
@@ -449,7 +412,7 @@ async fn random_valid_headers_split_at_random_are_read_exactly() {
             pieces.push_back(all[at..at + k].to_vec());
             at += k;
         }
-        let mut r = Pieces(pieces);
+        let mut r = Pieces::new(pieces, Then::End);
         let h = read_header(&mut r).await.unwrap();
         let a = h.addresses.unwrap();
         assert_eq!((a.source.ip(), a.source.port(), h.version), want);
