@@ -1,7 +1,7 @@
-//! Fewer, larger reads under and over TLS. rustls reads at most 4 KiB per `read` call, so a
-//! 16 KiB record takes four system calls and a download of a gigabyte a quarter of a million;
-//! and a TLS stream hands on one record (16 KiB at most) per read, so a proxy moves a download
-//! in 16 KiB pieces, each its own trip through HTTP and its own write and TCP segment.
+//! Fewer, larger reads under and over TLS. rustls reads no more than one record (16 KiB) per
+//! `read` call, and a TLS stream hands on one record per read, so a proxy moved a download in
+//! 16 KiB pieces: each its own read, its own trip through HTTP, and its own write and TCP
+//! segment.
 //!
 //! [`ReadAhead`], under TLS, lets small messages through untouched and, once a read fills the
 //! caller's buffer (more is waiting), reads up to [`CHUNK`] at a time into a buffer of its own

@@ -197,11 +197,17 @@ async fn a_websocket_echoes_through_and_is_closed_on_revocation() {
     write_frame(&mut ws, 0x1, b"hello through jitgate", true).expect("send a text frame");
     let (op, data) = read_frame(&mut ws).expect("the echo");
     assert_eq!((op, data.as_slice()), (0x1, &b"hello through jitgate"[..]));
-    let big: Vec<u8> = (0..70_000u32).map(|i| (i % 251) as u8).collect();
-    write_frame(&mut ws, 0x2, &big, true).expect("send a binary frame");
-    let (op, data) = read_frame(&mut ws).expect("the echo");
-    assert_eq!(op, 0x2);
-    assert!(data == big, "the 70000-byte frame came back changed");
+    // One frame over several TLS records, and one of 6 MB that streams through both legs'
+    // large reads (many records per read) and back.
+    for len in [70_000u32, 6_000_011] {
+        let big: Vec<u8> = (0..len)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        write_frame(&mut ws, 0x2, &big, true).expect("send a binary frame");
+        let (op, data) = read_frame(&mut ws).expect("the echo");
+        assert_eq!(op, 0x2);
+        assert!(data == big, "the {len}-byte frame came back changed");
+    }
 
     // A task without `websocket` refuses the upgrade (plain pages still work).
     let other = env.grant("dave", "console-read", "INC-55");
@@ -259,9 +265,9 @@ async fn a_websocket_echoes_through_and_is_closed_on_revocation() {
         e[0]["bytes_in"].as_u64().unwrap_or(0),
         e[0]["bytes_out"].as_u64().unwrap_or(0),
     );
-    // Frames as on the wire: 21 + 70000 bytes of payload each way, plus framing.
+    // Frames as on the wire: 21 + 70,000 + 6,000,011 bytes of payload each way, plus framing.
     assert!(
-        sent >= 70_021 && got >= 70_021,
+        sent >= 6_070_032 && got >= 6_070_032,
         "bytes not counted: {}",
         e[0]
     );
