@@ -1,8 +1,8 @@
 //! Listener plumbing shared by the API and both gateways: a bounded accept loop, caps on
 //! unauthenticated connections ([`gate`]), idle HTTP connections closed ([`idle`]), and a
 //! socket wrapper the gateway can cut from outside ([`killable`]), the PROXY protocol behind a
-//! load balancer ([`proxy`]), larger reads under TLS ([`read_ahead`]), and `host:port` and address-block parsing ([`HostPort`],
-//! [`Cidr`]).
+//! load balancer ([`proxy`]), larger reads under TLS ([`read_ahead`]), and `host:port` and
+//! address-block parsing ([`HostPort`], [`Cidr`]).
 
 /// `impl AsyncWrite for $ty<S>` that passes every write to the wrapper's `inner`: for
 /// wrappers that change only how a socket is read.

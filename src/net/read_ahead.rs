@@ -38,7 +38,8 @@ impl<S> ReadAhead<S> {
         }
     }
 
-    pub fn get_ref(&self) -> &S {
+    #[cfg(test)]
+    fn get_ref(&self) -> &S {
         &self.inner
     }
 
@@ -106,10 +107,6 @@ pub struct Gather<T> {
 impl<T> Gather<T> {
     pub fn new(inner: T) -> Self {
         Self { inner, error: None }
-    }
-
-    pub fn get_ref(&self) -> &T {
-        &self.inner
     }
 }
 
