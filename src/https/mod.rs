@@ -39,6 +39,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::grant::Admission;
 use crate::metrics::Metrics;
+use crate::net::cores::Cores;
 use crate::pki::Keys;
 use crate::session::{Registry, SessionGuard};
 use admission::{bearer, cookie_handle};
@@ -182,26 +183,28 @@ impl Gateway {
         })
     }
 
-    /// Accept TLS connections on `listener` until `shutdown`.
+    /// Accept TLS connections on `listener` until `shutdown`, each served on one of `cores`.
     pub async fn serve(
         self: Arc<Self>,
         listener: TcpListener,
         tls: rustls::ServerConfig,
+        cores: Cores,
         shutdown: CancellationToken,
         tracker: TaskTracker,
     ) {
         let acceptor = TlsAcceptor::from(Arc::new(tls));
-        crate::net::accept_loop(
+        crate::net::accept_loop_on(
             listener,
             MAX_CONNECTIONS,
             "HTTPS",
             &shutdown,
             &tracker,
-            |tcp, peer| {
+            &cores,
+            |peer| {
                 let me = self.clone();
                 let acceptor = acceptor.clone();
                 let stop = shutdown.clone();
-                async move {
+                move |tcp| async move {
                     if let Some(entered) = me.door.enter(tcp, peer).await {
                         conn::serve(me, acceptor, entered, stop).await;
                     }

@@ -62,6 +62,7 @@ macro_rules! aborts_through {
 }
 
 mod cidr;
+pub mod cores;
 pub mod gate;
 mod host;
 pub mod idle;
@@ -81,7 +82,7 @@ use std::time::Duration;
 
 use futures_util::FutureExt as _;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -98,26 +99,79 @@ pub async fn accept_loop<F, Fut>(
     F: FnMut(TcpStream, SocketAddr) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    let slots = Arc::new(Semaphore::new(max));
-    loop {
-        let (tcp, peer) = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    tracing::warn!(error = %e, "{what} accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            }
-        };
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
-            tracing::warn!(%peer, "too many {what} connections; refusing one");
-            continue;
-        };
-        let _ = tcp.set_nodelay(true);
+    let door = Door::new(listener, max, what);
+    while let Some((tcp, peer, permit)) = door.next(shutdown).await {
         // `map` rather than `async move { fut.await }`: an async block would hold the
         // connection's future twice over (as captured and as awaited) for the connection's life.
         tracker.spawn(serve(tcp, peer).map(move |()| drop(permit)));
+    }
+}
+
+/// [`accept_loop`], each connection served on the one of `cores` with the fewest: `serve`
+/// is given the peer's address here and the socket on that core.
+pub async fn accept_loop_on<F, G, Fut>(
+    listener: TcpListener,
+    max: usize,
+    what: &'static str,
+    shutdown: &CancellationToken,
+    tracker: &TaskTracker,
+    cores: &cores::Cores,
+    mut serve: F,
+) where
+    F: FnMut(SocketAddr) -> G,
+    G: FnOnce(TcpStream) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let door = Door::new(listener, max, what);
+    while let Some((tcp, peer, permit)) = door.next(shutdown).await {
+        let serve = serve(peer);
+        cores.spawn(tcp, tracker, move |tcp| {
+            serve(tcp).map(move |()| drop(permit))
+        });
+    }
+}
+
+/// A listener with a cap on the connections it lets in at once.
+struct Door {
+    listener: TcpListener,
+    slots: Arc<Semaphore>,
+    what: &'static str,
+}
+
+impl Door {
+    fn new(listener: TcpListener, max: usize, what: &'static str) -> Self {
+        Self {
+            listener,
+            slots: Arc::new(Semaphore::new(max)),
+            what,
+        }
+    }
+
+    /// The next connection with its slot (`TCP_NODELAY` set), or `None` at `shutdown`.
+    /// Connections beyond the cap are closed as they come.
+    async fn next(
+        &self,
+        shutdown: &CancellationToken,
+    ) -> Option<(TcpStream, SocketAddr, OwnedSemaphorePermit)> {
+        let what = self.what;
+        loop {
+            let (tcp, peer) = tokio::select! {
+                _ = shutdown.cancelled() => return None,
+                r = self.listener.accept() => match r {
+                    Ok(x) => x,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "{what} accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                }
+            };
+            let Ok(permit) = self.slots.clone().try_acquire_owned() else {
+                tracing::warn!(%peer, "too many {what} connections; refusing one");
+                continue;
+            };
+            let _ = tcp.set_nodelay(true);
+            return Some((tcp, peer, permit));
+        }
     }
 }
