@@ -99,8 +99,8 @@ pub async fn accept_loop<F, Fut>(
     F: FnMut(TcpStream, SocketAddr) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    let door = Door::new(listener, max, what);
-    while let Some((tcp, peer, permit)) = door.next(shutdown).await {
+    let listener = Capped::new(listener, max, what);
+    while let Some((tcp, peer, permit)) = listener.next(shutdown).await {
         // `map` rather than `async move { fut.await }`: an async block would hold the
         // connection's future twice over (as captured and as awaited) for the connection's life.
         tracker.spawn(serve(tcp, peer).map(move |()| drop(permit)));
@@ -122,8 +122,8 @@ pub async fn accept_loop_on<F, G, Fut>(
     G: FnOnce(TcpStream) -> Fut + Send + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    let door = Door::new(listener, max, what);
-    while let Some((tcp, peer, permit)) = door.next(shutdown).await {
+    let listener = Capped::new(listener, max, what);
+    while let Some((tcp, peer, permit)) = listener.next(shutdown).await {
         let serve = serve(peer);
         cores.spawn(tcp, tracker, move |tcp| {
             serve(tcp).map(move |()| drop(permit))
@@ -132,13 +132,13 @@ pub async fn accept_loop_on<F, G, Fut>(
 }
 
 /// A listener with a cap on the connections it lets in at once.
-struct Door {
+struct Capped {
     listener: TcpListener,
     slots: Arc<Semaphore>,
     what: &'static str,
 }
 
-impl Door {
+impl Capped {
     fn new(listener: TcpListener, max: usize, what: &'static str) -> Self {
         Self {
             listener,
