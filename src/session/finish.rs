@@ -54,14 +54,17 @@ fn digest_file(path: &std::path::Path) -> (String, u64) {
 }
 
 impl Registry {
-    /// Record the end of `live` once: store, manifest, audit, metrics.
+    /// Record the end of `live` once: store, manifest, audit, metrics. A call while another
+    /// is recording it returns once that one has (so a tracked task waiting here keeps
+    /// shutdown waiting for an end an untracked one is recording).
     pub(super) async fn finish(self: &Arc<Self>, live: &Arc<Live>) {
-        {
+        let claimed = {
             let mut done = live.finished.lock().expect("finished lock");
-            if *done {
-                return;
-            }
-            *done = true;
+            !std::mem::replace(&mut *done, true)
+        };
+        if !claimed {
+            let _ = live.recorded.subscribe().wait_for(|r| *r).await;
+            return;
         }
         // Other sessions' cuts first: this is file work, theirs is closing sockets.
         self.cut_landed(live);
@@ -149,6 +152,7 @@ impl Registry {
             tracing::error!(session = %record.id, error = %e, "cannot audit the session's end");
         }
         self.live.lock().expect("registry lock").remove(&record.id);
+        live.recorded.send_replace(true);
         tracing::info!(
             session = %record.id,
             cause = ending.cause.as_str(),

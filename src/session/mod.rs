@@ -106,7 +106,10 @@ pub(crate) struct Live {
     ending: Mutex<Option<Ending>>,
     closed: Notify,
     closed_at: Mutex<Option<Instant>>,
+    /// Set by the one [`Registry::finish`] call that records the end.
     finished: Mutex<bool>,
+    /// True once that call has recorded it: the others wait for this.
+    recorded: watch::Sender<bool>,
     warning: watch::Sender<Option<String>>,
     /// Counted in [`Registry::cuts`]: cut, and the client's socket is not closed yet.
     cut_pending: AtomicBool,
@@ -369,6 +372,7 @@ impl Registry {
             closed: Notify::new(),
             closed_at: Mutex::new(None),
             finished: Mutex::new(false),
+            recorded: watch::channel(false).0,
             warning: watch::channel(None).0,
             cut_pending: AtomicBool::new(false),
             files: Mutex::new(Vec::new()),

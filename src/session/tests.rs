@@ -160,3 +160,37 @@ async fn a_session_whose_task_panics_or_is_cancelled_ends_once_with_a_cause() {
     assert_eq!(s.end_cause.as_deref(), Some("target"), "{s:?}");
     assert_eq!(ended_records(&store, &id).await.len(), 1);
 }
+
+/// Shutdown waits for an end being recorded by a task it does not track (the HTTPS gateway's
+/// cut watcher closes the guard from its own task): the record is stored before it returns.
+#[tokio::test]
+async fn shutdown_waits_for_an_end_another_task_is_recording() {
+    let dir = tempfile::tempdir().unwrap();
+    let (reg, store) = registry(dir.path()).await;
+    let cfg = crate::config::Config::from_text(CONFIG, &dir.path().join("j.toml")).unwrap();
+    let admission = Admission::for_test(&cfg);
+    let guard = reg
+        .open(
+            &admission,
+            NewSession {
+                protocol: TargetKind::Https,
+                source: "127.0.0.1:1".into(),
+            },
+        )
+        .await
+        .unwrap();
+    let id = guard.id().clone();
+    let closing = tokio::spawn(async move {
+        guard.close(None).await;
+        guard
+    });
+    // Let the close claim the end and reach its file work.
+    tokio::task::yield_now().await;
+    reg.shutdown(Duration::from_secs(10)).await;
+    let s = store.session(&id).await.unwrap().unwrap();
+    assert!(
+        s.ended_at.is_some(),
+        "shutdown returned before the end was stored: {s:?}"
+    );
+    drop(closing.await.unwrap());
+}
