@@ -17,7 +17,7 @@ use super::forward::{Driver, TargetRouter};
 use super::{Gateway, HttpSession, timing};
 use crate::gateway::Entered;
 use crate::net::idle::{Activity, Guarded};
-use crate::net::killable::Killable;
+use crate::net::killable::{Killable, Watch};
 use crate::net::read_ahead::{Gather, ReadAhead};
 
 /// What a client connection's requests share: its kill switch and its hold on the sessions it
@@ -140,9 +140,10 @@ pub(super) async fn serve(
     let grace = tokio::time::sleep(timing::NEVER);
     tokio::pin!(grace);
     // Polled on every wake of this task: a token of this connection's own, so that
-    // connections do not contend on the gateway-wide token's lock.
-    let stop = stop.child_token();
-    let stopped = stop.cancelled();
+    // connections do not contend on the gateway-wide token's lock, watched without taking
+    // its lock at each poll.
+    let mut stop = Watch::new(stop.child_token());
+    let stopped = std::future::poll_fn(|cx| stop.poll_cancelled(cx));
     tokio::pin!(stopped);
     let mut stopping = false;
     let idle = activity.idle();

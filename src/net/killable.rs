@@ -5,10 +5,12 @@
 
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::Instant;
 
+use futures_util::task::AtomicWaker;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
@@ -57,11 +59,8 @@ impl CloseMark {
         let _ = self.0.cut.set(cut);
     }
 
-    fn cut_begun(&self) -> bool {
-        self.0
-            .cut
-            .get()
-            .is_some_and(CancellationToken::is_cancelled)
+    fn cut(&self) -> Option<&CancellationToken> {
+        self.0.cut.get()
     }
 
     /// Until the side has closed.
@@ -112,11 +111,97 @@ impl Abort for tokio::net::TcpStream {
 
 impl Abort for tokio::io::DuplexStream {}
 
+/// Whether a token is cancelled, asked on every read and write at the cost of an atomic load:
+/// the token's own check takes its lock, and polling its future takes the waiters' lock too.
+/// The future is polled with a waker of this watch's own, which notes the cancellation and
+/// wakes the task last registered here; it is polled again only when that waker has fired.
+pub(crate) struct Watch {
+    cancelled: Pin<Box<WaitForCancellationFutureOwned>>,
+    trip: Arc<Trip>,
+    waker: Waker,
+    /// The task last registered in `trip` (registering the same one again is skipped).
+    task: Option<Waker>,
+    state: WatchState,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum WatchState {
+    /// The future has not been polled since it was made or since the waker fired.
+    Unarmed,
+    /// The future waits with this watch's waker.
+    Armed,
+    Cancelled,
+}
+
+#[derive(Default)]
+struct Trip {
+    fired: AtomicBool,
+    task: AtomicWaker,
+}
+
+impl Wake for Trip {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.fired.store(true, Ordering::Release);
+        self.task.wake();
+    }
+}
+
+impl Watch {
+    pub(crate) fn new(token: CancellationToken) -> Self {
+        let trip = Arc::new(Trip::default());
+        Self {
+            cancelled: Box::pin(token.cancelled_owned()),
+            waker: Waker::from(trip.clone()),
+            trip,
+            task: None,
+            state: WatchState::Unarmed,
+        }
+    }
+
+    /// Whether the token is cancelled; `cx`'s task (when given) is woken when it is.
+    fn check(&mut self, cx: Option<&Context<'_>>) -> bool {
+        if let Some(cx) = cx
+            && !self.task.as_ref().is_some_and(|w| w.will_wake(cx.waker()))
+        {
+            self.trip.task.register(cx.waker());
+            self.task = Some(cx.waker().clone());
+        }
+        match self.state {
+            WatchState::Cancelled => return true,
+            WatchState::Armed if !self.trip.fired.load(Ordering::Acquire) => return false,
+            _ => {}
+        }
+        // Cleared before the poll: a cancellation after it fires the waker again.
+        self.trip.fired.store(false, Ordering::Release);
+        let mut own = Context::from_waker(&self.waker);
+        self.state = match self.cancelled.as_mut().poll(&mut own) {
+            Poll::Ready(()) => WatchState::Cancelled,
+            Poll::Pending => WatchState::Armed,
+        };
+        self.state == WatchState::Cancelled
+    }
+
+    /// Ready once the token is cancelled.
+    pub(crate) fn poll_cancelled(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.check(Some(cx)) {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+}
+
 /// `S`, failing all I/O once `kill` is cancelled; a killed socket closes with a reset.
 pub struct Killable<S> {
     inner: S,
-    killed: Pin<Box<WaitForCancellationFutureOwned>>,
+    killed: Watch,
     mark: CloseMark,
+    /// The session's cut, watched from the first write after [`CloseMark::cork_on`].
+    cut: Option<Watch>,
     corked: bool,
 }
 
@@ -125,8 +210,9 @@ impl<S> Killable<S> {
     pub fn new(inner: S, kill: CancellationToken) -> Self {
         Self {
             inner,
-            killed: Box::pin(kill.cancelled_owned()),
+            killed: Watch::new(kill),
             mark: CloseMark::default(),
+            cut: None,
             corked: false,
         }
     }
@@ -140,19 +226,17 @@ impl<S> Killable<S> {
     where
         S: Abort,
     {
-        match self.killed.as_mut().poll(cx) {
-            Poll::Ready(()) => {
-                if self.mark.get().is_none() {
-                    self.inner.reset_on_close();
-                }
-                self.mark.set_now();
-                Err(io::Error::new(
-                    io::ErrorKind::ConnectionAborted,
-                    "connection cut by the gateway",
-                ))
-            }
-            Poll::Pending => Ok(()),
+        if !self.killed.check(Some(cx)) {
+            return Ok(());
         }
+        if self.mark.get().is_none() {
+            self.inner.reset_on_close();
+        }
+        self.mark.set_now();
+        Err(io::Error::new(
+            io::ErrorKind::ConnectionAborted,
+            "connection cut by the gateway",
+        ))
     }
 }
 
@@ -160,9 +244,15 @@ impl<S: Abort> Killable<S> {
     /// Fail once killed; cork once the session's cut has begun.
     fn before_write(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
         self.check(cx)?;
-        if !self.corked && self.mark.cut_begun() {
-            self.corked = true;
-            self.inner.cork();
+        if !self.corked {
+            if self.cut.is_none() {
+                self.cut = self.mark.cut().cloned().map(Watch::new);
+            }
+            if self.cut.as_mut().is_some_and(|c| c.check(None)) {
+                self.corked = true;
+                self.cut = None;
+                self.inner.cork();
+            }
         }
         Ok(())
     }
@@ -246,6 +336,41 @@ mod tests {
         kill.cancel();
         let err = reader.await.unwrap().unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::ConnectionAborted);
+    }
+
+    /// The watch sees a cancellation whenever it comes (before it was first asked, or while it
+    /// waits), wakes the task that asked last, and stays cancelled.
+    #[test]
+    fn a_watch_sees_the_cancellation_and_wakes_the_last_task() {
+        use std::sync::atomic::AtomicUsize;
+        struct Count(AtomicUsize);
+        impl Wake for Count {
+            fn wake(self: Arc<Self>) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let (first, last) = (
+            Arc::new(Count(AtomicUsize::new(0))),
+            Arc::new(Count(AtomicUsize::new(0))),
+        );
+        let token = CancellationToken::new();
+        let mut watch = Watch::new(token.clone());
+        for _ in 0..3 {
+            assert!(!watch.check(Some(&Context::from_waker(&Waker::from(first.clone())))));
+        }
+        assert!(!watch.check(Some(&Context::from_waker(&Waker::from(last.clone())))));
+        token.cancel();
+        assert_eq!(first.0.load(Ordering::SeqCst), 0);
+        assert_eq!(last.0.load(Ordering::SeqCst), 1);
+        assert!(watch.check(None));
+        assert!(watch.check(None), "stays cancelled");
+
+        let token = CancellationToken::new();
+        token.cancel();
+        assert!(
+            Watch::new(token).check(None),
+            "cancelled before the first check"
+        );
     }
 
     #[test]
