@@ -177,6 +177,12 @@ impl Watch {
         }
         // Cleared before the poll: a cancellation after it fires the waker again.
         self.trip.fired.store(false, Ordering::Release);
+        // A firing takes the task registered in `trip`: register it again (wakes come only
+        // with the cancellation, but a waiting task must never be left without one).
+        self.task = cx.map(|cx| {
+            self.trip.task.register(cx.waker());
+            cx.waker().clone()
+        });
         let mut own = Context::from_waker(&self.waker);
         self.state = match self.cancelled.as_mut().poll(&mut own) {
             Poll::Ready(()) => WatchState::Cancelled,
