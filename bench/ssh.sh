@@ -345,6 +345,22 @@ cut_round() { # $1 ticket, $2 label, $3 "apart" to give the gateway cpu 0 and th
         perf record -e cpu-clock -F 999 --call-graph dwarf,16384 -m 4M -p "$GW_ON_PID" -o "$BENCH_PERF/cut.data" > /dev/null 2>&1 & perf_pid=$!
         sleep 1
     fi
+    # The gateway's threads from the close until every end is recorded (each end record's
+    # file and database syncs run on its blocking threads), every 50 ms by one process.
+    local threads_before sampler
+    threads_before=$(awk '/^Threads:/ {print $2}' "/proc/$GW_ON_PID/status")
+    rm -f "$W/threads" "$W/threads.stop"
+    python3 - "$GW_ON_PID" "$W/threads" <<'PY' &
+import os, sys, time
+pid, out = sys.argv[1], sys.argv[2]
+peak = 0
+while not os.path.exists(out + ".stop"):
+    with open(f"/proc/{pid}/status") as f:
+        peak = max([peak] + [int(l.split()[1]) for l in f if l.startswith("Threads:")])
+    time.sleep(0.05)
+open(out, "w").write(f"{peak}\n")
+PY
+    sampler=$!
     JITGATE_API_KEY=$API_KEY_B "$J" --config "$W/on.toml" ticket close "$1" >/dev/null
     if [ -n "$perf_pid" ]; then sleep 1.5; kill -INT "$perf_pid"; wait "$perf_pid" || true; fi
     # The gateway times each cut itself; the first look at how far it is waits, so that the
@@ -363,6 +379,10 @@ cut_round() { # $1 ticket, $2 label, $3 "apart" to give the gateway cpu 0 and th
         [ "$(tail -n +"$((from + 1))" "$W/data-true/audit.jsonl" | grep -c '"event":"session.ended"')" -ge "$live" ] && break
         sleep 0.2
     done
+    touch "$W/threads.stop"; wait "$sampler" || true
+    local threads_peak rss_after
+    threads_peak=$(cat "$W/threads" 2>/dev/null || echo 0)
+    rss_after=$(rss "$GW_ON_PID")
     # A client that has not closed its side 500 ms after its disconnect has its socket cut
     # (timing::CLIENT_CLOSE_WAIT). The latency ends before, when the gateway shut its side down
     # after writing the disconnect, unless it could not write it.
@@ -382,6 +402,8 @@ with open(fig, "a") as f:
     f.write(f"{key}_sessions {len(lat)}\n{key}_live {live}\n{key}_p50_ms {lat[len(lat)//2]}\n"
             f"{key}_p99_ms {p99}\n{key}_max_ms {lat[-1]}\n")
 PY
+    echo "  gateway threads: $threads_before before the close, at most $threads_peak until every end was recorded; RSS then $rss_after KiB"
+    fig "${5}_threads_max" "$threads_peak"
     if [ "$forced" -gt 0 ]; then
         echo "  ($forced of these clients had not closed their side 500 ms after their disconnect; the gateway cut those sockets)"
     fi

@@ -16,8 +16,29 @@ fn init_tracing(format: LogFormat) {
     }
 }
 
-#[tokio::main]
-async fn main() {
+/// Threads for blocking work (file syncs, SQLite, digests). tokio's default is 512, and a
+/// ticket close that cuts 1,000 sessions queues thousands of such jobs at once (each end
+/// record syncs its recordings, `session.json`, the audit log and the store): tokio then
+/// started about 490 threads, most of them waiting on the store's one connection or the
+/// audit log's lock, and kept about 10 MB more resident. With 64 the same ends are recorded
+/// as fast, with 2 MB (`bench/ssh.sh` prints the peak).
+const BLOCKING_THREADS: usize = 64;
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .max_blocking_threads(BLOCKING_THREADS)
+        .build();
+    match runtime {
+        Ok(rt) => rt.block_on(run()),
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
+async fn run() {
     let cli = Cli::parse();
     init_tracing(cli.log_format);
     let json = cli.json;

@@ -252,6 +252,9 @@ pub(super) struct AuditQuery {
     after: Option<u64>,
 }
 
+/// Audit log verifies running at once for the `/audit` page (see [`audit`]).
+static VERIFYING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
+
 /// `GET /audit`.
 pub(super) async fn audit(
     State(state): State<AppState>,
@@ -284,6 +287,10 @@ pub(super) async fn audit(
     } else {
         let path = cfg.gateway.data_dir.join(crate::audit::LOG_FILE);
         let head = store.audit_head().await.ok().flatten();
+        // A verify reads the whole log on a blocking thread: page views beyond these wait
+        // for one to finish, so reloads cannot take the threads the sessions' end records,
+        // the store and the audit appends need.
+        let _turn = VERIFYING.acquire().await.ok();
         tokio::task::spawn_blocking(move || crate::audit::verify(&path, &key, head))
             .await
             .ok()
