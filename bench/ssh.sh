@@ -8,8 +8,9 @@
 # Env: BENCH_MB (bulk size, default 256), BENCH_ROUNDS (paired bulk rounds, default 5),
 #      BENCH_SESSIONS (idle sessions for memory and the shared cuts, default 200),
 #      BENCH_CUT_SESSIONS (sessions of the large cut, default 1000), BENCH_SETUP_RUNS
-#      (default 30), BENCH_JSON (the figures as JSON, default bench/results/ssh.json),
-#      BENCH_BINARY (a jitgate binary to measure instead of building `dist`), BENCH_PERF=DIR
+#      (default 30), BENCH_CUT_ROUNDS (cuts of BENCH_SESSIONS sharing both cores, whose
+#      median p99 is the figure; default 3), BENCH_JSON (the figures as JSON, default
+#      bench/results/ssh.json), BENCH_BINARY (a jitgate binary to measure instead of building `dist`), BENCH_PERF=DIR
 #      (the gateway's `perf` profiles of one bulk run and of the large cut, for `perf report`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,6 +19,7 @@ ROUNDS=${BENCH_ROUNDS:-5}
 N=${BENCH_SESSIONS:-200}
 BIG=${BENCH_CUT_SESSIONS:-1000}
 RUNS=${BENCH_SETUP_RUNS:-30}
+CUT_ROUNDS=${BENCH_CUT_ROUNDS:-3}
 JSON_OUT=${BENCH_JSON:-bench/results/ssh.json}
 CIPHER=aes128-gcm@openssh.com
 
@@ -423,7 +425,28 @@ else
 fi
 # Everything sharing both cores at default priority: hundreds of exiting processes, each in
 # its own scheduling group, compete with the gateway for the CPU.
-cut_round BENCH-on "$live sessions; gateway, clients and sshd sharing both cores" "" "  (goal p99 <= 100 ms)" cut_shared
+# One such cut's p99 moves with the machine's speed by a factor of two from run to run, so the
+# figure is the median of CUT_ROUNDS cuts, each of N fresh sessions.
+cut_round BENCH-on "$live sessions; gateway, clients and sshd sharing both cores; cut 1 of $CUT_ROUNDS" "" "" cut_shared_1
+for c in $(seq 2 "$CUT_ROUNDS"); do
+    API=$API_ON grant_token "$W/on.toml" "BENCH-shared-$c"
+    sleep 1
+    open_idle_sessions "$TOKEN" "$N"
+    sleep 2
+    cut_round "BENCH-shared-$c" "$live sessions; sharing both cores; cut $c of $CUT_ROUNDS" "" "" "cut_shared_$c"
+done
+python3 - "$FIG" "$CUT_ROUNDS" <<'PY'
+import statistics, sys
+fig, rounds = sys.argv[1], int(sys.argv[2])
+values = dict(line.rstrip("\n").split(" ", 1) for line in open(fig))
+p99 = [int(values[k]) for k in (f"cut_shared_{c}_p99_ms" for c in range(1, rounds + 1)) if k in values]
+if p99:
+    median = statistics.median_low(p99)
+    print(f"ticket close cut, sharing both cores: median p99 of {len(p99)} cuts {median} ms "
+          f"(each: {', '.join(map(str, p99))} ms)  (goal p99 <= 100 ms)")
+    with open(fig, "a") as f:
+        f.write(f"cut_shared_p99_ms {median}\n")
+PY
 
 # The cut at scale: BIG sessions, the gateway on one core and the clients and sshd sessions on
 # the other, as when clients and targets are other machines (they still run and exit as it cuts).
