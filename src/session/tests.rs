@@ -40,6 +40,22 @@ async fn registry(dir: &std::path::Path) -> (Arc<Registry>, Arc<dyn Store>) {
     (reg, store)
 }
 
+/// A registry (see [`registry`]) and an admission to open sessions with; `dir` holds the
+/// audit log and recordings.
+async fn fixture(dir: &std::path::Path) -> (Arc<Registry>, Arc<dyn Store>, Admission) {
+    let (reg, store) = registry(dir).await;
+    let cfg = crate::config::Config::from_text(CONFIG, &dir.join("j.toml")).unwrap();
+    (reg, store, Admission::for_test(&cfg))
+}
+
+/// What a gateway tells the registry about a new session.
+fn new_session(protocol: TargetKind, source: &str) -> NewSession {
+    NewSession {
+        protocol,
+        source: source.into(),
+    }
+}
+
 /// The stored session once its end is recorded (waits up to 5 s).
 async fn ended(store: &Arc<dyn Store>, id: &SessionId) -> SessionRecord {
     for _ in 0..500 {
@@ -79,13 +95,8 @@ async fn ended_records(store: &Arc<dyn Store>, session: &SessionId) -> Vec<serde
 #[tokio::test]
 async fn a_session_whose_guard_is_dropped_on_an_error_path_ends_once_with_a_cause() {
     let dir = tempfile::tempdir().unwrap();
-    let (reg, store) = registry(dir.path()).await;
-    let cfg = crate::config::Config::from_text(CONFIG, &dir.path().join("j.toml")).unwrap();
-    let admission = Admission::for_test(&cfg);
-    let open = |source: &str| NewSession {
-        protocol: TargetKind::Https,
-        source: source.into(),
-    };
+    let (reg, store, admission) = fixture(dir.path()).await;
+    let open = |source: &str| new_session(TargetKind::Https, source);
 
     // An error path that returns without ending the session: the drop ends it.
     let guard = reg.open(&admission, open("127.0.0.1:1")).await.unwrap();
@@ -124,13 +135,8 @@ async fn a_session_whose_guard_is_dropped_on_an_error_path_ends_once_with_a_caus
 #[tokio::test]
 async fn a_session_whose_task_panics_or_is_cancelled_ends_once_with_a_cause() {
     let dir = tempfile::tempdir().unwrap();
-    let (reg, store) = registry(dir.path()).await;
-    let cfg = crate::config::Config::from_text(CONFIG, &dir.path().join("j.toml")).unwrap();
-    let admission = Admission::for_test(&cfg);
-    let open = || NewSession {
-        protocol: TargetKind::Ssh,
-        source: "127.0.0.1:1".into(),
-    };
+    let (reg, store, admission) = fixture(dir.path()).await;
+    let open = || new_session(TargetKind::Ssh, "127.0.0.1:1");
 
     // The task serving the session panics: unwinding drops the guard.
     let guard = reg.open(&admission, open()).await.unwrap();
@@ -166,17 +172,9 @@ async fn a_session_whose_task_panics_or_is_cancelled_ends_once_with_a_cause() {
 #[tokio::test]
 async fn shutdown_waits_for_an_end_another_task_is_recording() {
     let dir = tempfile::tempdir().unwrap();
-    let (reg, store) = registry(dir.path()).await;
-    let cfg = crate::config::Config::from_text(CONFIG, &dir.path().join("j.toml")).unwrap();
-    let admission = Admission::for_test(&cfg);
+    let (reg, store, admission) = fixture(dir.path()).await;
     let guard = reg
-        .open(
-            &admission,
-            NewSession {
-                protocol: TargetKind::Https,
-                source: "127.0.0.1:1".into(),
-            },
-        )
+        .open(&admission, new_session(TargetKind::Https, "127.0.0.1:1"))
         .await
         .unwrap();
     let id = guard.id().clone();
