@@ -10,7 +10,11 @@
 #      BENCH_MB (download size, default 512), BENCH_JSON (the figures as JSON, default
 #      bench/results/https.json), BENCH_BINARY (a jitgate binary to measure instead of `dist`),
 #      BENCH_PERF=DIR (also profile the gateway with `perf` under one wrk run, DIR/rps.data,
-#      and one download, DIR/download.data, and print the top of each).
+#      and one download, DIR/download.data, and print the top of each),
+#      BENCH_CALLGRIND=DIR (also count the instructions the gateway and the proxy execute per
+#      request and per MB downloaded, each under callgrind; DIR keeps the profiles;
+#      BENCH_CALLGRIND_SECONDS, default 8, and BENCH_CALLGRIND_MB, default 64, size the load;
+#      BENCH_ROUNDS=0 skips the timed rounds and downloads).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CONNS=${BENCH_CONNS:-32}
@@ -26,6 +30,7 @@ command -v curl >/dev/null || need+=(curl)
 command -v openssl >/dev/null || need+=(openssl)
 command -v python3 >/dev/null || need+=(python3)
 if [ -n "${BENCH_PERF:-}" ]; then command -v perf >/dev/null || need+=(linux-perf); fi
+if [ -n "${BENCH_CALLGRIND:-}" ]; then command -v valgrind >/dev/null || need+=(valgrind); fi
 if ((${#need[@]})); then
     DEBIAN_FRONTEND=noninteractive apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}"
@@ -207,6 +212,8 @@ print(f"{rps:.0f} {p99:.2f}")
 PY
 }
 
+# The timed part (BENCH_ROUNDS=0 skips it, for the instruction counts alone).
+if ((ROUNDS > 0)); then
 echo "jitgate HTTPS benchmark: wrk, $CONNS connections, $ROUNDS paired rounds of ${SECS} s, a ~2.7 KB page; $MB MB download (2 cores, loopback; $BUILD)"
 wrk -t2 -c"$CONNS" -d2s -H "$AUTH" "$GW/page.html" > /dev/null    # warm-up
 wrk -t2 -c"$CONNS" -d2s "$PROXY/page.html" > /dev/null
@@ -279,6 +286,7 @@ os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
 json.dump(figures, open(out, "w"), indent=2)
 print(f"figures written to {out}")
 PY
+fi   # the timed part
 
 # The profile beside the figure: the functions that took most of the gateway's CPU (self time).
 if [ -n "${BENCH_PERF:-}" ]; then
@@ -295,4 +303,69 @@ if [ -n "${BENCH_PERF:-}" ]; then
     }
     profiled rps wrk -t2 -c"$CONNS" -d4s -H "$AUTH" "$GW/page.html"
     profiled download curl -s -o /dev/null --http1.1 --cacert "$W/certs/ca.pem" -H "$AUTH" "$GW/big.bin"
+fi
+
+# Instructions per request and per MB (callgrind): the user-space work of the gateway and of
+# the reference proxy, counted rather than timed, so the figure does not move with the machine
+# or a neighbour. Both run under valgrind one at a time with the same load; the kernel's work
+# (the sockets' copies) is not counted.
+if [ -n "${BENCH_CALLGRIND:-}" ]; then
+    mkdir -p "$BENCH_CALLGRIND"
+    CG_REQS_SECS=${BENCH_CALLGRIND_SECONDS:-8}
+    CG_MB=${BENCH_CALLGRIND_MB:-64}
+    head -c "${CG_MB}M" "$W/www/big.bin" > "$W/www/cg.bin"
+    # $1 name, $2 pid under callgrind, $3 base URL, then curl's/wrk's extra arguments.
+    counted() {
+        local name=$1 pid=$2 url=$3; shift 3
+        callgrind_control -i on "$pid" > /dev/null 2>&1
+        wrk -t1 -c1 -d2s "$@" "$url/page.html" > /dev/null   # warm-up, not counted
+        callgrind_control -z "$pid" > /dev/null 2>&1
+        wrk -t1 -c1 -d"${CG_REQS_SECS}s" "$@" "$url/page.html" > "$W/cg-wrk.out"
+        callgrind_control -d "requests" "$pid" > /dev/null 2>&1
+        local reqs
+        reqs=$(awk '/requests in/ {print $1}' "$W/cg-wrk.out")
+        curl -s -o /dev/null --http1.1 --cacert "$W/certs/ca.pem" "$@" "$url/cg.bin"
+        callgrind_control -z "$pid" > /dev/null 2>&1
+        curl -s -o /dev/null --http1.1 --cacert "$W/certs/ca.pem" "$@" "$url/cg.bin"
+        callgrind_control -d "download" "$pid" > /dev/null 2>&1
+        local ir_req ir_dl
+        ir_req=$(cg_total "$BENCH_CALLGRIND/$name.out" requests)
+        ir_dl=$(cg_total "$BENCH_CALLGRIND/$name.out" download)
+        echo "$name $reqs $ir_req $ir_dl" >> "$W/cg-figures"
+    }
+    # The total of the dump whose trigger was $2 (callgrind names each dump file NAME.N).
+    cg_total() {
+        grep -l "^desc: Trigger: dump $2$" "$1".* | head -1 | xargs awk '/^summary:/ {print $2}'
+    }
+    : > "$W/cg-figures"
+    # The gateway, restarted under callgrind with the same configuration and store.
+    kill "$GW_PID"; wait "$GW_PID" 2>/dev/null || true
+    valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$BENCH_CALLGRIND/gateway.out" \
+        "$J" --config "$W/jitgate.toml" serve > "$W/serve-cg.out" 2> "$W/serve-cg.err" & CG_PID=$!
+    PIDS+=("$CG_PID")
+    for _ in $(seq 600); do grep -q "HTTPS gateway listening" "$W/serve-cg.out" 2>/dev/null && break; sleep 0.1; done
+    CG_GW=$(sed -n 's/^jitgate HTTPS gateway listening on //p' "$W/serve-cg.out")
+    [ -n "$CG_GW" ] || { echo "the gateway did not start under valgrind:"; cat "$W/serve-cg.err"; exit 1; }
+    counted gateway "$CG_PID" "$CG_GW" -H "$AUTH"
+    kill "$CG_PID"; wait "$CG_PID" 2>/dev/null || true
+    # The reference proxy: the same server block in one nginx process (no master, one worker).
+    kill "$(cat "$W/proxy.pid")" 2>/dev/null || true
+    for _ in $(seq 50); do [ -e "$W/proxy.pid" ] || break; sleep 0.1; done
+    sed -e 's/^worker_processes auto;/worker_processes 1; master_process off;/' \
+        -e "s#pid $W/proxy.pid#pid $W/proxy-cg.pid#" "$W/proxy.conf" > "$W/proxy-cg.conf"
+    valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$BENCH_CALLGRIND/nginx.out" \
+        "$NGINX" -p "$W" -e "$W/proxy-error.log" -c "$W/proxy-cg.conf" -g 'daemon off;' 2> "$W/nginx-cg.err" & NG_PID=$!
+    PIDS+=("$NG_PID")
+    for _ in $(seq 300); do curl -s -o /dev/null --cacert "$W/certs/ca.pem" "$PROXY/page.html" && break; sleep 0.1; done
+    counted nginx "$NG_PID" "$PROXY"
+    python3 - "$W/cg-figures" "$CG_MB" "$BENCH_CALLGRIND" <<'PY'
+import sys
+rows = {l.split()[0]: list(map(int, l.split()[1:])) for l in open(sys.argv[1])}
+mb, out = int(sys.argv[2]), sys.argv[3]
+per = {n: (ir / reqs, dl / mb) for n, (reqs, ir, dl) in rows.items()}
+(gr, gd), (nr, nd) = per["gateway"], per["nginx"]
+print(f"instructions per request (callgrind, one connection, user space): jitgate {gr:,.0f}, nginx proxy {nr:,.0f}: {gr / nr:.2f}")
+print(f"instructions per MB downloaded (HTTP/1.1, {mb} MB): jitgate {gd:,.0f}, nginx proxy {nd:,.0f}: {gd / nd:.2f}")
+print(f"    callgrind_annotate {out}/gateway.out.N (the dumps named requests and download)")
+PY
 fi
