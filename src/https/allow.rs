@@ -54,6 +54,13 @@ pub(crate) fn percent_decode_lossy(s: &str) -> Vec<u8> {
 /// written or once percent-decoded (`%2e%2e` is `..` to most web servers), an encoded slash or
 /// backslash (which some targets decode into a new segment), a backslash, or NUL.
 fn ambiguous_path(path: &str) -> bool {
+    let misleads = |p: &str| {
+        p.contains(['\\', '\0']) || p.contains("//") || p.split('/').any(|s| s == ".." || s == ".")
+    };
+    if !path.contains('%') {
+        // Nothing to decode (most paths, checked on every request): it reads as written.
+        return misleads(path);
+    }
     let lower = path.to_ascii_lowercase();
     if lower.contains("%2f") || lower.contains("%5c") {
         return true;
@@ -62,9 +69,7 @@ fn ambiguous_path(path: &str) -> bool {
     let Ok(decoded) = std::str::from_utf8(&decoded) else {
         return true;
     };
-    [path, decoded].iter().any(|p| {
-        p.contains(['\\', '\0']) || p.contains("//") || p.split('/').any(|s| s == ".." || s == ".")
-    })
+    misleads(path) || misleads(decoded)
 }
 
 /// Whether the task's `http_allow` admits `method path`. Rules match the path as written; a
@@ -120,6 +125,11 @@ mod tests {
         assert!(!http_allowed(&t, &Method::GET, "/reports/%2E./admin"));
         assert!(!http_allowed(&t, &Method::GET, "/reports/a%2f..%2fadmin"));
         assert!(!http_allowed(&t, &Method::GET, "/reports/a%5c..%5cadmin"));
+        // With nothing to decode, the path as written is screened the same way.
+        assert!(!http_allowed(&t, &Method::GET, "/reports/./admin"));
+        assert!(!http_allowed(&t, &Method::GET, "/reports/a\\b"));
+        assert!(!http_allowed(&t, &Method::GET, "/reports/a\0"));
+        assert!(!http_allowed(&t, &Method::GET, "/reports//admin"));
         let t = task(&["GET /admin/*"]);
         assert!(http_allowed(&t, &Method::GET, "/admin/x"));
         assert!(!http_allowed(&t, &Method::GET, "/adminx"));

@@ -2,10 +2,12 @@
 //! HTTP/1.1 or HTTP/2 with upgrades, its own target connections, shutdown and idle close), and
 //! what its requests share ([`ClientConn`]), among it its hold on the sessions it carries.
 
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 use futures_util::StreamExt as _;
+use http::HeaderValue;
 use http_body_util::BodyExt as _;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::sync::mpsc;
@@ -35,11 +37,18 @@ pub(super) struct ClientConn {
     pub(super) last_bearer: LastBearer,
     /// Which target connection each request goes out on.
     pub(super) targets: TargetRouter,
+    /// The client's address as `X-Forwarded-For` names it, formatted once per connection.
+    pub(super) client_ip: HeaderValue,
 }
 
 impl ClientConn {
-    /// A connection cut by `kill`, whose own target connections' I/O goes to `drivers`.
-    fn new(kill: CancellationToken, drivers: mpsc::UnboundedSender<Driver>) -> Self {
+    /// A connection from `client` cut by `kill`, whose own target connections' I/O goes to
+    /// `drivers`.
+    fn new(
+        client: IpAddr,
+        kill: CancellationToken,
+        drivers: mpsc::UnboundedSender<Driver>,
+    ) -> Self {
         static NEXT: AtomicU64 = AtomicU64::new(1);
         Self {
             id: NEXT.fetch_add(1, Ordering::Relaxed),
@@ -47,6 +56,8 @@ impl ClientConn {
             carried: Mutex::new(Vec::new()),
             last_bearer: LastBearer::default(),
             targets: TargetRouter::new(drivers),
+            client_ip: HeaderValue::from_str(&client.to_string())
+                .expect("an IP address is a header value"),
         }
     }
 
@@ -100,7 +111,7 @@ pub(super) async fn serve(
     let kill = CancellationToken::new();
     let tcp = Killable::new(ReadAhead::new(stream), kill.clone());
     let (drivers_tx, mut drivers_rx) = mpsc::unbounded_channel();
-    let conn = Arc::new(ClientConn::new(kill, drivers_tx));
+    let conn = Arc::new(ClientConn::new(peer.ip(), kill, drivers_tx));
     let tls = match tokio::time::timeout(timing::HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
         Ok(Ok(s)) => s,
         Ok(Err(_)) => {

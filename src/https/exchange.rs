@@ -5,7 +5,6 @@
 //! client's, recorded in `http.jsonl` when it ends. jitgate's own credentials (its bearer tokens,
 //! cookies and `X-Jitgate-*` headers) never reach a target, and a target cannot set its cookies.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
@@ -42,17 +41,16 @@ struct Underway {
 }
 
 impl Gateway {
-    /// Forward `req` of session `s` from `peer` to the target and its answer back, cut on `cut`
-    /// (this connection's view of the session's end).
+    /// Forward `req` of session `s`, come on client connection `conn`, to the target and its
+    /// answer back, cut on `cut` (this connection's view of the session's end).
     pub(super) async fn forward(
         self: &Arc<Self>,
         s: Arc<HttpSession>,
         req: Request<Incoming>,
-        peer: SocketAddr,
         cut: CancellationToken,
         conn: &ClientConn,
     ) -> Response<RespBody> {
-        let (up_req, mut underway) = match prepare(&s, req, peer).await {
+        let (up_req, mut underway) = match prepare(&s, req, &conn.client_ip).await {
             Ok(prepared) => prepared,
             Err(refusal) => return refusal,
         };
@@ -112,7 +110,7 @@ impl Gateway {
 async fn prepare(
     s: &HttpSession,
     mut req: Request<Incoming>,
-    peer: SocketAddr,
+    client_ip: &HeaderValue,
 ) -> Result<(Request<ReqBody>, Underway), Response<RespBody>> {
     let started = Instant::now();
     let method = req.method().clone();
@@ -174,7 +172,13 @@ async fn prepare(
         Ok(u) => u,
         Err(why) => return Err(pages::refused(StatusCode::BAD_REQUEST, &why, None)),
     };
-    headers_for_target(&mut parts.headers, is_ws, peer, &gateway_host, &s.headers);
+    headers_for_target(
+        &mut parts.headers,
+        is_ws,
+        client_ip,
+        &gateway_host,
+        &s.headers,
+    );
     parts.uri = uri;
     parts.version = http::Version::HTTP_11;
     let bytes_in = Arc::new(AtomicU64::new(0));
@@ -248,7 +252,7 @@ fn answer(
 fn headers_for_target(
     h: &mut HeaderMap,
     websocket: bool,
-    peer: SocketAddr,
+    client_ip: &HeaderValue,
     gateway_host: &str,
     session_headers: &[(HeaderName, HeaderValue)],
 ) {
@@ -270,11 +274,13 @@ fn headers_for_target(
     for k in jitgate_headers {
         h.remove(k);
     }
-    let xff = match h.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-        Some(prev) => format!("{prev}, {}", peer.ip()),
-        None => peer.ip().to_string(),
+    let xff = match h.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(prev) => {
+            HeaderValue::from_bytes(&[prev.as_bytes(), b", ", client_ip.as_bytes()].concat())
+        }
+        None => Ok(client_ip.clone()),
     };
-    if let Ok(v) = HeaderValue::from_str(&xff) {
+    if let Ok(v) = xff {
         h.insert(X_FORWARDED_FOR, v);
     }
     h.insert(X_FORWARDED_PROTO, HeaderValue::from_static("https"));

@@ -39,16 +39,16 @@ pub type Driver = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>
 const POOL_MAX: usize = 256;
 
 /// Hop-by-hop headers, never forwarded (RFC 9110 §7.6.1).
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
+static HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
 ];
 
 /// One session's way to its target.
@@ -370,35 +370,57 @@ fn rewrite_location(
     Some(format!("{gateway_origin}{rest}"))
 }
 
-/// Remove hop-by-hop headers and those named in `Connection`.
+/// Remove hop-by-hop headers and those named in `Connection` (a websocket's `Upgrade` and
+/// `Connection` stay when `keep_upgrade`).
 pub fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
-    // Most messages carry none: one pass over the names, no lookups (this runs twice per
-    // forwarded request).
-    if !h.keys().any(is_hop_by_hop) {
+    // This runs twice per forwarded request, and most messages carry one hop-by-hop header
+    // (`Connection`) or none: one pass over the names notes which are here (a `match` on each
+    // name, no parsing or hashing), and only those are removed.
+    let mut present = 0u16;
+    for name in h.keys() {
+        if let Some(i) = hop_by_hop_index(name) {
+            present |= 1 << i;
+        }
+    }
+    if present == 0 {
         return;
     }
-    let named: Vec<HeaderName> = h
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-        .collect();
-    for n in named {
-        if !(keep_upgrade && n == header::UPGRADE) {
+    // `HOP_BY_HOP[0]`, `Connection`: the headers it names go too.
+    if present & 1 != 0 {
+        let named: Vec<HeaderName> = h
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+            .filter(|n| !(keep_upgrade && n == header::UPGRADE))
+            .collect();
+        for n in named {
             h.remove(n);
         }
     }
-    for n in HOP_BY_HOP {
-        if keep_upgrade && (*n == "upgrade" || *n == "connection") {
-            continue;
+    for (i, n) in HOP_BY_HOP.iter().enumerate() {
+        let kept = keep_upgrade && (n == header::UPGRADE || n == header::CONNECTION);
+        if present & (1 << i) != 0 && !kept {
+            h.remove(n);
         }
-        h.remove(*n);
     }
 }
 
-fn is_hop_by_hop(n: &HeaderName) -> bool {
-    HOP_BY_HOP.contains(&n.as_str())
+/// Where `n` is in [`HOP_BY_HOP`], if it is a hop-by-hop header.
+fn hop_by_hop_index(n: &HeaderName) -> Option<usize> {
+    Some(match n.as_str() {
+        "connection" => 0,
+        "keep-alive" => 1,
+        "proxy-connection" => 2,
+        "proxy-authenticate" => 3,
+        "proxy-authorization" => 4,
+        "te" => 5,
+        "trailer" => 6,
+        "transfer-encoding" => 7,
+        "upgrade" => 8,
+        _ => return None,
+    })
 }
 
 /// Drop the `Domain` attribute so a target's cookie sticks to the gateway's host.
@@ -437,16 +459,53 @@ mod tests {
         assert!(parse_url("http://x").is_err());
     }
 
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        pairs
+            .iter()
+            .map(|(k, v)| (HeaderName::from_static(k), HeaderValue::from_static(v)))
+            .collect()
+    }
+
     #[test]
     fn hop_by_hop_and_connection_named_headers_go() {
-        let mut h = HeaderMap::new();
-        h.insert("connection", "close, x-secret".parse().unwrap());
-        h.insert("x-secret", "1".parse().unwrap());
-        h.insert("keep-alive", "5".parse().unwrap());
-        h.insert("accept", "*/*".parse().unwrap());
+        let mut h = headers(&[
+            ("connection", "close, x-secret"),
+            ("x-secret", "1"),
+            ("keep-alive", "5"),
+            ("accept", "*/*"),
+        ]);
         strip_hop_by_hop(&mut h, false);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key("accept"));
+    }
+
+    #[test]
+    fn each_hop_by_hop_header_is_found_at_its_place() {
+        for (i, n) in HOP_BY_HOP.iter().enumerate() {
+            assert_eq!(hop_by_hop_index(n), Some(i), "{n}");
+        }
+        assert_eq!(hop_by_hop_index(&header::ACCEPT), None);
+    }
+
+    #[test]
+    fn a_websocket_keeps_its_upgrade_and_connection_and_loses_the_rest() {
+        let mut h = headers(&[
+            ("connection", "Upgrade, X-Hop"),
+            ("upgrade", "websocket"),
+            ("x-hop", "1"),
+            ("te", "trailers"),
+            ("proxy-authorization", "Basic eDp5"),
+            ("sec-websocket-key", "k"),
+        ]);
+        strip_hop_by_hop(&mut h, true);
+        let mut left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        left.sort();
+        assert_eq!(left, ["connection", "sec-websocket-key", "upgrade"]);
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(
+            h.keys().map(|k| k.as_str()).collect::<Vec<_>>(),
+            ["sec-websocket-key"]
+        );
     }
 
     #[test]

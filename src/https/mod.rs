@@ -266,6 +266,6 @@ impl Gateway {
                 None,
             );
         }
-        self.forward(session, req, peer, cut, &conn).await
+        self.forward(session, req, cut, &conn).await
     }
 }
