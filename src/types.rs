@@ -441,6 +441,15 @@ fn write_date_time(s: &mut String, t: time::OffsetDateTime) {
     );
 }
 
+/// The first `n` characters of `s` (all of it when shorter), borrowed.
+pub fn first_chars(s: &str, n: usize) -> &str {
+    // `n` bytes hold at most `n` characters: most strings are whole at a glance.
+    if s.len() <= n {
+        return s;
+    }
+    s.char_indices().nth(n).map_or(s, |(i, _)| &s[..i])
+}
+
 /// Now, as [`rfc3339_millis`] writes it. Runs per HTTP exchange: the date and time of day are
 /// computed once per second per thread, only the milliseconds each time.
 pub fn rfc3339_millis_now() -> String {
@@ -490,6 +499,16 @@ pub fn source_key(ip: std::net::IpAddr) -> std::net::IpAddr {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn first_chars_counts_characters_not_bytes() {
+        assert_eq!(first_chars("/users", 2048), "/users");
+        assert_eq!(first_chars("/users", 3), "/us");
+        assert_eq!(first_chars("h\u{e9}llo", 2), "h\u{e9}");
+        // Six bytes, three characters: whole under a limit of four.
+        assert_eq!(first_chars("\u{e9}\u{e9}\u{e9}", 4), "\u{e9}\u{e9}\u{e9}");
+        assert_eq!(first_chars("", 0), "");
+    }
 
     #[test]
     fn the_cached_clock_formats_as_rfc3339_millis() {

@@ -36,8 +36,9 @@ struct Underway {
     bytes_in: Arc<AtomicU64>,
     /// The client's side of a websocket upgrade (websocket requests only).
     client_upgrade: Option<OnUpgrade>,
-    /// The gateway as the client named it (`Host`), for `X-Forwarded-Host` and `Location`.
-    gateway_host: String,
+    /// The gateway as the client named it (`Host`, visible ASCII), for `X-Forwarded-Host`
+    /// and `Location`.
+    gateway_host: HeaderValue,
 }
 
 impl Gateway {
@@ -114,13 +115,13 @@ async fn prepare(
 ) -> Result<(Request<ReqBody>, Underway), Response<RespBody>> {
     let started = Instant::now();
     let method = req.method().clone();
-    let path = req.uri().path().to_string();
+    let path = req.uri().path();
     let query = req.uri().query().map(record::redact_query);
     let is_ws = websocket::is_upgrade(&req);
     let mut exchange = Exchange {
         ts: crate::types::rfc3339_millis_now(),
         method: method.to_string(),
-        path: path.chars().take(2048).collect(),
+        path: crate::types::first_chars(path, 2048).to_owned(),
         query,
         status: 0,
         bytes_in: 0,
@@ -131,7 +132,7 @@ async fn prepare(
         aborted: false,
     };
     let task = s.admission.task();
-    let refusal = if !http_allowed(task, &method, &path) {
+    let refusal = if !http_allowed(task, &method, path) {
         Some(format!("task {} does not allow {method} {path}", task.name))
     } else if is_ws && !task.allow.contains(&Allow::Websocket) {
         Some(format!("task {} does not allow websockets", task.name))
@@ -161,10 +162,13 @@ async fn prepare(
     let gateway_host = req
         .headers()
         .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(str::to_string)
-        .or_else(|| req.uri().authority().map(|a| a.to_string()))
-        .unwrap_or_default();
+        .filter(|h| h.to_str().is_ok())
+        .cloned()
+        .or_else(|| {
+            let authority = req.uri().authority()?;
+            HeaderValue::from_str(authority.as_str()).ok()
+        })
+        .unwrap_or_else(|| HeaderValue::from_static(""));
     // The upgrade lives in the request's extensions, which do not go to the target.
     let client_upgrade = is_ws.then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
@@ -253,7 +257,7 @@ fn headers_for_target(
     h: &mut HeaderMap,
     websocket: bool,
     client_ip: &HeaderValue,
-    gateway_host: &str,
+    gateway_host: &HeaderValue,
     session_headers: &[(HeaderName, HeaderValue)],
 ) {
     forward::strip_hop_by_hop(h, websocket);
@@ -284,9 +288,7 @@ fn headers_for_target(
         h.insert(X_FORWARDED_FOR, v);
     }
     h.insert(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
-    if let Ok(v) = HeaderValue::from_str(gateway_host) {
-        h.insert(X_FORWARDED_HOST, v);
-    }
+    h.insert(X_FORWARDED_HOST, gateway_host.clone());
     for (k, v) in session_headers {
         h.insert(k, v.clone());
     }
@@ -295,10 +297,11 @@ fn headers_for_target(
 /// The target's response headers as the client gets them: no hop-by-hop headers, a `Location`
 /// on the target moved to the gateway, and `Set-Cookie` without `Domain` and never one of
 /// jitgate's cookies.
-fn headers_for_client(h: &mut HeaderMap, upstream: &Upstream, gateway_host: &str) {
+fn headers_for_client(h: &mut HeaderMap, upstream: &Upstream, gateway_host: &HeaderValue) {
     forward::strip_hop_by_hop(h, false);
     if let Some(loc) = h.get(header::LOCATION).and_then(|v| v.to_str().ok())
-        && let Some(new) = upstream.rewrite_location(loc, &format!("https://{gateway_host}"))
+        && let Ok(host) = gateway_host.to_str()
+        && let Some(new) = upstream.rewrite_location(loc, &format!("https://{host}"))
         && let Ok(v) = HeaderValue::from_str(&new)
     {
         h.insert(header::LOCATION, v);

@@ -385,15 +385,21 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
     if present == 0 {
         return;
     }
-    // `HOP_BY_HOP[0]`, `Connection`: the headers it names go too.
+    // `HOP_BY_HOP[0]`, `Connection`: the headers it names go too. Those it names most often
+    // (`keep-alive`, `upgrade`) are hop-by-hop themselves and go below with the rest.
     if present & 1 != 0 {
         let named: Vec<HeaderName> = h
             .get_all(header::CONNECTION)
             .iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
-            .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-            .filter(|n| !(keep_upgrade && n == header::UPGRADE))
+            .map(str::trim)
+            .filter(|n| {
+                !HOP_BY_HOP
+                    .iter()
+                    .any(|hop| n.eq_ignore_ascii_case(hop.as_str()))
+            })
+            .filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok())
             .collect();
         for n in named {
             h.remove(n);
