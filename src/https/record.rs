@@ -39,9 +39,10 @@ pub struct Exchange {
 
 impl Exchange {
     /// Append this exchange to `out` as one line of `http.jsonl`: the JSON `serde_json` writes
-    /// for it (a test holds the two equal), written here directly because it runs once per
-    /// request and serde's field-by-field path cost about 2,500 instructions of the gateway's
-    /// ~90,000 per request (callgrind).
+    /// for it, written here directly because it runs once per request and serde's
+    /// field-by-field path cost about 3,100 of the gateway's 97,700 instructions per request
+    /// (callgrind). A test holds the two equal, so a field added to `Exchange` and not here
+    /// fails it.
     fn write_line(&self, out: &mut Vec<u8>) {
         let mut n = itoa::Buffer::new();
         out.extend_from_slice(b"{\"ts\":");
