@@ -11,7 +11,9 @@
 #      (default 30), BENCH_CUT_ROUNDS (cuts of BENCH_SESSIONS sharing both cores, whose
 #      median p99 is the figure; default 3), BENCH_JSON (the figures as JSON, default
 #      bench/results/ssh.json), BENCH_BINARY (a jitgate binary to measure instead of building `dist`), BENCH_PERF=DIR
-#      (the gateway's `perf` profiles of one bulk run and of the large cut, for `perf report`).
+#      (the gateway's `perf` profiles of one bulk run and of the large cut, for `perf report`),
+#      BENCH_CALLGRIND=DIR (also count the instructions a gateway with recording on executes per
+#      MB of bulk, under callgrind; DIR keeps the profiles; BENCH_CALLGRIND_MB, default 32).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MB=${BENCH_MB:-256}
@@ -29,6 +31,7 @@ command -v ssh >/dev/null || need+=(openssh-client)
 command -v sshpass >/dev/null || need+=(sshpass)
 command -v python3 >/dev/null || need+=(python3)
 if [ -n "${BENCH_PERF:-}" ]; then command -v perf >/dev/null || need+=(linux-perf); fi
+if [ -n "${BENCH_CALLGRIND:-}" ]; then command -v valgrind >/dev/null || need+=(valgrind); fi
 if ((${#need[@]})); then
     DEBIAN_FRONTEND=noninteractive apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}"
@@ -68,7 +71,7 @@ API_KEY_A=jgk_bench_alice_$RANDOM$RANDOM
 API_KEY_B=jgk_bench_bob_$RANDOM$RANDOM
 SSHD_PORT=$(free_port)
 BASTION_PORT=$(free_port)
-write_config() { # $1 = file, $2 = record_terminal
+write_config() { # $1 = file, $2 = record_terminal, $3 = the data folders' suffix (default $2)
     cat > "$1" <<CFG
 [gateway]
 public_name = "localhost"
@@ -76,13 +79,13 @@ api_listen = "127.0.0.1:0"
 ssh_listen = "127.0.0.1:0"
 https_listen = "127.0.0.1:0"
 metrics_listen = "127.0.0.1:0"
-data_dir = "data-$2"
+data_dir = "data-${3:-$2}"
 certs_dir = "certs"
-recordings_dir = "recordings-$2"
+recordings_dir = "recordings-${3:-$2}"
 record_terminal = $2
 admission_failures_per_minute = 1000
 [store]
-url = "sqlite://data-$2/j.db"
+url = "sqlite://data-${3:-$2}/j.db"
 [[users]]
 name = "alice"
 roles = ["technician"]
@@ -286,6 +289,72 @@ profile_top() { # $1 perf data, $2 what it covers
         | awk '/^ +[0-9.]+%/ && n++ < 8 {printf "    %s %s %s\n", $1, $2, $4}'
 }
 if [ -n "${BENCH_PERF:-}" ]; then profile_top "$BENCH_PERF/bulk.data" "one bulk run, recording on"; fi
+
+# Instructions per MB of bulk (callgrind): the gateway's user-space work, counted rather than
+# timed, so the figure does not move with the machine. A third gateway (recording on, a store of
+# its own) runs under valgrind; two bulk runs of different sizes are counted, each from before
+# its session's set-up to its end, and their difference over the difference in size is the
+# figure, the set-ups cancelling out. The kernel's work (the sockets' copies) is not counted.
+if [ -n "${BENCH_CALLGRIND:-}" ]; then
+    mkdir -p "$BENCH_CALLGRIND"
+    CG_MB=${BENCH_CALLGRIND_MB:-32}
+    CG_SMALL=$(( CG_MB / 4 ))
+    write_config "$W/cg.toml" true cg
+    valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$BENCH_CALLGRIND/gateway.out" \
+        "$J" --config "$W/cg.toml" serve > "$W/cg.toml.out" 2> "$W/cg.toml.out.err" & CG_PID=$!
+    PIDS+=("$CG_PID")
+    for _ in $(seq 600); do grep -q "SSH gateway listening" "$W/cg.toml.out" 2>/dev/null && break; sleep 0.1; done
+    CG_API=$(sed -n 's/^jitgate API listening on //p' "$W/cg.toml.out")
+    CG_SSH=$(sed -n 's/^jitgate SSH gateway listening on .*://p' "$W/cg.toml.out")
+    [ -n "$CG_SSH" ] || { echo "the gateway did not start under valgrind:"; cat "$W/cg.toml.out.err"; exit 1; }
+    API=$CG_API grant_token "$W/cg.toml" BENCH-cg
+    cg_bulk() { # $1 MB, $2 the dump's name: one counted bulk run through the gateway under callgrind
+        callgrind_control -z "$CG_PID" > /dev/null 2>&1
+        callgrind_control -i on "$CG_PID" > /dev/null 2>&1
+        sshpass -p "$TOKEN" ssh "${SSHO[@]}" -o PreferredAuthentications=password -p "$CG_SSH" \
+            "${SAME[@]}" alice@127.0.0.1 "head -c ${1}M /dev/zero" > /dev/null
+        callgrind_control -i off "$CG_PID" > /dev/null 2>&1
+        callgrind_control -d "$2" "$CG_PID" > /dev/null 2>&1
+    }
+    cg_bulk "$CG_SMALL" small
+    cg_bulk "$CG_MB" large
+    kill "$CG_PID"; wait "$CG_PID" 2>/dev/null || true
+    cg_dump() { grep -l "^desc: Trigger: dump $1$" "$BENCH_CALLGRIND"/gateway.out.* | head -1; }
+    # A dump's total, and its parts (self cost) in SHA-256, AES-GCM, and memcpy and memset.
+    cg_parts() {
+        callgrind_annotate --inclusive=no "$1" 2>/dev/null | python3 -c '
+import re, sys
+total = sha = aes = mem = 0
+for line in sys.stdin:
+    m = re.match(r"\s*([\d,]+) \(\s*[\d.]+%\)\s+(.*)", line)
+    if not m:
+        continue
+    ir, name = int(m.group(1).replace(",", "")), m.group(2)
+    if "PROGRAM TOTALS" in name:
+        total = ir
+    elif "sha256" in name:
+        sha += ir
+    elif "aesni" in name or "ghash" in name or "gcm128" in name or "aes_hw" in name:
+        aes += ir
+    elif "memmove" in name or "memcpy" in name or "memset" in name:
+        mem += ir
+print(total, sha, aes, mem)'
+    }
+    # shellcheck disable=SC2046 # each cg_parts prints four numbers
+    python3 - "$CG_SMALL" "$CG_MB" "$BENCH_CALLGRIND" "$FIG" $(cg_parts "$(cg_dump small)") $(cg_parts "$(cg_dump large)") <<'PY'
+import sys
+small, large, out, fig = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
+a, b = list(map(int, sys.argv[5:9])), list(map(int, sys.argv[9:13]))
+total, sha, aes, mem = ((y - x) / (large - small) for x, y in zip(a, b))
+rest = total - sha - aes - mem
+print(f"instructions per MB of bulk through the gateway, recording on (callgrind, user space): {total:,.0f}: "
+      f"SHA-256 {sha:,.0f}, AES-GCM {aes:,.0f}, memcpy and memset {mem:,.0f}, the rest {rest:,.0f}")
+print(f"    callgrind_annotate {out}/gateway.out.N (the dumps named small, {small} MB, and large, {large} MB)")
+with open(fig, "a") as f:
+    for key, v in (("", total), ("_sha256", sha), ("_aes_gcm", aes), ("_memcpy_memset", mem), ("_rest", rest)):
+        f.write(f"callgrind_ir_per_mb{key} {round(v)}\n")
+PY
+fi
 
 # Session set-up: `ssh ... true`, median of RUNS, interleaved; with the same key exchange on
 # every leg, and with each side's defaults.

@@ -177,12 +177,27 @@ mod name_list {
     }
 }
 
-/// A `string` field as [`bytes::Bytes`], copied once from the packet. (ssh-encoding's
-/// `Bytes::decode` zero-fills a new buffer and then copies into it: a memset of every byte of
-/// channel data on top of the copy.)
-pub(crate) fn decode_bytes(r: &mut &[u8]) -> Result<bytes::Bytes, ssh_encoding::Error> {
+/// A `string` field of `packet` as [`bytes::Bytes`] sharing the packet's buffer: no copy
+/// (jitgate edits 5 and 10, see `vendor/README.md`). `r` reads `packet`; a field that is not
+/// within it (never, as called) is copied instead. (ssh-encoding's `Bytes::decode` zero-fills
+/// a new buffer and then copies into it: a memset and a copy of every byte of channel data.)
+pub(crate) fn decode_bytes(
+    r: &mut &[u8],
+    packet: &bytes::Bytes,
+) -> Result<bytes::Bytes, ssh_encoding::Error> {
     use ssh_encoding::Reader;
-    r.read_prefixed(|data: &mut &[u8]| Ok(bytes::Bytes::copy_from_slice(data)))
+    r.read_prefixed(|data: &mut &[u8]| Ok(share(packet, data)))
+}
+
+/// `part` as a slice of `whole` when it lies within it, else as a copy.
+fn share(whole: &bytes::Bytes, part: &[u8]) -> bytes::Bytes {
+    let start = (part.as_ptr() as usize).wrapping_sub(whole.as_ptr() as usize);
+    match start.checked_add(part.len()) {
+        Some(end) if !part.is_empty() && part.as_ptr() >= whole.as_ptr() && end <= whole.len() => {
+            whole.slice(start..end)
+        }
+        _ => bytes::Bytes::copy_from_slice(part),
+    }
 }
 
 pub use limited_string::LimitedString;

@@ -387,8 +387,23 @@ impl PacketBytesWriter {
 /// Uses Vec<u8> (not CryptoVec/mlocked) because incoming network data is not secret.
 #[derive(Debug)]
 pub(crate) struct IncomingSshPacket {
-    pub buffer: Vec<u8>,
+    /// The payload. Shared, so that channel data is handed on as slices of it (jitgate
+    /// edit 10, see `vendor/README.md`).
+    pub buffer: bytes::Bytes,
     pub seqn: Wrapping<u32>,
+}
+
+impl IncomingSshPacket {
+    /// The packet just read into `read` (its payload after the 5-byte header), taking the
+    /// read buffer itself instead of copying it out: `read` is left empty, and the next
+    /// packet is read into a buffer of its own.
+    pub(crate) fn take(read: &mut SSHBuffer) -> Self {
+        let whole = bytes::Bytes::from(std::mem::take(&mut read.buffer));
+        IncomingSshPacket {
+            buffer: whole.get(5..).map_or_else(bytes::Bytes::new, |_| whole.slice(5..)),
+            seqn: read.seqn,
+        }
+    }
 }
 
 /// Packet writer for constructing and encrypting outgoing SSH packets.

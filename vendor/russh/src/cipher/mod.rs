@@ -298,16 +298,20 @@ pub(crate) async fn read<R: AsyncRead + Unpin>(
     cipher: &mut (dyn OpeningKey + Send),
 ) -> Result<usize, Error> {
     if buffer.len == 0 {
-        let mut len = vec![0; cipher.packet_length_to_read_for_block_length()];
+        // The probe is at most one cipher block (16 bytes): on the stack, not one allocation
+        // per packet (a jitgate edit, see `vendor/README.md`).
+        let mut probe = [0u8; MAXIMUM_PROBE_LEN];
+        let len = probe
+            .get_mut(..cipher.packet_length_to_read_for_block_length())
+            .ok_or(Error::IndexOutOfBounds)?;
 
-        stream.read_exact(&mut len).await?;
+        stream.read_exact(&mut *len).await?;
         trace!("reading, len = {len:?}");
         {
             let seqn = buffer.seqn.0;
-            buffer.buffer.clear();
-            buffer.buffer.extend_from_slice(&len);
+            let probe: &[u8] = len;
             trace!("reading, seqn = {seqn:?}");
-            let len = cipher.decrypt_packet_length(seqn, &len);
+            let len = cipher.decrypt_packet_length(seqn, probe);
             let len = BigEndian::read_u32(&len) as usize;
 
             if len > MAXIMUM_PACKET_LEN {
@@ -328,16 +332,30 @@ pub(crate) async fn read<R: AsyncRead + Unpin>(
 
             buffer.len = len + cipher.tag_len();
             trace!("reading, clear len = {:?}", buffer.len);
+            // One allocation of the packet's size (the buffer is empty: the last packet took it).
+            buffer.buffer.clear();
+            buffer.buffer.reserve_exact(buffer.len + PACKET_LENGTH_LEN);
+            buffer.buffer.extend_from_slice(probe);
         }
     }
 
-    buffer.buffer.resize(buffer.len + 4, 0);
-    trace!("read_exact {:?}", buffer.len + 4);
-
-    let l = cipher.packet_length_to_read_for_block_length();
-
-    #[allow(clippy::indexing_slicing)] // length checked
-    stream.read_exact(&mut buffer.buffer[l..]).await?;
+    // The rest of the packet is read into the buffer's spare capacity rather than into a
+    // zero-filled tail: no memset of every byte received (a jitgate edit, see
+    // `vendor/README.md`). `limit` keeps each read within this packet.
+    let packet_end = buffer.len + 4;
+    trace!("read_exact {packet_end:?}");
+    buffer
+        .buffer
+        .reserve(packet_end.saturating_sub(buffer.buffer.len()));
+    while buffer.buffer.len() < packet_end {
+        let missing = packet_end - buffer.buffer.len();
+        let n = stream
+            .read_buf(&mut bytes::BufMut::limit(&mut buffer.buffer, missing))
+            .await?;
+        if n == 0 {
+            return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
+        }
+    }
 
     trace!("read_exact done");
     let seqn = buffer.seqn.0;
@@ -364,6 +382,8 @@ pub(crate) async fn read<R: AsyncRead + Unpin>(
 }
 
 pub(crate) const PACKET_LENGTH_LEN: usize = 4;
+/// The most any cipher reads to learn a packet's length: one block.
+const MAXIMUM_PROBE_LEN: usize = 16;
 
 const MINIMUM_PACKET_LEN: usize = 16;
 // Keep the transport limit aligned with the 256 KiB channel packet baseline.

@@ -77,8 +77,9 @@ impl Session {
     pub(crate) async fn process_packet<H: Handler>(
         &mut self,
         client: &mut H,
-        buf: &[u8],
+        packet: &Bytes,
     ) -> Result<(), H::Error> {
+        let buf: &[u8] = packet;
         // If we've successfully read a packet.
         trace!("process_packet buf = {:?} bytes", buf.len());
         let mut is_authenticated = false;
@@ -430,7 +431,7 @@ impl Session {
             }
         }
         if is_authenticated {
-            self.client_read_authenticated(client, buf).await
+            self.client_read_authenticated(client, packet).await
         } else {
             Ok(())
         }
@@ -483,9 +484,9 @@ impl Session {
     async fn client_read_authenticated<H: Handler>(
         &mut self,
         client: &mut H,
-        buf: &[u8],
+        packet: &Bytes,
     ) -> Result<(), H::Error> {
-        match buf.split_first() {
+        match packet.split_first() {
             Some((&msg::CHANNEL_OPEN_CONFIRMATION, mut reader)) => {
                 debug!("channel_open_confirmation");
                 let msg = ChannelOpenConfirmation::parse(&mut reader)?;
@@ -593,7 +594,7 @@ impl Session {
             Some((&msg::CHANNEL_DATA, mut r)) => {
                 trace!("channel_data");
                 let channel_num = map_err!(ChannelId::decode(&mut r))?;
-                let data = map_err!(crate::helpers::decode_bytes(&mut r))?;
+                let data = map_err!(crate::helpers::decode_bytes(&mut r, packet))?;
                 map_err!(ensure_end(&r))?;
                 if !self.common.is_established_channel(channel_num) {
                     return Ok(());
@@ -620,7 +621,7 @@ impl Session {
                 debug!("channel_extended_data");
                 let channel_num = map_err!(ChannelId::decode(&mut r))?;
                 let extended_code = map_err!(u32::decode(&mut r))?;
-                let data = map_err!(crate::helpers::decode_bytes(&mut r))?;
+                let data = map_err!(crate::helpers::decode_bytes(&mut r, packet))?;
                 map_err!(ensure_end(&r))?;
                 if !self.common.is_established_channel(channel_num) {
                     return Ok(());

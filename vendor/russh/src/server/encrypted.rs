@@ -39,14 +39,28 @@ impl Session {
         handler: &mut H,
         pkt: &mut IncomingSshPacket,
     ) -> Result<(), H::Error> {
-        self.process_packet(handler, &pkt.buffer).await
+        self.process_payload(handler, &pkt.buffer).await
     }
 
+    /// [`Self::process_payload`] of a copy of `buf`.
+    #[cfg(test)]
     pub(crate) async fn process_packet<H: Handler + Send>(
         &mut self,
         handler: &mut H,
         buf: &[u8],
     ) -> Result<(), H::Error> {
+        self.process_payload(handler, &Bytes::copy_from_slice(buf))
+            .await
+    }
+
+    /// Handle one packet's payload; channel data is handed on as slices of `packet` (jitgate
+    /// edit 10, see `vendor/README.md`).
+    pub(crate) async fn process_payload<H: Handler + Send>(
+        &mut self,
+        handler: &mut H,
+        packet: &Bytes,
+    ) -> Result<(), H::Error> {
+        let buf: &[u8] = packet;
         let rejection_wait_until =
             tokio::time::Instant::now() + self.common.config.auth_rejection_time;
         let initial_none_rejection_wait_until = if self.common.auth_attempts == 0 {
@@ -153,10 +167,12 @@ impl Session {
                         .init_compress(self.common.packet_writer.compress());
                 }
                 enc.state = EncryptedState::Authenticated;
-                self.server_read_authenticated(handler, *msg, &mut r).await
+                self.server_read_authenticated(handler, *msg, &mut r, packet)
+                    .await
             }
             (EncryptedState::Authenticated, Some((msg, mut r))) => {
-                self.server_read_authenticated(handler, *msg, &mut r).await
+                self.server_read_authenticated(handler, *msg, &mut r, packet)
+                    .await
             }
             _ => Ok(()),
         }
@@ -1433,11 +1449,12 @@ async fn reply_userauth_info_response(
 }
 
 impl Session {
-    async fn server_read_authenticated<H: Handler + Send, R: Reader>(
+    async fn server_read_authenticated<H: Handler + Send>(
         &mut self,
         handler: &mut H,
         msg: u8,
-        r: &mut R,
+        r: &mut &[u8],
+        packet: &Bytes,
     ) -> Result<(), H::Error> {
         match msg {
             msg::CHANNEL_OPEN => self.server_handle_channel_open(handler, r).await,
@@ -1485,7 +1502,7 @@ impl Session {
                     Some(map_err!(u32::decode(r))?)
                 };
                 trace!("handler.data {ext:?} {channel_num:?}");
-                let data = map_err!(Bytes::decode(r))?;
+                let data = map_err!(crate::helpers::decode_bytes(r, packet))?;
                 map_err!(ensure_end(r))?;
                 let target = self.target_window_size;
 

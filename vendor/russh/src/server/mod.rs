@@ -1273,7 +1273,7 @@ async fn reply<H: Handler + Send>(
 
                         let mut pending = std::mem::take(&mut session.pending_reads);
                         for p in pending.drain(..) {
-                            session.process_packet(handler, &p).await?;
+                            session.process_payload(handler, &p).await?;
                         }
                         session.pending_reads = pending;
                         session.pending_len = 0;
