@@ -347,6 +347,12 @@ if [ -n "${BENCH_CALLGRIND:-}" ]; then
     CG_GW=$(sed -n 's/^jitgate HTTPS gateway listening on //p' "$W/serve-cg.out")
     [ -n "$CG_GW" ] || { echo "the gateway did not start under valgrind:"; cat "$W/serve-cg.err"; exit 1; }
     counted gateway "$CG_PID" "$CG_GW" -H "$AUTH"
+    # The gateway's download over HTTP/2 as well (curl's and browsers' choice with it).
+    curl -s -o /dev/null --http2 --cacert "$W/certs/ca.pem" -H "$AUTH" "$CG_GW/cg.bin"
+    callgrind_control -z "$CG_PID" > /dev/null 2>&1
+    curl -s -o /dev/null --http2 --cacert "$W/certs/ca.pem" -H "$AUTH" "$CG_GW/cg.bin"
+    callgrind_control -d "download_h2" "$CG_PID" > /dev/null 2>&1
+    cg_total "$BENCH_CALLGRIND/gateway.out" download_h2 > "$W/cg-h2"
     kill "$CG_PID"; wait "$CG_PID" 2>/dev/null || true
     # The reference proxy: the same server block in one nginx process (no master, one worker).
     kill "$(cat "$W/proxy.pid")" 2>/dev/null || true
@@ -358,14 +364,16 @@ if [ -n "${BENCH_CALLGRIND:-}" ]; then
     PIDS+=("$NG_PID")
     for _ in $(seq 300); do curl -s -o /dev/null --cacert "$W/certs/ca.pem" "$PROXY/page.html" && break; sleep 0.1; done
     counted nginx "$NG_PID" "$PROXY"
-    python3 - "$W/cg-figures" "$CG_MB" "$BENCH_CALLGRIND" <<'PY'
+    python3 - "$W/cg-figures" "$CG_MB" "$BENCH_CALLGRIND" "$W/cg-h2" <<'PY'
 import sys
 rows = {l.split()[0]: list(map(int, l.split()[1:])) for l in open(sys.argv[1])}
 mb, out = int(sys.argv[2]), sys.argv[3]
+h2 = int(open(sys.argv[4]).read()) / mb
 per = {n: (ir / reqs, dl / mb) for n, (reqs, ir, dl) in rows.items()}
 (gr, gd), (nr, nd) = per["gateway"], per["nginx"]
 print(f"instructions per request (callgrind, one connection, user space): jitgate {gr:,.0f}, nginx proxy {nr:,.0f}: {gr / nr:.2f}")
 print(f"instructions per MB downloaded (HTTP/1.1, {mb} MB): jitgate {gd:,.0f}, nginx proxy {nd:,.0f}: {gd / nd:.2f}")
+print(f"instructions per MB downloaded through jitgate over HTTP/2: {h2:,.0f} ({h2 / gd:.2f} of HTTP/1.1)")
 print(f"    callgrind_annotate {out}/gateway.out.N (the dumps named requests and download)")
 PY
 fi
