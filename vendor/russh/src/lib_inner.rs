@@ -42,6 +42,7 @@ pub use sshbuffer::SshId;
 
 mod helpers;
 mod boxed_mpsc;
+mod packet_pool;
 
 pub(crate) use helpers::map_err;
 

@@ -398,7 +398,7 @@ impl IncomingSshPacket {
     /// read buffer itself instead of copying it out: `read` is left empty, and the next
     /// packet is read into a buffer of its own.
     pub(crate) fn take(read: &mut SSHBuffer) -> Self {
-        let whole = bytes::Bytes::from(std::mem::take(&mut read.buffer));
+        let whole = crate::packet_pool::freeze(std::mem::take(&mut read.buffer));
         IncomingSshPacket {
             buffer: whole.get(5..).map_or_else(bytes::Bytes::new, |_| whole.slice(5..)),
             seqn: read.seqn,

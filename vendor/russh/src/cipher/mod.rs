@@ -332,9 +332,13 @@ pub(crate) async fn read<R: AsyncRead + Unpin>(
 
             buffer.len = len + cipher.tag_len();
             trace!("reading, clear len = {:?}", buffer.len);
-            // One allocation of the packet's size (the buffer is empty: the last packet took it).
+            // Room for the packet (the buffer is empty: the last packet took it), from the
+            // pool when it is of the pooled size.
+            let room = buffer.len + PACKET_LENGTH_LEN;
+            if buffer.buffer.capacity() < room {
+                buffer.buffer = crate::packet_pool::buffer(room);
+            }
             buffer.buffer.clear();
-            buffer.buffer.reserve_exact(buffer.len + PACKET_LENGTH_LEN);
             buffer.buffer.extend_from_slice(probe);
         }
     }
