@@ -534,7 +534,7 @@ fn via(k: SignInKind) -> &'static str {
 
 /// At most `n` characters of `s`.
 fn clip(s: &str, n: usize) -> String {
-    s.chars().take(n).collect()
+    crate::types::first_chars(s, n).to_owned()
 }
 
 /// `scheme://host[:port]` of a URL.
