@@ -154,14 +154,16 @@ DIRECT=(ssh "${SSHO[@]}" -o BatchMode=yes -i "$W/client" -p "$SSHD_PORT" "$ACCOU
 JUMP=(ssh "${SSHO[@]}" -o BatchMode=yes -i "$W/client" -o "ProxyCommand=ssh ${SSHO[*]} -i $W/client -p $BASTION_PORT -W %h:%p $ACCOUNT@127.0.0.1" -p "$SSHD_PORT" "$ACCOUNT@127.0.0.1")
 sleep 0.5
 
-start_gateway() { # $1 config, $2 ticket suffix -> sets GW_PID API SSH_PORT TOKEN
-    local out="$W/$(basename "$1").out"
-    "$J" --config "$1" serve > "$out" 2> "$out.err" & GW_PID=$!
+start_gateway() { # $1 config, $2 ticket suffix, then what to run it under -> sets GW_PID API SSH_PORT TOKEN
+    local config=$1 ticket=$2 out="$W/$(basename "$1").out"
+    shift 2
+    "$@" "$J" --config "$config" serve > "$out" 2> "$out.err" & GW_PID=$!
     PIDS+=("$GW_PID")
-    for _ in $(seq 100); do grep -q "SSH gateway listening" "$out" 2>/dev/null && break; sleep 0.1; done
+    for _ in $(seq 600); do grep -q "SSH gateway listening" "$out" 2>/dev/null && break; sleep 0.1; done
     API=$(sed -n 's/^jitgate API listening on //p' "$out")
     SSH_PORT=$(sed -n 's/^jitgate SSH gateway listening on .*://p' "$out")
-    grant_token "$1" "BENCH-$2"
+    [ -n "$SSH_PORT" ] || { echo "the gateway ($config) did not start:"; cat "$out.err"; exit 1; }
+    grant_token "$config" "BENCH-$ticket"
 }
 grant_token() { # $1 config, $2 ticket -> sets TOKEN (a 2 h grant on a new open ticket)
     export JITGATE_URL=$API JITGATE_CA=$W/certs/ca.pem
@@ -300,14 +302,9 @@ if [ -n "${BENCH_CALLGRIND:-}" ]; then
     CG_MB=${BENCH_CALLGRIND_MB:-32}
     CG_SMALL=$(( CG_MB / 4 ))
     write_config "$W/cg.toml" true cg
-    valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$BENCH_CALLGRIND/gateway.out" \
-        "$J" --config "$W/cg.toml" serve > "$W/cg.toml.out" 2> "$W/cg.toml.out.err" & CG_PID=$!
-    PIDS+=("$CG_PID")
-    for _ in $(seq 600); do grep -q "SSH gateway listening" "$W/cg.toml.out" 2>/dev/null && break; sleep 0.1; done
-    CG_API=$(sed -n 's/^jitgate API listening on //p' "$W/cg.toml.out")
-    CG_SSH=$(sed -n 's/^jitgate SSH gateway listening on .*://p' "$W/cg.toml.out")
-    [ -n "$CG_SSH" ] || { echo "the gateway did not start under valgrind:"; cat "$W/cg.toml.out.err"; exit 1; }
-    API=$CG_API grant_token "$W/cg.toml" BENCH-cg
+    start_gateway "$W/cg.toml" cg valgrind --tool=callgrind --instr-atstart=no \
+        --callgrind-out-file="$BENCH_CALLGRIND/gateway.out"
+    CG_PID=$GW_PID; CG_SSH=$SSH_PORT
     cg_bulk() { # $1 MB, $2 the dump's name: one counted bulk run through the gateway under callgrind
         callgrind_control -z "$CG_PID" > /dev/null 2>&1
         callgrind_control -i on "$CG_PID" > /dev/null 2>&1
