@@ -3,8 +3,8 @@
 //!
 //! Each received packet is read into a buffer of its own, which becomes the packet's `Bytes`
 //! (edit 10). Freed one by one as the data leaves the gateway, a bulk transfer's buffers made
-//! the allocator hand memory back to the kernel and take it again: page faults and zeroed pages
-//! for about one packet in ten. Buffers of one common size (room for a full 32 KiB channel
+//! the allocator hand memory back to the kernel and take it again: page faults, each a zeroed
+//! page, three to four per 32 KiB packet. Buffers of one common size (room for a full 32 KiB channel
 //! packet) are kept here instead, up to [`KEEP`] of them for the whole process, and handed out
 //! again; other sizes are allocated and freed as usual. An idle connection holds none.
 
